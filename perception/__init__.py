@@ -1,0 +1,3 @@
+"""Streaming multi-camera perception node."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,33 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="perception",
+    version="0.1.0",
+    description="Streaming multi-camera perception node: CUDA preprocessing, temporal CNN, ZeroMQ output, replay",
+    python_requires=">=3.10",
+    packages=find_packages(include=["perception*", "calib*", "replay*", "kernels*"]),
+    package_data={"kernels": ["*.cu", "*.h"], "perception": ["data/*"]},
+    install_requires=[
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "pyzmq>=25",
+        "msgpack>=1.0",
+        "onnxruntime>=1.17",
+        "mcap>=1.1",
+        "zstandard",
+        "lz4",
+        "mcap-protobuf-support>=0.5",
+        "foxglove-schemas-protobuf>=0.3",
+        "mcap-ros2-support>=0.5",
+        "PyYAML>=6",
+        "scipy>=1.10",
+        "tqdm",
+        "rich",
+    ],
+    extras_require={
+        "train": ["torch==2.13.0", "onnx", "onnxscript"],
+        "gpu": ["pycuda", "tensorrt"],
+        "dev": ["pytest", "torch==2.13.0", "onnx", "onnxscript", "pycocotools", "motmetrics", "matplotlib"],
+    },
+    entry_points={"console_scripts": ["perception=perception.cli:main"]},
+)
