@@ -50,6 +50,22 @@ def mount_transform(x: float, y: float, z: float, yaw_deg: float = 0.0, pitch_de
     return T
 
 
+def transform_problem(T: np.ndarray) -> str | None:
+    """What is wrong with a 4x4 rigid transform, or None."""
+    if T.shape != (4, 4):
+        return f"must be a 4x4 matrix, got shape {T.shape}"
+    if not np.all(np.isfinite(T)):
+        return "must be finite"
+    if not np.array_equal(T[3], [0.0, 0.0, 0.0, 1.0]):
+        return f"last row must be [0, 0, 0, 1], got {T[3].tolist()}"
+    R = T[:3, :3]
+    orth_error = np.abs(R.T @ R - np.eye(3)).max()
+    if orth_error > _ROTATION_TOLERANCE or np.linalg.det(R) < 0:
+        return (f"rotation is not orthonormal with det +1 "
+                f"(|R^T R - I| = {orth_error:.2g}, det = {np.linalg.det(R):.6g})")
+    return None
+
+
 @dataclass(frozen=True, eq=False)
 class CameraModel:
     """One calibrated camera. Validates itself; errors name the camera and the field."""
@@ -99,18 +115,13 @@ class CameraModel:
         if not np.all(np.isfinite(coeffs)):
             raise fail("coeffs", f"must be finite, got {coeffs.tolist()}")
         object.__setattr__(self, "coeffs", tuple(float(c) for c in coeffs))
-        T = np.array(self.T_vehicle_camera, dtype=np.float64)
-        if T.shape != (4, 4):
-            raise fail("T_vehicle_camera", f"must be a 4x4 matrix, got shape {T.shape}")
-        if not np.all(np.isfinite(T)):
-            raise fail("T_vehicle_camera", "must be finite")
-        if not np.array_equal(T[3], [0.0, 0.0, 0.0, 1.0]):
-            raise fail("T_vehicle_camera", f"last row must be [0, 0, 0, 1], got {T[3].tolist()}")
-        R = T[:3, :3]
-        orth_error = np.abs(R.T @ R - np.eye(3)).max()
-        if orth_error > _ROTATION_TOLERANCE or np.linalg.det(R) < 0:
-            raise fail("T_vehicle_camera", f"rotation is not orthonormal with det +1 "
-                                           f"(|R^T R - I| = {orth_error:.2g}, det = {np.linalg.det(R):.6g})")
+        try:
+            T = np.array(self.T_vehicle_camera, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise fail("T_vehicle_camera", "must be a 4x4 matrix of numbers") from None
+        problem = transform_problem(T)
+        if problem:
+            raise fail("T_vehicle_camera", problem)
         T.setflags(write=False)
         object.__setattr__(self, "T_vehicle_camera", T)
 

@@ -1,10 +1,12 @@
-"""A rig: the vehicle's cameras, in a fixed order, by name."""
+"""A rig: the vehicle's cameras, in a fixed order, by name; loading and saving rig files."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
 
 from calib.camera import CameraModel
+from calib.formats import cameras_to_yaml, read_cameras, read_cameras_text
 from perception.errors import CalibrationError
 
 
@@ -53,3 +55,34 @@ class Rig(Mapping[str, CameraModel]):
 
     def __repr__(self) -> str:
         return f"Rig({', '.join(f'{c.name} {c.width}x{c.height} {c.distortion}' for c in self.cameras)})"
+
+
+def rig_from_yaml_str(text: str, where: str) -> Rig:
+    """A rig from calibration text in any supported format; `where` names the source in errors."""
+    return _rig(read_cameras_text(text, where), where)
+
+
+def load_rig(path: str | Path) -> Rig:
+    """A rig from a file: the project's rig YAML, ROS camera_info, OpenCV FileStorage or Kalibr camchain
+    (auto-detected; docs/calibration.md)."""
+    return _rig(read_cameras(path), str(path))
+
+
+def rig_to_yaml_str(rig: Rig) -> str:
+    """The project's rig YAML; `rig_from_yaml_str` gives back an equal rig."""
+    return cameras_to_yaml(rig.cameras)
+
+
+def save_rig(rig: Rig, path: str | Path) -> None:
+    """Write the project's rig YAML (atomically: a reader never sees half a file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(rig_to_yaml_str(rig), encoding="utf-8")
+    tmp.replace(path)
+
+
+def _rig(cameras: list[CameraModel], where: str) -> Rig:
+    try:
+        return Rig(cameras)
+    except CalibrationError as e:
+        raise CalibrationError(f"{where}: {e}") from None
