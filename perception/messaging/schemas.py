@@ -1,0 +1,181 @@
+"""The messages the node publishes, as typed Python objects (fields, units and frames: docs/messages.md).
+
+Pure data: building the wire bytes is perception.messaging.codec, sockets are publisher / subscriber.
+Numeric per-object and per-camera data are numpy arrays with fixed dtypes (they travel as binary).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Literal
+
+import numpy as np
+
+BrakeStage = Literal["none", "prepare", "brake"]
+HealthState = Literal["ok", "degraded", "fault"]
+CameraState = Literal["ok", "stale", "lost"]
+BRAKE_STAGES: tuple[str, ...] = ("none", "prepare", "brake")
+HEALTH_STATES: tuple[str, ...] = ("ok", "degraded", "fault")
+CAMERA_STATES: tuple[str, ...] = ("ok", "stale", "lost")
+
+
+class RangeSource(IntEnum):
+    """Where an object's range came from."""
+    NONE = 0    # unknown: range_m is NaN
+    GROUND = 1  # calibration: ground-plane intersection of the box's bottom centre
+    MODEL = 2   # the network's range head
+    FUSED = 3   # both, fused
+
+
+# name -> (dtype, shape of one row); one table drives construction checks, encoding and decoding.
+OBJECT_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
+    "track_id": (np.dtype("<i8"), ()),
+    "camera": (np.dtype("<i4"), ()),
+    "cls": (np.dtype("<i4"), ()),
+    "score": (np.dtype("<f4"), ()),
+    "box": (np.dtype("<f4"), (4,)),
+    "range_m": (np.dtype("<f4"), ()),
+    "range_source": (np.dtype("<u1"), ()),
+    "position": (np.dtype("<f4"), (3,)),
+    "velocity": (np.dtype("<f4"), (3,)),
+    "ttc_s": (np.dtype("<f4"), ()),
+    "age": (np.dtype("<i4"), ()),
+    "coasting": (np.dtype("bool"), ()),
+}
+
+
+@dataclass(eq=False)
+class TrackedObjects:
+    """Tracked objects of one frame set: parallel arrays, one row per object."""
+    track_id: np.ndarray      # [N] int64, persistent while the track lives
+    camera: np.ndarray        # [N] int32, index into Diagnostics.cameras: the camera `box` is in
+    cls: np.ndarray           # [N] int32, index into DetectionsMessage.classes
+    score: np.ndarray         # [N] float32 in [0, 1]
+    box: np.ndarray           # [N, 4] float32, x0 y0 x1 y1, original pixels of `camera`
+    range_m: np.ndarray       # [N] float32, horizontal distance from the vehicle origin (m), NaN unknown
+    range_source: np.ndarray  # [N] uint8, RangeSource
+    position: np.ndarray      # [N, 3] float32, box centre in the vehicle frame (m)
+    velocity: np.ndarray      # [N, 3] float32, relative to the ego vehicle, vehicle frame (m/s)
+    ttc_s: np.ndarray         # [N] float32, time to collision (s); inf not closing, NaN unknown
+    age: np.ndarray           # [N] int32, frame sets since the track was born
+    coasting: np.ndarray      # [N] bool, predicted only: no detection matched in this frame set
+
+    def __post_init__(self) -> None:
+        n = None
+        for name, (dtype, row_shape) in OBJECT_FIELDS.items():
+            value = np.ascontiguousarray(getattr(self, name), dtype=dtype)
+            if value.ndim != 1 + len(row_shape) or value.shape[1:] != row_shape:
+                raise ValueError(f"TrackedObjects.{name}: shape {value.shape}, expected [N, *{row_shape}]")
+            if n is None:
+                n = value.shape[0]
+            elif value.shape[0] != n:
+                raise ValueError(f"TrackedObjects.{name}: {value.shape[0]} rows, other fields have {n}")
+            setattr(self, name, value)
+
+    def __len__(self) -> int:
+        return int(self.track_id.shape[0])
+
+    @staticmethod
+    def empty() -> "TrackedObjects":
+        return TrackedObjects(**{name: np.zeros((0, *shape), dtype)
+                                 for name, (dtype, shape) in OBJECT_FIELDS.items()})
+
+
+@dataclass(eq=False)
+class Diagnostics:
+    """Carried by every message (as openpilot's modelV2 carries its timings)."""
+    model_id: str
+    cameras: tuple[str, ...]             # rig order; per-camera arrays below are aligned with it
+    capture_ns: np.ndarray               # [C] int64, capture time of each camera's latest frame, -1 none yet
+    dropped_frames: np.ndarray           # [C] int64, frames dropped per camera since start
+    stage_ns: dict[str, int] = field(default_factory=dict)  # duration of each stage for this frame set
+
+    def __post_init__(self) -> None:
+        self.cameras = tuple(self.cameras)
+        for name in ("capture_ns", "dropped_frames"):
+            value = np.ascontiguousarray(getattr(self, name), dtype="<i8")
+            if value.shape != (len(self.cameras),):
+                raise ValueError(f"Diagnostics.{name}: shape {value.shape}, expected ({len(self.cameras)},)")
+            setattr(self, name, value)
+
+
+@dataclass(eq=False)
+class DetectionsMessage:
+    diag: Diagnostics
+    frame_ns: int                 # frame-set time: the anchor camera's capture time
+    stale: np.ndarray             # [C] bool, camera had no fresh frame for this set
+    classes: tuple[str, ...]      # class names, indexed by objects.cls
+    objects: TrackedObjects
+
+    def __post_init__(self) -> None:
+        self.classes = tuple(self.classes)
+        self.stale = np.ascontiguousarray(self.stale, dtype=bool)
+        if self.stale.shape != (len(self.diag.cameras),):
+            raise ValueError(f"DetectionsMessage.stale: shape {self.stale.shape}, "
+                             f"expected ({len(self.diag.cameras)},)")
+
+
+@dataclass(frozen=True)
+class Lead:
+    """The object the ego vehicle follows: closest in its path ahead."""
+    track_id: int
+    range_m: float        # m, along the path
+    rel_speed_mps: float  # range rate (m/s), negative when closing
+    ttc_s: float          # s, inf when not closing
+
+
+@dataclass(eq=False)
+class HintsMessage:
+    diag: Diagnostics
+    frame_ns: int
+    lead: Lead | None
+    brake: BrakeStage
+    speed_cap_mps: float     # highest speed that can stop within the free distance; inf = no cap
+    free_distance_m: float   # free distance along the path ahead; inf = nothing seen
+    cut_in_ids: np.ndarray   # [K] int64, track ids cutting into the ego lane
+    confidence: float        # [0, 1]
+
+    def __post_init__(self) -> None:
+        if self.brake not in BRAKE_STAGES:
+            raise ValueError(f"HintsMessage.brake: {self.brake!r} is not one of {BRAKE_STAGES}")
+        self.cut_in_ids = np.ascontiguousarray(self.cut_in_ids, dtype="<i8").reshape(-1)
+
+
+@dataclass(eq=False)
+class HealthMessage:
+    diag: Diagnostics
+    state: HealthState
+    reasons: tuple[str, ...]           # why not ok, e.g. "camera front stale", "frame drop 31 % > 20 %"
+    camera_states: tuple[CameraState, ...]  # aligned with diag.cameras
+    latency_p50_ms: float              # capture -> publish, over the health window
+    latency_p99_ms: float
+    rate_hz: float                     # frame sets per second over the health window
+    drop_ratio: float                  # frames dropped / frames captured over the health window
+    bad_frames: int                    # corrupt frames counted (and skipped) since start
+    publish_drops: int                 # messages the publisher could not send since start
+
+    def __post_init__(self) -> None:
+        if self.state not in HEALTH_STATES:
+            raise ValueError(f"HealthMessage.state: {self.state!r} is not one of {HEALTH_STATES}")
+        self.reasons = tuple(self.reasons)
+        self.camera_states = tuple(self.camera_states)
+        if not set(self.camera_states) <= set(CAMERA_STATES):
+            raise ValueError(f"HealthMessage.camera_states: {self.camera_states} not all in {CAMERA_STATES}")
+        if len(self.camera_states) != len(self.diag.cameras):
+            raise ValueError(f"HealthMessage.camera_states: {len(self.camera_states)} states for "
+                             f"{len(self.diag.cameras)} cameras")
+
+
+Message = DetectionsMessage | HintsMessage | HealthMessage
+
+TOPIC_OF: dict[type, str] = {DetectionsMessage: "detections", HintsMessage: "hints", HealthMessage: "health"}
+
+
+@dataclass(frozen=True, eq=False)
+class Envelope:
+    """One received message with what the publisher stamped on it."""
+    topic: str
+    seq: int          # per topic, +1 per publication (also for messages the publisher had to drop)
+    publish_ns: int   # publisher's clock (CLOCK_REALTIME unless injected) when it was sent
+    message: Message
