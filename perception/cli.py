@@ -13,6 +13,7 @@ import sys
 from perception.errors import PerceptionError
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "echo": ("perception.commands.echo", "print the messages a node publishes (ZeroMQ), readably"),
 }
 
 
