@@ -20,6 +20,7 @@ setup(
         "foxglove-schemas-protobuf>=0.3",
         "mcap-ros2-support>=0.5",
         "PyYAML>=6",
+        "Pillow>=10",
         "scipy>=1.10",
         "tqdm",
         "rich",

@@ -1,0 +1,207 @@
+"""Opening MCAP files for reading: the index from the summary section, or rebuilt from the data when the
+file was cut (a recorder killed mid-drive) — then every complete chunk before the cut is read and a
+warning says where the file ends.
+
+Shared by our drives (replay/drive.py) and ROS 2 bags (replay/ros2bag.py).
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import zstandard
+from mcap.data_stream import ReadDataStream
+from mcap.decoder import DecoderFactory
+from mcap.exceptions import McapError
+from mcap.opcode import Opcode
+from mcap.reader import SeekingReader
+from mcap.records import Attachment, AttachmentIndex, Channel, Chunk, ChunkIndex, Message, Schema
+from mcap.stream_reader import MAGIC_SIZE, breakup_chunk
+from mcap.summary import Summary
+
+from perception.errors import DriveError
+
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+RECORD_SIZE_LIMIT = 512 * 2**20  # one chunk or attachment; a raw 40 MP NV12 image is 60 MB
+# What reading a damaged record can raise (zstd, CRC, struct, short reads, bad UTF-8).
+_CORRUPT = (McapError, ValueError, struct.error, zstandard.ZstdError, KeyError, EOFError)
+
+
+class TruncatedDriveWarning(UserWarning):
+    """The drive file ends early; it is read up to the last complete chunk."""
+
+
+class McapFile:
+    """An open MCAP file: its summary (read or rebuilt), channels by topic, messages in log-time order."""
+
+    def __init__(self, path: str | Path, decoder_factories: Iterable[DecoderFactory] = ()):
+        self.path = Path(path)
+        try:
+            self._file = open(self.path, "rb")
+        except OSError as e:
+            raise DriveError(f"{self.path}: cannot open: {e.strerror}") from None
+        try:
+            if self._file.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
+                raise DriveError(f"{self.path}: not an MCAP file (bad magic bytes)")
+            summary = self._read_summary()
+            self._file.seek(0)
+            self._reader = _Reader(self._file, summary, decoder_factories)
+        except BaseException:
+            self._file.close()
+            raise
+        self.summary: Summary = self._reader.get_summary()
+        self.channels = {c.topic: c for c in self.summary.channels.values()}
+        self._factories = tuple(decoder_factories)
+        self._decoders: dict[int, Callable[[bytes], Any]] = {}
+
+    def close(self) -> None:
+        self._file.close()
+
+    @property
+    def time_range(self) -> tuple[int, int] | None:
+        """(first, last) message log time in ns, None for a file without messages."""
+        stats, chunks = self.summary.statistics, self.summary.chunk_indexes
+        if stats is not None:
+            return (stats.message_start_time, stats.message_end_time) if stats.message_count else None
+        if not chunks:
+            return None
+        return min(c.message_start_time for c in chunks), max(c.message_end_time for c in chunks)
+
+    def schema(self, channel: Channel) -> Schema | None:
+        return self.summary.schemas.get(channel.schema_id)
+
+    def attachments(self) -> Iterator[Attachment]:
+        try:
+            yield from self._reader.iter_attachments()
+        except _CORRUPT as e:
+            raise DriveError(f"{self.path}: corrupt attachment: {e}") from None
+
+    def messages(self, topics: Iterable[str], start_ns: int | None = None,
+                 end_ns: int | None = None) -> Iterator[tuple[Channel, Message, Any]]:
+        """(channel, message, decoded) of `topics` with start_ns <= log time < end_ns, in log-time order."""
+        topics = [t for t in topics if t in self.channels]
+        if not topics:
+            return
+        iterator = self._reader.iter_messages(topics, log_time_order=True, starting_at=start_ns,
+                                              ending_before=end_ns)
+        while True:
+            try:
+                item = next(iterator, None)
+            except _CORRUPT as e:
+                raise DriveError(f"{self.path}: corrupt chunk: {e}") from None
+            if item is None:
+                return
+            _, channel, message = item
+            yield channel, message, self._decode(channel, message)
+
+    def where(self, channel: Channel, message: Message) -> str:
+        return f"{self.path}: {channel.topic} @ log time {message.log_time}"
+
+    def _decode(self, channel: Channel, message: Message) -> Any:
+        decoder = self._decoders.get(channel.id)
+        if decoder is None:
+            schema = self.schema(channel)
+            for factory in self._factories:
+                try:
+                    decoder = factory.decoder_for(channel.message_encoding, schema)
+                except _CORRUPT as e:
+                    raise DriveError(f"{self.path}: {channel.topic}: unreadable schema: {e}") from None
+                if decoder is not None:
+                    break
+            else:
+                raise DriveError(f"{self.path}: {channel.topic}: no decoder for message encoding "
+                                 f"{channel.message_encoding!r} with schema {schema.name if schema else None!r}")
+            self._decoders[channel.id] = decoder
+        try:
+            return decoder(message.data)
+        except Exception as e:  # noqa: BLE001 - protobuf / CDR / JSON decoders raise their own types
+            raise DriveError(f"{self.where(channel, message)}: cannot decode message: {e}") from None
+
+    def _read_summary(self) -> Summary:
+        summary = None
+        self._file.seek(-len(MCAP_MAGIC), io.SEEK_END)
+        if self._file.read() == MCAP_MAGIC:  # else the file was cut: the footer is not there to trust
+            self._file.seek(0)
+            try:
+                summary = SeekingReader(self._file, record_size_limit=RECORD_SIZE_LIMIT).get_summary()
+            except (*_CORRUPT, OSError):
+                summary = None
+        if summary is not None:
+            return summary
+        summary, end, complete = _scan(self._file, self.path)
+        if not complete:
+            warnings.warn(f"{self.path}: file is truncated or damaged at byte {end}; read "
+                          f"{len(summary.chunk_indexes)} complete chunks before it", TruncatedDriveWarning,
+                          stacklevel=4)
+        return summary
+
+
+class _Reader(SeekingReader):
+    """The library's seeking reader, on a summary that may have been rebuilt by `_scan`."""
+
+    def __init__(self, stream: io.BufferedReader, summary: Summary, factories: Iterable[DecoderFactory]):
+        super().__init__(stream, validate_crcs=True, decoder_factories=factories,
+                         record_size_limit=RECORD_SIZE_LIMIT)
+        self._rebuilt = summary
+
+    def get_summary(self) -> Summary:
+        return self._rebuilt
+
+
+def _scan(f: io.BufferedReader, path: Path) -> tuple[Summary, int, bool]:
+    """Index the data section record by record: (summary, where reading stopped, reached the data end)."""
+    summary = Summary()
+    offset = MAGIC_SIZE
+    f.seek(offset)
+    while True:
+        head = f.read(9)
+        if len(head) < 9:
+            return summary, offset, False
+        opcode, length = struct.unpack("<BQ", head)
+        if length > RECORD_SIZE_LIMIT:
+            return summary, offset, False
+        body = f.read(length)
+        if len(body) < length:
+            return summary, offset, False
+        if opcode in (Opcode.DATA_END, Opcode.FOOTER):
+            return summary, offset, True
+        if opcode == Opcode.MESSAGE:
+            raise DriveError(f"{path}: has no readable index and messages outside chunks; cannot index it")
+        try:
+            _index_record(summary, opcode, body, offset)
+        except _CORRUPT:
+            return summary, offset, False
+        offset += 9 + length
+
+
+def _index_record(summary: Summary, opcode: int, body: bytes, offset: int) -> None:
+    stream = ReadDataStream(io.BytesIO(body))
+    if opcode == Opcode.CHUNK:
+        chunk = Chunk.read(stream)
+        records = breakup_chunk(chunk, validate_crc=True)
+        if any(isinstance(r, Message) for r in records):
+            summary.chunk_indexes.append(ChunkIndex(
+                message_start_time=chunk.message_start_time, message_end_time=chunk.message_end_time,
+                chunk_start_offset=offset, chunk_length=9 + len(body), message_index_offsets={},
+                message_index_length=0, compression=chunk.compression, compressed_size=len(chunk.data),
+                uncompressed_size=chunk.uncompressed_size))
+    elif opcode == Opcode.ATTACHMENT:
+        a = Attachment.read(stream)
+        summary.attachment_indexes.append(AttachmentIndex(
+            offset=offset, length=9 + len(body), create_time=a.create_time, log_time=a.log_time,
+            data_size=len(a.data), name=a.name, media_type=a.media_type))
+        records = []
+    elif opcode in (Opcode.SCHEMA, Opcode.CHANNEL):
+        records = [(Schema if opcode == Opcode.SCHEMA else Channel).read(stream)]
+    else:
+        records = []
+    for record in records:
+        if isinstance(record, Schema):
+            summary.schemas[record.id] = record
+        elif isinstance(record, Channel):
+            summary.channels[record.id] = record
