@@ -77,8 +77,11 @@ def save_rig(rig: Rig, path: str | Path) -> None:
     """Write the project's rig YAML (atomically: a reader never sees half a file)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(rig_to_yaml_str(rig), encoding="utf-8")
-    tmp.replace(path)
+    try:
+        tmp.write_text(rig_to_yaml_str(rig), encoding="utf-8")
+        tmp.replace(path)
+    except OSError as e:
+        raise CalibrationError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
 def _rig(cameras: list[CameraModel], where: str) -> Rig:

@@ -13,6 +13,7 @@ import sys
 from perception.errors import PerceptionError
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "calib": ("perception.commands.calib", "camera calibration tools (chessboard intrinsics)"),
     "echo": ("perception.commands.echo", "print the messages a node publishes (ZeroMQ), readably"),
 }
 
