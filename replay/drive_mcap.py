@@ -55,6 +55,11 @@ class McapFile:
             self._file.close()
             raise
         self.summary: Summary = self._reader.get_summary()
+        for chunk in self.summary.chunk_indexes:
+            if max(chunk.chunk_length, chunk.uncompressed_size) > RECORD_SIZE_LIMIT:
+                self.close()
+                raise DriveError(f"{self.path}: chunk at byte {chunk.chunk_start_offset} is larger than "
+                                 f"{RECORD_SIZE_LIMIT} bytes")
         self.channels = {c.topic: c for c in self.summary.channels.values()}
         self._factories = tuple(decoder_factories)
         self._decoders: dict[int, Callable[[bytes], Any]] = {}
@@ -183,6 +188,8 @@ def _index_record(summary: Summary, opcode: int, body: bytes, offset: int) -> No
     stream = ReadDataStream(io.BytesIO(body))
     if opcode == Opcode.CHUNK:
         chunk = Chunk.read(stream)
+        if chunk.uncompressed_size > RECORD_SIZE_LIMIT:
+            raise McapError(f"chunk claims {chunk.uncompressed_size} bytes uncompressed")
         records = breakup_chunk(chunk, validate_crc=True)
         if any(isinstance(r, Message) for r in records):
             summary.chunk_indexes.append(ChunkIndex(
