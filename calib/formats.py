@@ -68,7 +68,8 @@ def _floats(value: Any, shape: tuple[int, ...], where: _Where, field: str) -> np
     except (TypeError, ValueError):
         raise where.error(field, f"expected numbers, got {value!r}") from None
     if array.size != int(np.prod(shape)) or (array.ndim > 1 and array.shape != shape):
-        raise where.error(field, f"expected a {'x'.join(map(str, shape))} matrix, got {array.size} values"
+        expected = f"{shape[0]} values" if len(shape) == 1 else f"a {'x'.join(map(str, shape))} matrix"
+        raise where.error(field, f"expected {expected}, got {array.size} values"
                                  + (f" shaped {'x'.join(map(str, array.shape))}" if array.ndim > 1 else ""))
     if not np.all(np.isfinite(array)):
         raise where.error(field, f"non-finite value in {array.ravel().tolist()}")

@@ -266,7 +266,7 @@ def test_bad_opencv_storage(tmp_path):
 
 BAD_KALIBR = [
     ("cam1", lambda c: c.pop("intrinsics"), "intrinsics", "missing key"),
-    ("cam0", lambda c: c.update(intrinsics=[1.0, 2.0, 3.0]), "intrinsics", "expected a 4 matrix, got 3 values"),
+    ("cam0", lambda c: c.update(intrinsics=[1.0, 2.0, 3.0]), "intrinsics", "expected 4 values, got 3"),
     ("cam0", lambda c: c.update(intrinsics=[0.0, 460.0, 360.0, 240.0]), "fx", "focal length must be > 0"),
     ("cam1", lambda c: c["T_cn_cnm1"][1].__setitem__(1, 1.2), "T_cn_cnm1", "not orthonormal"),
     ("cam1", lambda c: c.pop("T_cn_cnm1"), "T_cn_cnm1", "missing key"),
