@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from perception.labels import CLASSES, GroundTruth
 from replay.drive_common import CameraFrame, Drive, check_frame_size, select_cameras
 from replay.drive_images import compressed_size, encode_jpeg, frame_from_compressed, frame_from_raw
 from replay.drive_mcap import McapFile, TruncatedDriveWarning
+from replay.ros2bag import Ros2BagReader
+from replay.video import VideoDrive
 
 __all__ = ["CameraFrame", "Drive", "DriveMessage", "DriveReader", "DriveWriter", "EgoState", "open_drive"]
 
@@ -127,6 +130,9 @@ class DriveWriter:
                  chunk_size: int = 4 * 2**20):
         if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality must be 1..100, got {jpeg_quality}")
+        for name in rig:
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise DriveError(f"{path}: camera name {name!r} cannot be part of a topic name (use A-Z a-z 0-9 _)")
         self.path = Path(path)
         self.rig = rig
         self.jpeg_quality = jpeg_quality
@@ -134,9 +140,13 @@ class DriveWriter:
             self._file = open(self.path, "wb")
         except OSError as e:
             raise DriveError(f"{self.path}: cannot create: {e.strerror}") from None
-        self._mcap = McapWriter(self._file, chunk_size=chunk_size, compression=CompressionType.ZSTD)
-        self._mcap.start(library="perception drive writer")
-        self._mcap.add_attachment(0, 0, RIG_ATTACHMENT, "application/yaml", rig_to_yaml_str(rig).encode())
+        try:
+            self._mcap = McapWriter(self._file, chunk_size=chunk_size, compression=CompressionType.ZSTD)
+            self._mcap.start(library="perception drive writer")
+            self._mcap.add_attachment(0, 0, RIG_ATTACHMENT, "application/yaml", rig_to_yaml_str(rig).encode())
+        except BaseException:
+            self._file.close()
+            raise
         self._schemas: dict[str, int] = {}
         self._channels: dict[str, _Channel] = {}
         self._last_frame_ns: dict[str, int] = {}
@@ -226,6 +236,8 @@ class DriveWriter:
 
     def _channel(self, topic: str, schema_name: str, schema_encoding: str, schema_data: Callable[[], bytes],
                  message_encoding: str, metadata: dict[str, str]) -> _Channel:
+        if self._closed:
+            raise DriveError(f"{self.path}: the drive writer is closed")
         channel = self._channels.get(topic)
         if channel is None:
             if schema_name not in self._schemas:
@@ -240,8 +252,6 @@ class DriveWriter:
         return channel
 
     def _add(self, channel: _Channel, t_ns: int, data: bytes) -> None:
-        if self._closed:
-            raise DriveError(f"{self.path}: the drive writer is closed")
         t_ns = _check_time(self.path, t_ns)
         self._mcap.add_message(channel.id, log_time=t_ns, data=data, publish_time=t_ns)
 
@@ -405,9 +415,6 @@ def open_drive(path_or_paths: str | Path | Sequence[str | Path]) -> Drive:
       else a ROS 2 bag;
     - video files (a path or a list of paths, one per camera, named by the file stem).
     """
-    from replay.ros2bag import Ros2BagReader
-    from replay.video import VideoDrive
-
     paths = [Path(path_or_paths)] if isinstance(path_or_paths, (str, Path)) else [Path(p) for p in path_or_paths]
     if len(paths) == 1 and paths[0].is_dir():
         found = sorted(paths[0].glob("*.mcap"))

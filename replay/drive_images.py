@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from perception.errors import DriveError, FrameError
-from perception.frame import ColorSpec, Frame, PixelFormat
+from perception.frame import ColorSpec, Frame, PixelFormat, buffer_rows, min_stride
 from perception.preprocess.common import yuv_to_rgb_coefficients
 from perception.preprocess.reference import yuv_to_rgb
 
@@ -34,7 +34,6 @@ RAW_FORMATS = {
 # Encodings converted on read: mono to BGR8, UYVY to YUYV (swap the bytes of each pair).
 _MONO = ("mono8", "8UC1")
 _UYVY = ("uyvy", "yuv422")
-_BYTES_PER_PIXEL = {PixelFormat.NV12: 1, PixelFormat.YUYV: 2, PixelFormat.BGR8: 3, PixelFormat.RGB8: 3}
 
 
 def check_size(where: str, width: int, height: int) -> None:
@@ -55,10 +54,10 @@ def frame_from_raw(where: str, encoding: str, width: int, height: int, step: int
     else:
         known = ", ".join([*RAW_FORMATS, *_MONO, *_UYVY])
         raise DriveError(f"{where}: unsupported raw image encoding {encoding!r} (supported: {known})")
-    bpp = 1 if encoding in _MONO else _BYTES_PER_PIXEL[fmt]
-    rows = height + height // 2 if fmt is PixelFormat.NV12 else height
-    if step < width * bpp:
-        raise DriveError(f"{where}: {encoding} {width}x{height}: step {step} is below width x {bpp} bytes")
+    least = width if encoding in _MONO else min_stride(fmt, width)
+    rows = buffer_rows(fmt, height)
+    if step < least:
+        raise DriveError(f"{where}: {encoding} {width}x{height}: step {step} is below the minimum {least} bytes")
     if len(data) != step * rows:
         raise DriveError(f"{where}: {encoding} {width}x{height} step {step} needs {step * rows} bytes "
                          f"({rows} rows), the message has {len(data)}")

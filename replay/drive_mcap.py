@@ -28,8 +28,8 @@ from perception.errors import DriveError
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 RECORD_SIZE_LIMIT = 512 * 2**20  # one chunk or attachment; a raw 40 MP NV12 image is 60 MB
-# What reading a damaged record can raise (zstd, CRC, struct, short reads, bad UTF-8).
-_CORRUPT = (McapError, ValueError, struct.error, zstandard.ZstdError, KeyError, EOFError)
+# What reading a damaged record can raise (short reads, CRC, zstd, struct, bad UTF-8, unknown ids).
+_CORRUPT = (McapError, ValueError, struct.error, zstandard.ZstdError, KeyError)
 
 
 class TruncatedDriveWarning(UserWarning):
@@ -48,18 +48,16 @@ class McapFile:
         try:
             if self._file.read(len(MCAP_MAGIC)) != MCAP_MAGIC:
                 raise DriveError(f"{self.path}: not an MCAP file (bad magic bytes)")
-            summary = self._read_summary()
+            self.summary = self._read_summary()
+            for chunk in self.summary.chunk_indexes:
+                if max(chunk.chunk_length, chunk.uncompressed_size) > RECORD_SIZE_LIMIT:
+                    raise DriveError(f"{self.path}: chunk at byte {chunk.chunk_start_offset} is larger than "
+                                     f"{RECORD_SIZE_LIMIT} bytes")
             self._file.seek(0)
-            self._reader = _Reader(self._file, summary, decoder_factories)
+            self._reader = _Reader(self._file, self.summary, decoder_factories)
         except BaseException:
             self._file.close()
             raise
-        self.summary: Summary = self._reader.get_summary()
-        for chunk in self.summary.chunk_indexes:
-            if max(chunk.chunk_length, chunk.uncompressed_size) > RECORD_SIZE_LIMIT:
-                self.close()
-                raise DriveError(f"{self.path}: chunk at byte {chunk.chunk_start_offset} is larger than "
-                                 f"{RECORD_SIZE_LIMIT} bytes")
         self.channels = {c.topic: c for c in self.summary.channels.values()}
         self._factories = tuple(decoder_factories)
         self._decoders: dict[int, Callable[[bytes], Any]] = {}

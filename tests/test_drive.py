@@ -130,7 +130,8 @@ def test_channels_are_the_foxglove_schemas(tmp_path: Path) -> None:
         writer.write_ego(7, 3.0)
     mcap = McapFile(tmp_path / "d.mcap")
     try:
-        kinds = {t: (c.message_encoding, mcap.schema(c).encoding, mcap.schema(c).name) for t, c in mcap.channels.items()}
+        kinds = {t: (c.message_encoding, mcap.schema(c).encoding, mcap.schema(c).name)
+                 for t, c in mcap.channels.items()}
         gt_schema = json.loads(mcap.schema(mcap.channels["/camera/front/ground_truth"]).data)
         image_meta = mcap.channels["/camera/front/image"].metadata
     finally:
@@ -260,13 +261,16 @@ def raw_image(width: int, height: int, encoding: str, step: int, size: int) -> R
 
 
 @pytest.mark.parametrize("message, error", [
-    (raw_image(W, H, "bgr8", 3 * W, 3 * W * H - 1), r"bgr8 64x48 step 192 needs 9216 bytes \(48 rows\), the message has 9215"),
+    (raw_image(W, H, "bgr8", 3 * W, 3 * W * H - 1),
+     r"bgr8 64x48 step 192 needs 9216 bytes \(48 rows\), the message has 9215"),
     (raw_image(W, H, "nv12", W, W * H), r"nv12 64x48 step 64 needs 4608 bytes"),
-    (raw_image(W, H, "yuyv", W, 2 * W * H), r"yuyv 64x48: step 64 is below width x 2 bytes"),
+    (raw_image(W, H, "yuyv", W, 2 * W * H), r"yuyv 64x48: step 64 is below the minimum 128 bytes"),
     (raw_image(MAX_IMAGE_SIDE + 2, 2, "bgr8", 3 * (MAX_IMAGE_SIDE + 2), 0), r"image size 16386x2 is outside"),
     (raw_image(W, H, "bayer_rggb8", W, W * H), r"unsupported raw image encoding 'bayer_rggb8'"),
-    (raw_image(W // 2, H, "bgr8", 3 * W // 2, 3 * W // 2 * H), r"image is 32x48, the calibration of camera 'front' is 64x48"),
-    (CompressedImage(frame_id="front", format="jpeg", data=b"\xff\xd8\xff\xe0 garbage"), r"not a readable JPEG/PNG image"),
+    (raw_image(W // 2, H, "bgr8", 3 * W // 2, 3 * W // 2 * H),
+     r"image is 32x48, the calibration of camera 'front' is 64x48"),
+    (CompressedImage(frame_id="front", format="jpeg", data=b"\xff\xd8\xff\xe0 garbage"),
+     r"not a readable JPEG/PNG image"),
 ])
 def test_bad_images_are_clear_errors_naming_file_topic_and_time(tmp_path: Path, message, error: str) -> None:
     first = marked(3) if isinstance(message, RawImage) else cv2.imencode(".jpg", marked(3).data)[1].tobytes()
@@ -292,6 +296,9 @@ def test_corrupt_chunk_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_writer_refuses_inconsistent_input(tmp_path: Path) -> None:
+    slash = Rig([CameraModel("front/left", W, H, 50.0, 50.0, 31.5, 23.5)])
+    with pytest.raises(DriveError, match="camera name 'front/left' cannot be part of a topic name"):
+        DriveWriter(tmp_path / "slash.mcap", slash)
     with DriveWriter(tmp_path / "d.mcap", make_rig("front")) as writer:
         with pytest.raises(DriveError, match="camera 'rear' is not in the rig"):
             writer.write_frame("rear", 0, marked(1))

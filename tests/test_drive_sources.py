@@ -237,3 +237,19 @@ def test_real_footage_vtest(shared_data: Path) -> None:
         assert drive.duration_ns == 79_400 * MS  # 795 frames at 10 fps
     assert [f.t_ns for f in frames] == [i * 100 * MS for i in range(10)]
     assert frames[0].frame.data.shape == (576, 768, 3) and frames[0].frame.data.std() > 10  # real content
+
+
+@pytest.mark.parametrize("model, d, error", [
+    ("fisheye62", [0.1] * 6, r"/cam/camera_info @ log time 5: unsupported distortion_model 'fisheye62'"),
+    ("plumb_bob", [0.1, 0.01, 0.0, 0.0], r"/cam/camera_info @ log time 5: .*'plumb_bob' takes 5 coefficients, got 4"),
+])
+def test_ros2_bag_bad_camera_info(tmp_path: Path, model: str, d: list[float], error: str) -> None:
+    with open(tmp_path / "bag.mcap", "wb") as f:
+        writer = Ros2Writer(f)
+        image = writer.register_msgdef("sensor_msgs/msg/Image", IMAGE_DEF)
+        info = writer.register_msgdef("sensor_msgs/msg/CameraInfo", CAMERA_INFO_DEF)
+        writer.write_message("/cam/camera_info", info, camera_info_msg(5, FRONT_K, model, d), log_time=5)
+        writer.write_message("/cam/image_raw", image, image_msg(5, "bgr8", 3 * W, bytes(3 * W * H)), log_time=5)
+        writer.finish()
+    with pytest.raises(DriveError, match=error):
+        Ros2BagReader(tmp_path / "bag.mcap")
