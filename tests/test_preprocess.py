@@ -134,14 +134,16 @@ def test_reference_chroma_siting_by_hand() -> None:
     uv = np.stack([100 + 20 * jj + 8 * ii, np.full_like(ii, 128)], axis=2).reshape(2, 8)
     nv12 = np.concatenate([np.full((4, 8), 128), uv]).astype(np.uint8)
     expected_nv12 = [108, 118, 124, 100, 100 + 20 * 1 + 8 * 3]  # (7, 3): cx = 3.5 -> column 3 replicated
-    np.testing.assert_allclose(u_at(Frame(nv12.reshape(-1), 8, 4, 8, PixelFormat.NV12, full)), expected_nv12, atol=5e-3)
+    nv12_frame = Frame(nv12.reshape(-1), 8, 4, 8, PixelFormat.NV12, full)
+    np.testing.assert_allclose(u_at(nv12_frame), expected_nv12, atol=5e-3)
 
     # YUYV 8x4: chroma 4x4 at luma (2i, j): cx = x/2, cy = y
     jj, ii = np.mgrid[0:4, 0:4]
     yuyv = np.stack([np.full_like(ii, 128), 100 + 20 * jj + 8 * ii, np.full_like(ii, 128), np.full_like(ii, 128)],
                     axis=2).reshape(4, 16).astype(np.uint8)
     expected_yuyv = [100 + 10 + 8, 100 + 30 + 8, 100 + 50 + 4, 100, 100 + 60 + 24]
-    np.testing.assert_allclose(u_at(Frame(yuyv.reshape(-1), 8, 4, 16, PixelFormat.YUYV, full)), expected_yuyv, atol=5e-3)
+    yuyv_frame = Frame(yuyv.reshape(-1), 8, 4, 16, PixelFormat.YUYV, full)
+    np.testing.assert_allclose(u_at(yuyv_frame), expected_yuyv, atol=5e-3)
 
 
 def test_reference_normalises_and_pads() -> None:
@@ -299,3 +301,12 @@ def test_bad_inputs_give_clear_errors(implementation: str) -> None:
     sized = Maps(good.map_x, good.map_y, Size(32, 24))
     with pytest.raises(FrameError, match="camera 1: frame is 64x48 but its remap table was built for 32x24"):
         run([frame, random_frame(rng, PixelFormat.BGR8, 64, 48)], [sized, sized])
+    with pytest.raises(FrameError, match="camera 0: frame is 4x4 but"):
+        run([rgb_ramp_frame()], [Maps(good.map_x, good.map_y, Size(32, 24))])
+
+
+def test_fast_path_rejects_sources_beyond_opencv_limits() -> None:
+    wide = random_frame(np.random.default_rng(2), PixelFormat.NV12, 32768, 2)
+    maps = Maps(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32))
+    with pytest.raises(FrameError, match="camera 0: source is 32768x2; the OpenCV path samples sources of at most"):
+        FastPreprocessor([maps]).run([wide])

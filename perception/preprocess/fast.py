@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from perception.errors import FrameError
 from perception.frame import ColorSpec, Frame, PixelFormat
 from perception.preprocess.common import (
     Normalization,
@@ -30,6 +31,8 @@ from perception.preprocess.common import (
 )
 
 _YUV_FORMATS = (PixelFormat.NV12, PixelFormat.YUYV)
+_RGB_ORDER = {PixelFormat.RGB8: (0, 1, 2), PixelFormat.BGR8: (2, 1, 0)}  # source channel of R, G, B
+_MAX_SOURCE_SIDE = 32767  # fixed-point maps hold pixel indices as int16
 
 
 def _fixed_point_maps(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -47,7 +50,12 @@ class _CameraPlan:
     invalid: np.ndarray | None  # uint8 [H, W], 1 where the output is the pad value; None when all valid
 
     @staticmethod
-    def build(table: RemapMaps, width: int, height: int) -> "_CameraPlan":
+    def build(camera: int, table: RemapMaps, width: int, height: int) -> "_CameraPlan":
+        if max(width, height) > _MAX_SOURCE_SIDE:
+            raise FrameError(
+                f"camera {camera}: source is {width}x{height}; the OpenCV path samples sources of at most "
+                f"{_MAX_SOURCE_SIDE} px a side"
+            )
         valid = valid_entries(table.map_x, table.map_y, width, height)
         x = np.where(valid, table.map_x, np.float32(0))
         y = np.where(valid, table.map_y, np.float32(0))
@@ -102,23 +110,24 @@ class FastPreprocessor:
         self.dtype = check_output_dtype(dtype)
         height, width = check_tables(tables)
         self.tables = list(tables)
-        self.norm = norm
         self.output = np.empty((len(self.tables), 3, height, width), self.dtype)
         self._a, self._b = normalization_affine(norm)
-        self._hi = self._a.astype(np.float64) * 255.0 + self._b  # clamp bounds in the normalised domain
+        # the [0, 255] clamp of YUV conversions, moved into the normalised domain
+        self._lo, self._hi = self._b, (self._a.astype(np.float64) * 255.0 + self._b).astype(np.float32)
+        self._rgb_affine = {fmt: self._channel_affine(order) for fmt, order in _RGB_ORDER.items()}
         self._plans: list[_CameraPlan | None] = [
-            None if size is None else _CameraPlan.build(table, *size)
-            for table, size in ((t, expected_source_size(t)) for t in self.tables)
+            None if size is None else _CameraPlan.build(n, table, *size)
+            for n, (table, size) in enumerate((t, expected_source_size(t)) for t in self.tables)
         ]
         self._colors: dict[ColorSpec, _FoldedColor] = {}
-        self._source_buffers: dict[tuple[int, str], np.ndarray] = {}
+        self._source_buffers: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
         self._zero = np.zeros((height, width), np.float32)
         self._planes32 = self.output if self.dtype == np.float32 else np.empty(self.output.shape, np.float32)
         self._luma = np.empty((height, width), np.float32)
         self._chroma = np.empty((height, width, 2), np.float32)
         self._chroma_u = np.empty((height, width), np.float32)
         self._chroma_v = np.empty((height, width), np.float32)
-        self._rgb = np.empty((height, width, 3), np.float32)
+        self._rgb_sampled = np.empty((height, width, 3), np.float32)
         self._rgb_normalised = np.empty((height, width, 3), np.float32)
 
     def run(self, frames: Sequence[Frame]) -> np.ndarray:
@@ -127,9 +136,9 @@ class FastPreprocessor:
             plan = self._plan(n, frame)
             planes = self._planes32[n]
             if frame.pixel_format in _YUV_FORMATS:
-                self._yuv(n, frame, plan, planes)
+                self._yuv(frame, plan, planes)
             else:
-                self._rgb_planes(n, frame, plan, planes)
+                self._rgb(frame, plan, planes)
             if plan.invalid is not None:
                 for plane in planes:
                     cv2.copyTo(self._zero, plan.invalid, dst=plane)
@@ -141,19 +150,28 @@ class FastPreprocessor:
     def _plan(self, n: int, frame: Frame) -> _CameraPlan:
         plan = self._plans[n]
         if plan is None or plan.source_size != (frame.width, frame.height):
-            plan = self._plans[n] = _CameraPlan.build(self.tables[n], frame.width, frame.height)
+            plan = self._plans[n] = _CameraPlan.build(n, self.tables[n], frame.width, frame.height)
         return plan
 
-    def _source_buffer(self, n: int, name: str, shape: tuple[int, ...]) -> np.ndarray:
-        buffer = self._source_buffers.get((n, name))
-        if buffer is None or buffer.shape != shape:
-            buffer = self._source_buffers[(n, name)] = np.empty(shape, np.float32)
+    def _channel_affine(self, order: tuple[int, int, int]) -> np.ndarray:
+        """3x4 matrix for cv2.transform: output channel c = a_c * source channel order[c] + b_c."""
+        affine = np.zeros((3, 4), np.float64)
+        for c, src in enumerate(order):
+            affine[c, src] = self._a[c]
+            affine[c, 3] = self._b[c]
+        return affine
+
+    def _source_buffer(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """float32 copy of a source plane; cameras are processed one after another and share these."""
+        buffer = self._source_buffers.get((name, shape))
+        if buffer is None:
+            buffer = self._source_buffers[(name, shape)] = np.empty(shape, np.float32)
         return buffer
 
     def _remap(self, source: np.ndarray, maps: tuple[np.ndarray, np.ndarray], dst: np.ndarray) -> None:
         cv2.remap(source, maps[0], maps[1], cv2.INTER_LINEAR, dst=dst, borderMode=cv2.BORDER_REPLICATE)
 
-    def _yuv(self, n: int, frame: Frame, plan: _CameraPlan, planes: np.ndarray) -> None:
+    def _yuv(self, frame: Frame, plan: _CameraPlan, planes: np.ndarray) -> None:
         rows = frame.rows()
         w, h = frame.width, frame.height
         if frame.pixel_format is PixelFormat.NV12:
@@ -163,8 +181,8 @@ class FastPreprocessor:
             packed = rows[:, : 2 * w]
             luma = packed[:, 0::2]
             uv = packed.reshape(h, w // 2, 4)[:, :, 1::2]
-        luma_f = self._source_buffer(n, "luma", luma.shape)
-        uv_f = self._source_buffer(n, "uv", uv.shape)
+        luma_f = self._source_buffer("luma", luma.shape)
+        uv_f = self._source_buffer("uv", uv.shape)
         np.copyto(luma_f, luma, casting="unsafe")
         np.copyto(uv_f, uv, casting="unsafe")
         self._remap(luma_f, plan.luma_maps, self._luma)
@@ -181,18 +199,12 @@ class FastPreprocessor:
         cv2.scaleAdd(v, color.gamma[1], g, dst=g)
         cv2.addWeighted(y, color.alpha[2], u, color.beta[2], color.delta[2], dst=b)
         for c in range(3):
-            cv2.max(planes[c], float(self._b[c]), dst=planes[c])
-            cv2.min(planes[c], float(self._hi[c]), dst=planes[c])
+            np.clip(planes[c], self._lo[c], self._hi[c], out=planes[c])
 
-    def _rgb_planes(self, n: int, frame: Frame, plan: _CameraPlan, planes: np.ndarray) -> None:
+    def _rgb(self, frame: Frame, plan: _CameraPlan, planes: np.ndarray) -> None:
         pixels = frame.rows()[:, : 3 * frame.width].reshape(frame.height, frame.width, 3)
-        pixels_f = self._source_buffer(n, "rgb", pixels.shape)
+        pixels_f = self._source_buffer("rgb", pixels.shape)
         np.copyto(pixels_f, pixels, casting="unsafe")
-        self._remap(pixels_f, plan.luma_maps, self._rgb)
-        order = (2, 1, 0) if frame.pixel_format is PixelFormat.BGR8 else (0, 1, 2)
-        affine = np.zeros((3, 4), np.float64)  # output channel c <- source channel order[c], scaled
-        for c, src in enumerate(order):
-            affine[c, src] = self._a[c]
-            affine[c, 3] = self._b[c]
-        cv2.transform(self._rgb, affine, dst=self._rgb_normalised)
+        self._remap(pixels_f, plan.luma_maps, self._rgb_sampled)
+        cv2.transform(self._rgb_sampled, self._rgb_affine[frame.pixel_format], dst=self._rgb_normalised)
         cv2.split(self._rgb_normalised, list(planes))

@@ -86,7 +86,8 @@ def sample_rgb(frame: Frame, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         packed = rows[:, : 2 * w]
         luma, u, v = packed[:, 0::2], packed[:, 1::4], packed[:, 3::4]
     cx, cy = chroma_coordinates(fmt, x, y)
-    return yuv_to_rgb(bilinear(luma, x, y), bilinear(u, cx, cy), bilinear(v, cx, cy), yuv_to_rgb_coefficients(frame.color))
+    samples = bilinear(luma, x, y), bilinear(u, cx, cy), bilinear(v, cx, cy)
+    return yuv_to_rgb(*samples, yuv_to_rgb_coefficients(frame.color))
 
 
 def yuv_to_rgb(y: np.ndarray, u: np.ndarray, v: np.ndarray, k: YuvCoefficients) -> np.ndarray:
