@@ -1,4 +1,5 @@
-"""Run the kernels of preprocess.cu on an NVIDIA GPU: pycuda on the vehicle, CuPy where pycuda is absent.
+"""Run the kernels of preprocess.cu on an NVIDIA GPU: pycuda on the vehicle, CuPy where pycuda is absent
+(the lab GPUs), or on the CPU through the g++ shim (backend "shim": CI, which has no GPU).
 
 `CudaPreprocessor.run(frames)` has the shape of the CPU `FastPreprocessor.run` (returns the host batch
 [N, 3, H, W]); `enqueue(frames)` stops before the download and returns the device address of the batch
@@ -42,7 +43,8 @@ from perception.preprocess.common import (
 )
 
 KERNEL_DIR = Path(__file__).resolve().parent
-BACKENDS = ("pycuda", "cupy")
+GPU_BACKENDS = ("pycuda", "cupy")
+BACKENDS = GPU_BACKENDS + ("shim",)
 
 
 def kernel_source() -> str:
@@ -98,8 +100,8 @@ class _Pycuda:
     def download(self, host: np.ndarray, address: int) -> None:
         self.cuda.memcpy_dtoh_async(host, address, self.stream)
 
-    def launch(self, kernel: str, grid: tuple[int, ...], args: Sequence[Any]) -> None:
-        self.functions[kernel](*args, block=BLOCK, grid=grid, stream=self.stream)
+    def launch(self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], args: Sequence[Any]) -> None:
+        self.functions[kernel](*args, block=block, grid=grid, stream=self.stream)
 
     def event(self) -> Any:
         return self.cuda.Event().record(self.stream)
@@ -143,9 +145,9 @@ class _Cupy:
         rt = self.cp.cuda.runtime
         rt.memcpyAsync(host.ctypes.data, address, host.nbytes, rt.memcpyDeviceToHost, self.stream_handle)
 
-    def launch(self, kernel: str, grid: tuple[int, ...], args: Sequence[Any]) -> None:
+    def launch(self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], args: Sequence[Any]) -> None:
         with self.stream:
-            self.functions[kernel](grid, BLOCK, tuple(args))
+            self.functions[kernel](grid, block, tuple(args))
 
     def event(self) -> Any:
         return self.stream.record()
@@ -174,13 +176,17 @@ def available_backend() -> str | None:
     return None
 
 
-def _open_backend(backend: str | None, cubin: Path | None) -> _Pycuda | _Cupy:
+def _open_backend(backend: str | None, cubin: Path | None) -> Any:
     if backend is None:
         backend = available_backend()
         if backend is None:
             raise KernelError("preprocess: cuda needs an NVIDIA GPU with pycuda or CuPy; none is usable here")
     if backend not in BACKENDS:
         raise KernelError(f"unknown CUDA backend {backend!r}; use one of {BACKENDS}")
+    if backend == "shim":
+        from kernels.shim import ShimDevice
+
+        return ShimDevice()
     if cubin is not None and not Path(cubin).is_file():
         raise KernelError(f"cubin {cubin} does not exist (build it with python -m kernels.nvcc)")
     try:
@@ -190,7 +196,12 @@ def _open_backend(backend: str | None, cubin: Path | None) -> _Pycuda | _Cupy:
 
 
 class CudaPreprocessor:
-    """docs/preprocess.md on the GPU for a fixed rig (one remap table per camera)."""
+    """docs/preprocess.md on the GPU for a fixed rig (one remap table per camera).
+
+    `backend`: "pycuda", "cupy" (default: the first usable) or "shim" (the CPU). `cubin`: kernels built
+    ahead by `python -m kernels.nvcc` instead of compiling the source at start. `grid` / `block` override
+    the launch geometry (tests; the kernels are correct for any).
+    """
 
     def __init__(
         self,
@@ -199,7 +210,11 @@ class CudaPreprocessor:
         dtype: npt.DTypeLike = np.float16,
         backend: str | None = None,
         cubin: Path | None = None,
+        grid: Sequence[int] | None = None,
+        block: Sequence[int] = BLOCK,
     ) -> None:
+        self.grid = tuple(grid) if grid is not None else None
+        self.block = tuple(block)
         self.tables = list(tables)
         self.dtype = check_output_dtype(dtype)
         self.out_h, self.out_w = check_tables(self.tables)
@@ -254,7 +269,8 @@ class CudaPreprocessor:
         for step in plan.launches:
             args = [np.uint64(self._records + step.first * CAMERA_DTYPE.itemsize), np.int32(step.count),
                     np.uint64(self._output), np.int32(self.out_w), np.int32(self.out_h), *self._norm_args]
-            self.gpu.launch(step.kernel, default_grid(self.out_w, self.out_h, step.count), args)
+            grid = self.grid or default_grid(self.out_w, self.out_h, step.count)
+            self.gpu.launch(step.kernel, grid, self.block, args)
         return DeviceOutput(self._output, self.shape, self.dtype, self.gpu.stream_handle)
 
     def run(self, frames: Sequence[Frame]) -> np.ndarray:

@@ -2,7 +2,8 @@
 shim_host.cpp loops over every block and thread, ctypes calls it.
 
 This is how CI tests the kernels without a GPU (parity, every-element-written, launch-geometry
-independence, AddressSanitizer). The built library is cached under ~/.cache/perception/kernels keyed by
+independence, AddressSanitizer): `CudaPreprocessor(..., backend="shim")` runs the whole GPU launcher with
+`ShimDevice` as its device, and `launch` runs one kernel on caller-made buffers. The built library is cached under ~/.cache/perception/kernels keyed by
 the sources, the flags and the compiler version, so only the first run pays for the ~1 s compile.
 """
 
@@ -21,28 +22,8 @@ from typing import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from kernels.batch import (
-    BLOCK,
-    KERNEL_NAMES,
-    KernelError,
-    BatchPlan,
-    camera_records,
-    default_grid,
-    interleaved_table,
-    plan_batch,
-    plan_key,
-    stage_frames,
-    staged_addresses,
-)
-from perception.frame import Frame
-from perception.preprocess.common import (
-    Normalization,
-    RemapMaps,
-    check_frames,
-    check_output_dtype,
-    check_tables,
-    normalization_affine,
-)
+from kernels.batch import BLOCK, KERNEL_NAMES, KernelError
+from perception.preprocess.common import Normalization, normalization_affine
 
 KERNEL_DIR = Path(__file__).resolve().parent
 SOURCES = ("preprocess.cu", "cuda_compat.h", "shim_host.cpp")
@@ -112,6 +93,11 @@ def default_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+def _check_geometry(grid: Sequence[int], block: Sequence[int]) -> None:
+    if len(grid) != 3 or len(block) != 3 or min(*grid, *block) < 1:
+        raise KernelError(f"grid {tuple(grid)} and block {tuple(block)} must be 3 positive ints each")
+
+
 def launch(
     kernel: str,
     records: np.ndarray,
@@ -127,62 +113,62 @@ def launch(
     The caller keeps the memory the records point at alive; nothing here checks it (that is what the
     ASan build is for).
     """
-    if kernel not in KERNEL_NAMES:
-        raise KernelError(f"unknown kernel {kernel!r}; known: {', '.join(KERNEL_NAMES)}")
-    if len(grid) != 3 or len(block) != 3 or min(*grid, *block) < 1:
-        raise KernelError(f"grid {tuple(grid)} and block {tuple(block)} must be 3 positive ints each")
     expected = np.float16 if kernel.endswith("f16") else np.float32
     if out.dtype != expected or out.ndim != 4 or out.shape[1] != 3 or not out.flags.c_contiguous:
         raise KernelError(f"{kernel} writes a C-contiguous [N, 3, H, W] {np.dtype(expected)} array, "
                           f"got {out.dtype} {out.shape}")
     records = np.ascontiguousarray(records)
     scale, bias = normalization_affine(norm)
-    fn = getattr(load_shim(asan), f"shim_{kernel}")
-    fn(*(int(g) for g in grid), *(int(b) for b in block), threads or default_threads(),
-       records.ctypes.data, len(records), out.ctypes.data, out.shape[3], out.shape[2],
-       *(float(s) for s in scale), *(float(b) for b in bias))
+    args = (records.ctypes.data, len(records), out.ctypes.data, out.shape[3], out.shape[2], *scale, *bias)
+    ShimDevice(threads, asan).launch(kernel, tuple(grid), tuple(block), args)
 
 
-class ShimPreprocessor:
-    """The CUDA preprocessing path executed on the CPU: `.run(frames) -> [N, 3, H, W]` (owns the buffer).
+class _Done:
+    """A finished event: on the CPU every copy and launch completes before the call returns."""
 
-    `grid` / `block` override the launch geometry (the default is the GPU launcher's).
-    """
+    def synchronize(self) -> None:
+        pass
 
-    def __init__(
-        self,
-        tables: Sequence[RemapMaps],
-        norm: Normalization = Normalization(),
-        dtype: npt.DTypeLike = np.float32,
-        grid: Sequence[int] | None = None,
-        block: Sequence[int] = BLOCK,
-        threads: int | None = None,
-        asan: bool = False,
-    ) -> None:
-        self.tables = list(tables)
-        self.norm = norm
-        self.dtype = check_output_dtype(dtype)
-        self.out_h, self.out_w = check_tables(self.tables)
-        self.grid = tuple(grid) if grid is not None else None
-        self.block = tuple(block)
-        self.threads = threads
-        self.asan = asan
-        self._table_pairs = [interleaved_table(t) for t in self.tables]
-        self.output = np.empty((len(self.tables), 3, self.out_h, self.out_w), self.dtype)
-        self._plan: BatchPlan | None = None
-        self._staging = np.empty(0, np.uint8)
 
-    def run(self, frames: Sequence[Frame]) -> np.ndarray:
-        check_frames(frames, self.tables)
-        plan = self._plan
-        if plan is None or plan.key != plan_key(frames):
-            plan = self._plan = plan_batch(frames, self.dtype)
-            self._staging = np.empty(plan.staging_bytes, np.uint8)
-        stage_frames(frames, plan, self._staging)
-        records = camera_records(frames, plan, staged_addresses(plan, self._staging.ctypes.data),
-                                 [t.ctypes.data for t in self._table_pairs])
-        for step in plan.launches:
-            grid = self.grid or default_grid(self.out_w, self.out_h, step.count)
-            launch(step.kernel, records[step.first : step.first + step.count], self.output, self.norm,
-                   grid, self.block, self.threads, self.asan)
-        return self.output
+class ShimDevice:
+    """The CPU as the device of kernels.launcher.CudaPreprocessor (backend="shim"): "device" memory is
+    host memory, copies are memmove, launches run the shim library's host loop, all synchronously."""
+
+    name = "shim"
+    stream_handle = 0
+
+    def __init__(self, threads: int | None = None, asan: bool = False) -> None:
+        self.threads = threads or default_threads()
+        self.lib = load_shim(asan)
+        self._buffers: list[np.ndarray] = []
+
+    def alloc(self, nbytes: int) -> int:
+        buffer = np.empty(max(nbytes, 1), np.uint8)  # its own allocation: ASan sees overruns of it
+        self._buffers.append(buffer)
+        return buffer.ctypes.data
+
+    def pinned(self, shape: Sequence[int] | int, dtype: npt.DTypeLike) -> np.ndarray:
+        return np.empty(shape, dtype)
+
+    def upload(self, address: int, host: np.ndarray) -> None:
+        ctypes.memmove(address, np.ascontiguousarray(host).ctypes.data, host.nbytes)
+
+    def download(self, host: np.ndarray, address: int) -> None:
+        if not host.flags.c_contiguous:
+            raise KernelError("download needs a C-contiguous host array")
+        ctypes.memmove(host.ctypes.data, address, host.nbytes)
+
+    def launch(self, kernel: str, grid: tuple[int, ...], block: tuple[int, ...], args: Sequence) -> None:
+        if kernel not in KERNEL_NAMES:
+            raise KernelError(f"unknown kernel {kernel!r}; known: {', '.join(KERNEL_NAMES)}")
+        _check_geometry(grid, block)
+        records, count, out, out_w, out_h, *norm = args
+        getattr(self.lib, f"shim_{kernel}")(*(int(g) for g in grid), *(int(b) for b in block), self.threads,
+                                            int(records), int(count), int(out), int(out_w), int(out_h),
+                                            *(float(v) for v in norm))
+
+    def event(self) -> _Done:
+        return _Done()
+
+    def synchronize(self) -> None:
+        pass

@@ -14,7 +14,8 @@ import pytest
 from calib.camera import CameraModel
 from calib.remap import build_remap
 from kernels.batch import KernelError, plan_batch
-from kernels.shim import ShimPreprocessor, launch
+from kernels.launcher import CudaPreprocessor
+from kernels.shim import launch
 from perception.errors import FrameError
 from perception.frame import ColorMatrix, ColorRange, ColorSpec, Frame, PixelFormat, buffer_rows, min_stride
 from perception.preprocess.common import Normalization
@@ -98,8 +99,17 @@ def assert_matches_reference(out: np.ndarray, ref: np.ndarray) -> None:
         assert err.max() <= 1e-3, f"max error {err.max()} at {np.unravel_index(err.argmax(), err.shape)}"
 
 
-def run_poisoned(pre: ShimPreprocessor, frames: list[Frame]) -> np.ndarray:
-    pre.output.fill(np.nan)
+def shim(tables, dtype, **kwargs) -> CudaPreprocessor:
+    """The GPU launcher with the CPU shim as its device."""
+    return CudaPreprocessor(tables, NORM, dtype, backend="shim", **kwargs)
+
+
+def run_poisoned(pre: CudaPreprocessor, frames: list[Frame]) -> np.ndarray:
+    """Fill the device batch with NaN first, so that an element the kernels skip cannot pass."""
+    nan = pre.gpu.pinned(pre.shape, pre.dtype)
+    nan.fill(np.nan)
+    pre.gpu.upload(pre.enqueue(frames).address, nan)  # queued after that run, before the next one
+    pre.gpu.synchronize()
     return pre.run(frames).copy()
 
 
@@ -112,7 +122,7 @@ RGB_CASES = [(fmt, ColorSpec()) for fmt in (PixelFormat.BGR8, PixelFormat.RGB8)]
                          ids=[f"{f.value}-{c.matrix.value}-{c.range.value}" for f, c in YUV_CASES + RGB_CASES])
 def test_shim_matches_reference(fmt: PixelFormat, color: ColorSpec, dtype: type) -> None:
     frames, tables = rig_case(fmt, color)
-    out = run_poisoned(ShimPreprocessor(tables, NORM, dtype), frames)
+    out = run_poisoned(shim(tables, dtype), frames)
     ref = preprocess_reference(frames, tables, NORM, dtype)
     assert_matches_reference(out, ref)
     # The case exercises sampled pixels on every camera, pad pixels on the letterboxed and adversarial ones.
@@ -122,7 +132,7 @@ def test_shim_matches_reference(fmt: PixelFormat, color: ColorSpec, dtype: type)
 
 def test_pad_pixels_are_exactly_zero() -> None:
     frames, tables = rig_case(PixelFormat.NV12, ColorSpec())
-    out = run_poisoned(ShimPreprocessor(tables, NORM, np.float32), frames)
+    out = run_poisoned(shim(tables, np.float32), frames)
     pad_counts = []
     for n, (frame, table) in enumerate(zip(frames, tables)):
         x, y = table.map_x, table.map_y
@@ -147,9 +157,9 @@ GEOMETRIES = [
 def test_results_do_not_depend_on_launch_geometry(fmt: PixelFormat) -> None:
     frames, tables = rig_case(fmt, ColorSpec(ColorMatrix.BT709, ColorRange.FULL), seed=3)
     for dtype in (np.float32, np.float16):
-        expected = run_poisoned(ShimPreprocessor(tables, NORM, dtype), frames)
+        expected = run_poisoned(shim(tables, dtype), frames)
         for grid, block in GEOMETRIES:
-            got = run_poisoned(ShimPreprocessor(tables, NORM, dtype, grid=grid, block=block, threads=2), frames)
+            got = run_poisoned(shim(tables, dtype, grid=grid, block=block), frames)
             np.testing.assert_array_equal(got, expected, err_msg=f"grid {grid} block {block}")
 
 
@@ -171,14 +181,14 @@ def test_mixed_formats_and_colours_in_one_batch() -> None:
     assert [step.kernel for step in plan.launches] == [
         "preprocess_nv12_f32", "preprocess_yuyv_f32", "preprocess_bgr8_f32", "preprocess_rgb8_f32"]
     for dtype in (np.float32, np.float16):
-        out = run_poisoned(ShimPreprocessor(tables, NORM, dtype), frames)
+        out = run_poisoned(shim(tables, dtype), frames)
         assert_matches_reference(out, preprocess_reference(frames, tables, NORM, dtype))
 
 
 def test_repeated_runs_use_the_new_frames() -> None:
     frames_a, tables = rig_case(PixelFormat.YUYV, ColorSpec(), seed=1)
     frames_b, _ = rig_case(PixelFormat.YUYV, ColorSpec(), seed=2)
-    pre = ShimPreprocessor(tables, NORM, np.float32)
+    pre = shim(tables, np.float32)
     first = run_poisoned(pre, frames_a)
     second = run_poisoned(pre, frames_b)
     assert_matches_reference(first, preprocess_reference(frames_a, tables, NORM, np.float32))
@@ -188,7 +198,7 @@ def test_repeated_runs_use_the_new_frames() -> None:
 
 def test_wrong_frames_are_rejected_with_a_clear_error() -> None:
     frames, tables = rig_case(PixelFormat.NV12, ColorSpec())
-    pre = ShimPreprocessor(tables, NORM, np.float32)
+    pre = shim(tables, np.float32)
     with pytest.raises(FrameError, match="2 frames for 3 cameras"):
         pre.run(frames[:2])
     swapped = [frames[1], frames[0], frames[2]]
