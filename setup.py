@@ -13,6 +13,7 @@ setup(
         "pyzmq>=25",
         "msgpack>=1.0",
         "onnxruntime>=1.17",
+        "onnx>=1.15",  # parses and checks untrusted model files before onnxruntime sees them (perception/contract.py)
         "mcap>=1.1",
         "zstandard",
         "lz4",
