@@ -287,3 +287,18 @@ def test_every_service_has_a_schema():
     for topic, make in (("detections", sample_detections), ("hints", sample_hints), ("health", sample_health)):
         assert decode(encode(make(), 0, 0)).topic == topic
     assert RangeSource(3) is RangeSource.FUSED
+
+
+def test_numpy_scalars_are_accepted_and_long_reasons_clipped():
+    diag = Diagnostics("m", ["front"], np.array([5]), np.array([0]), {"engine": np.int64(7)})
+    hints = HintsMessage(diag, np.int64(5), Lead(np.int64(3), np.float32(20.5), np.float32(-1.0), np.float32(np.inf)),
+                         "brake", np.float32(3.0), np.float64(9.0), np.array([3], np.int32), np.float32(0.5))
+    got = decode(encode(hints, 0, 0)).message
+    assert got.lead == Lead(3, 20.5, -1.0, math.inf) and got.diag.stage_ns == {"engine": 7} and got.frame_ns == 5
+    health = HealthMessage(diag, "fault", ["engine error: " + "x" * 5000], ["lost"], np.float32(1), 2, 3, 0, 0, 0)
+    reason = decode(encode(health, 0, 0)).message.reasons[0]
+    assert reason.startswith("engine error: xxx") and reason.endswith("…") and len(reason.encode()) <= 1024
+    with pytest.raises(ValueError, match="HealthMessage.reasons"):
+        HealthMessage(diag, "fault", "engine error", ["lost"], 1, 2, 3, 0, 0, 0)
+    with pytest.raises(ValueError, match="longer than 1024 bytes"):
+        Diagnostics("m" * 2000, ["front"], [0], [0])

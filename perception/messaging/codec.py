@@ -32,14 +32,14 @@ _DTYPE_BY_CODE: dict[int, np.dtype] = {
     5: np.dtype("<f4"), 6: np.dtype("<f8"),
 }
 _CODE_BY_DTYPE = {dtype: code for code, dtype in _DTYPE_BY_CODE.items()}
+_HEADERS = [struct.Struct(f"<BB{ndim}I") for ndim in range(_MAX_NDIM + 1)]
 _MAX_TOPIC_LEN = max(len(t) for t in SERVICES)
 
 
 def pack_array(a: np.ndarray) -> msgpack.ExtType:
     a = np.asarray(a)
     a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-    header = struct.pack(f"<BB{a.ndim}I", _CODE_BY_DTYPE[a.dtype], a.ndim, *a.shape)
-    return msgpack.ExtType(ARRAY_EXT, header + a.tobytes())
+    return msgpack.ExtType(ARRAY_EXT, _HEADERS[a.ndim].pack(_CODE_BY_DTYPE[a.dtype], a.ndim, *a.shape) + a.tobytes())
 
 
 def encode(message: Message, seq: int, publish_ns: int) -> bytes:
@@ -69,7 +69,7 @@ def decode(frame: bytes) -> Envelope:
         data = msgpack.unpackb(
             memoryview(frame)[end + 1:], raw=False, strict_map_key=True, use_list=True,
             max_bin_len=service.max_bytes, max_ext_len=service.max_bytes, max_str_len=MAX_STR_LEN,
-            max_array_len=MAX_LIST_LEN, max_map_len=MAX_MAP_LEN,
+            max_array_len=MAX_LIST_LEN, max_map_len=MAX_MAP_LEN, ext_hook=_read_array,
         )
     except ValueError as e:  # every msgpack decode error (format, limits, extra data, depth) is one
         raise MessageError(f"{topic}: payload is not valid msgpack within limits: {e or type(e).__name__}") from None
@@ -84,9 +84,8 @@ class _Fields:
     """Typed access to one decoded msgpack map; every error names the topic and the field's path."""
 
     def __init__(self, topic: str, data: object, path: str):
-        if not isinstance(data, dict):
-            raise MessageError(f"{topic}: {('field ' + repr(path)) if path else 'payload'} must be a map, "
-                               f"got {type(data).__name__}")
+        if not isinstance(data, dict):  # nested maps are checked by map()
+            raise MessageError(f"{topic}: payload must be a map, got {type(data).__name__}")
         self.topic, self._data, self._path = topic, data, path
 
     def error(self, key: str, what: str) -> MessageError:
@@ -138,30 +137,44 @@ class _Fields:
 
     def array(self, key: str, dtype: np.dtype, shape: tuple[int | None, ...]) -> np.ndarray:
         """A binary array of exactly `dtype`; None in `shape` matches any length."""
-        ext = self._get(key, msgpack.ExtType, "a binary array")
-        if ext.code != ARRAY_EXT:
-            raise self.error(key, f"must be a binary array (ext type {ARRAY_EXT}), got ext type {ext.code}")
-        data = ext.data
-        if len(data) < 2:
-            raise self.error(key, "has a truncated array header")
-        code, ndim = data[0], data[1]
-        if code not in _DTYPE_BY_CODE or ndim > _MAX_NDIM:
-            raise self.error(key, f"has an invalid array header (dtype code {code}, ndim {ndim})")
-        header_len = 2 + 4 * ndim
-        if len(data) < header_len:
-            raise self.error(key, "has a truncated array header")
-        dims = struct.unpack_from(f"<{ndim}I", data, 2)
-        got_dtype = _DTYPE_BY_CODE[code]
-        if got_dtype != dtype or len(dims) != len(shape) or any(
-                want is not None and want != got for want, got in zip(shape, dims)):
-            want_shape = "x".join("N" if s is None else str(s) for s in shape) or "scalar"
-            raise self.error(key, f"must be a {dtype} array of shape {want_shape}, "
-                                  f"got {got_dtype} of shape {'x'.join(map(str, dims)) or 'scalar'}")
-        count = math.prod(dims)
-        if len(data) != header_len + count * dtype.itemsize:
-            raise self.error(key, f"has {len(data) - header_len} data bytes, shape {dims} needs "
-                                  f"{count * dtype.itemsize}")
-        return np.frombuffer(data, dtype, count, offset=header_len).reshape(dims)
+        value = self._data.get(key)
+        if (isinstance(value, np.ndarray) and value.dtype == dtype and value.ndim == len(shape)
+                and all(want is None or want == got for want, got in zip(shape, value.shape))):
+            return value
+        if isinstance(value, _BadArray):
+            raise self.error(key, value.reason)
+        value = self._get(key, np.ndarray, "a binary array")
+        want_shape = "x".join("N" if s is None else str(s) for s in shape) or "scalar"
+        raise self.error(key, f"must be a {dtype} array of shape {want_shape}, "
+                              f"got {value.dtype} of shape {'x'.join(map(str, value.shape)) or 'scalar'}")
+
+
+class _BadArray:
+    """An ext value that is not a valid array, kept until its field is read so the error can name it."""
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _read_array(code: int, data: bytes) -> np.ndarray | _BadArray:
+    """msgpack ext_hook: ext type 1 -> read-only numpy array viewing `data`."""
+    if code != ARRAY_EXT:
+        return _BadArray(f"must be a binary array (ext type {ARRAY_EXT}), got ext type {code}")
+    if len(data) < 2:
+        return _BadArray("has a truncated array header")
+    dtype, ndim = _DTYPE_BY_CODE.get(data[0]), data[1]
+    if dtype is None or ndim > _MAX_NDIM:
+        return _BadArray(f"has an invalid array header (dtype code {data[0]}, ndim {ndim})")
+    header = _HEADERS[ndim]
+    if len(data) < header.size:
+        return _BadArray("has a truncated array header")
+    dims = header.unpack_from(data)[2:]
+    nbytes = math.prod(dims) * dtype.itemsize
+    if len(data) - header.size != nbytes:
+        return _BadArray(f"has {len(data) - header.size} data bytes, shape {dims} needs {nbytes}")
+    array = np.frombuffer(data, dtype, offset=header.size)
+    return array if ndim == 1 else array.reshape(dims)
 
 
 def _pack_diag(d: Diagnostics) -> dict:

@@ -12,6 +12,8 @@ from typing import Literal
 
 import numpy as np
 
+from perception.messaging.services import MAX_LIST_LEN, MAX_MAP_LEN, MAX_STR_LEN
+
 BrakeStage = Literal["none", "prepare", "brake"]
 HealthState = Literal["ok", "degraded", "fault"]
 CameraState = Literal["ok", "stale", "lost"]
@@ -92,7 +94,14 @@ class Diagnostics:
     stage_ns: dict[str, int] = field(default_factory=dict)  # duration of each stage for this frame set
 
     def __post_init__(self) -> None:
-        self.cameras = tuple(self.cameras)
+        self.model_id = str(self.model_id)
+        self.cameras = tuple(str(c) for c in self.cameras)
+        self.stage_ns = {str(k): int(v) for k, v in self.stage_ns.items()}
+        # the limits every subscriber decodes with (services.py): fail here, at the node, not at the readers
+        if len(self.cameras) > MAX_LIST_LEN or len(self.stage_ns) > MAX_MAP_LEN or any(
+                len(t.encode()) > MAX_STR_LEN for t in (self.model_id, *self.cameras, *self.stage_ns)):
+            raise ValueError(f"Diagnostics: more than {MAX_LIST_LEN} cameras, {MAX_MAP_LEN} stages or a name "
+                             f"longer than {MAX_STR_LEN} bytes")
         for name in ("capture_ns", "dropped_frames"):
             value = np.ascontiguousarray(getattr(self, name), dtype="<i8")
             if value.shape != (len(self.cameras),):
@@ -109,20 +118,25 @@ class DetectionsMessage:
     objects: TrackedObjects
 
     def __post_init__(self) -> None:
-        self.classes = tuple(self.classes)
+        self.frame_ns = int(self.frame_ns)
+        self.classes = tuple(str(c) for c in self.classes)
         self.stale = np.ascontiguousarray(self.stale, dtype=bool)
         if self.stale.shape != (len(self.diag.cameras),):
             raise ValueError(f"DetectionsMessage.stale: shape {self.stale.shape}, "
                              f"expected ({len(self.diag.cameras)},)")
 
 
-@dataclass(frozen=True)
+@dataclass
 class Lead:
     """The object the ego vehicle follows: closest in its path ahead."""
     track_id: int
     range_m: float        # m, along the path
     rel_speed_mps: float  # range rate (m/s), negative when closing
     ttc_s: float          # s, inf when not closing
+
+    def __post_init__(self) -> None:  # numpy scalars in, plain Python numbers for msgpack
+        self.track_id = int(self.track_id)
+        self.range_m, self.rel_speed_mps, self.ttc_s = float(self.range_m), float(self.rel_speed_mps), float(self.ttc_s)
 
 
 @dataclass(eq=False)
@@ -139,6 +153,9 @@ class HintsMessage:
     def __post_init__(self) -> None:
         if self.brake not in BRAKE_STAGES:
             raise ValueError(f"HintsMessage.brake: {self.brake!r} is not one of {BRAKE_STAGES}")
+        self.frame_ns = int(self.frame_ns)
+        self.speed_cap_mps, self.free_distance_m = float(self.speed_cap_mps), float(self.free_distance_m)
+        self.confidence = float(self.confidence)
         self.cut_in_ids = np.ascontiguousarray(self.cut_in_ids, dtype="<i8").reshape(-1)
 
 
@@ -158,13 +175,23 @@ class HealthMessage:
     def __post_init__(self) -> None:
         if self.state not in HEALTH_STATES:
             raise ValueError(f"HealthMessage.state: {self.state!r} is not one of {HEALTH_STATES}")
-        self.reasons = tuple(self.reasons)
+        if isinstance(self.reasons, str) or len(self.reasons) > MAX_LIST_LEN:
+            raise ValueError(f"HealthMessage.reasons: must be a sequence of at most {MAX_LIST_LEN} strings")
+        self.reasons = tuple(_clip(str(r)) for r in self.reasons)
         self.camera_states = tuple(self.camera_states)
+        self.latency_p50_ms, self.latency_p99_ms = float(self.latency_p50_ms), float(self.latency_p99_ms)
+        self.rate_hz, self.drop_ratio = float(self.rate_hz), float(self.drop_ratio)
+        self.bad_frames, self.publish_drops = int(self.bad_frames), int(self.publish_drops)
         if not set(self.camera_states) <= set(CAMERA_STATES):
             raise ValueError(f"HealthMessage.camera_states: {self.camera_states} not all in {CAMERA_STATES}")
         if len(self.camera_states) != len(self.diag.cameras):
             raise ValueError(f"HealthMessage.camera_states: {len(self.camera_states)} states for "
                              f"{len(self.diag.cameras)} cameras")
+
+
+def _clip(text: str) -> str:
+    """Human-readable text within MAX_STR_LEN bytes of UTF-8 (at most 4 bytes per character)."""
+    return text if len(text) <= MAX_STR_LEN // 4 else text[:MAX_STR_LEN // 4 - 1] + "…"
 
 
 Message = DetectionsMessage | HintsMessage | HealthMessage

@@ -34,7 +34,7 @@ SERVICES: dict[str, Service] = {s.topic: s for s in (
 
 # msgpack decoder limits for untrusted payloads (per string / list / map; binary arrays are bounded by
 # the topic's max_bytes). Every list in a message is short: camera names, reasons, class names.
-MAX_STR_LEN = 256
+MAX_STR_LEN = 1024
 MAX_LIST_LEN = 64
 MAX_MAP_LEN = 64
 MAX_OBJECTS = 4096
