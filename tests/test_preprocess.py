@@ -225,6 +225,46 @@ def test_fast_matches_reference_on_calibrated_rig(mode: str) -> None:
         assert not tables[0].valid[0].any()  # 16:9 into 4:3 leaves bars that must be padded
 
 
+def smooth_maps(src_w: int, src_h: int, net_h: int, net_w: int, transposed: bool = False) -> Maps:
+    """A letterbox-like table: the top 36 rows pad, the rest sweeping the whole source with a wobble,
+    edges included. Transposed, output rows run along source columns (a camera mounted sideways)."""
+    v, u = np.mgrid[0:net_h, 0:net_w].astype(np.float64)
+    along = (v - 36) / (net_h - 37)  # 0 .. 1 over the non-pad rows
+    across = u / (net_w - 1)
+    wobble = 0.03 * np.sin(7 * across) * np.sin(3 * along * np.pi)
+    y = np.clip(along + wobble, 0, 1) * (src_h - 1)
+    x = across * (src_w - 1)
+    if transposed:
+        x, y = along * (src_w - 1), np.clip(across + wobble, 0, 1) * (src_h - 1)
+    pad = v < 36
+    return Maps(np.where(pad, -1, x).astype(np.float32), np.where(pad, -1, y).astype(np.float32))
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["row-bands", "one-band"])
+@pytest.mark.parametrize("fmt", list(PixelFormat), ids=lambda f: f.value)
+def test_fast_matches_reference_on_smooth_tables(fmt: PixelFormat, transposed: bool) -> None:
+    """Smooth tables let the fast path widen and sample the source band by band of output rows (all-pad
+    bands skipped); sideways tables make every band need every source row, so it samples in one band."""
+    rng = np.random.default_rng(13)
+    tables = [smooth_maps(120, 80, 90, 100, transposed)]
+    frames = [random_frame(rng, fmt, 120, 80, pad=4)]
+    pre = poisoned(FastPreprocessor(tables))
+    out = pre.run(frames)
+    np.testing.assert_allclose(out, preprocess_reference(frames, tables), atol=1e-3, rtol=0)
+    assert np.all(out[0, :, :36] == 0.0)
+    bands = pre._plans[0].luma.bands  # white-box: make sure both sampling layouts stay covered
+    assert len(bands) == 1 if transposed else (len(bands) == 2 and bands[0].src_start == 0)
+
+
+@pytest.mark.parametrize("fmt", list(PixelFormat), ids=lambda f: f.value)
+def test_all_pad_table_gives_zeros(fmt: PixelFormat) -> None:
+    pad = Maps(np.full((5, 7), -1, np.float32), np.full((5, 7), -1, np.float32))
+    frames = [random_frame(np.random.default_rng(4), fmt, 16, 8)]
+    for dtype in (np.float32, np.float16):
+        assert np.all(poisoned(FastPreprocessor([pad], dtype=dtype)).run(frames) == 0.0)
+        assert np.all(preprocess_reference(frames, [pad], dtype=dtype) == 0.0)
+
+
 def test_fast_reuses_its_buffer_and_follows_changing_inputs() -> None:
     """Same output array every call; formats, colours and (for tables without a source size) frame sizes
     may change between calls."""
