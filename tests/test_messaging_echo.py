@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from perception.messaging import CurveClientKeys, Publisher
+from perception.messaging import Publisher
 from perception.messaging.curve import CurveServerKeys
 from tests.test_messaging_codec import sample_detections, sample_health, sample_hints
 

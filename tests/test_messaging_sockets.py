@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import msgpack
-import numpy as np
 import pytest
 import zmq
 
