@@ -255,8 +255,8 @@ class CudaPreprocessor:
         self._plan = plan
         return plan
 
-    def enqueue(self, frames: Sequence[Frame]) -> DeviceOutput:
-        """Queue upload + preprocessing of one frame per camera; the batch stays on the GPU."""
+    def upload(self, frames: Sequence[Frame]) -> None:
+        """Stage one frame per camera in pinned memory and queue its copy to the GPU."""
         check_frames(frames, self.tables)
         plan = self._plan
         if plan is None or plan.key != plan_key(frames):
@@ -266,12 +266,22 @@ class CudaPreprocessor:
         stage_frames(frames, plan, self._staging)
         self.gpu.upload(self._device_staging, self._staging[: plan.staging_bytes])
         self._uploaded = self.gpu.event()
-        for step in plan.launches:
+
+    def launch(self) -> DeviceOutput:
+        """Queue the kernels on the frames uploaded last; the batch stays on the GPU."""
+        if self._plan is None:
+            raise KernelError("launch() before any upload(frames)")
+        for step in self._plan.launches:
             args = [np.uint64(self._records + step.first * CAMERA_DTYPE.itemsize), np.int32(step.count),
                     np.uint64(self._output), np.int32(self.out_w), np.int32(self.out_h), *self._norm_args]
             grid = self.grid or default_grid(self.out_w, self.out_h, step.count)
             self.gpu.launch(step.kernel, grid, self.block, args)
         return DeviceOutput(self._output, self.shape, self.dtype, self.gpu.stream_handle)
+
+    def enqueue(self, frames: Sequence[Frame]) -> DeviceOutput:
+        """upload + launch: the batch for a TensorRT engine to read in place, on `DeviceOutput.stream`."""
+        self.upload(frames)
+        return self.launch()
 
     def run(self, frames: Sequence[Frame]) -> np.ndarray:
         """Preprocess and download: [N, 3, H, W] host array (pinned; overwritten by the next call)."""

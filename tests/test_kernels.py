@@ -215,3 +215,14 @@ def test_low_level_launch_checks_its_arguments() -> None:
         launch("preprocess_nv12_f32", records, out, NORM, (1, 0, 1))
     with pytest.raises(KernelError, match="float16"):
         launch("preprocess_nv12_f16", records, out, NORM, (1, 1, 1))
+
+
+def test_launcher_usage_errors() -> None:
+    frames, tables = rig_case(PixelFormat.BGR8, ColorSpec())
+    with pytest.raises(KernelError, match="unknown CUDA backend 'opencl'"):
+        CudaPreprocessor(tables, NORM, backend="opencl")
+    with pytest.raises(KernelError, match="launch\\(\\) before any upload"):
+        shim(tables, np.float16).launch()
+    pre = shim(tables, np.float16)
+    device = pre.enqueue(frames)  # the device batch of the shim backend is host memory at that address
+    assert device.shape == (3, 3, NET_H, NET_W) and device.dtype == np.float16 and device.address != 0
