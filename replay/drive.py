@@ -299,22 +299,33 @@ class DriveReader:
         return 0 if time_range is None else time_range[1] - time_range[0]
 
     def frames(self, cameras: Iterable[str] | None = None, start_ns: int | None = None,
-               end_ns: int | None = None) -> Iterator[CameraFrame]:
+               end_ns: int | None = None, on_bad_frame: Callable[[DriveError], None] | None = None
+               ) -> Iterator[CameraFrame]:
         """Frames of `cameras` (default all) with start_ns <= t_ns < end_ns, in time order across cameras
-        (ties in file order)."""
+        (ties in file order). A malformed image raises DriveError, or with `on_bad_frame` is reported to
+        it and skipped (the node counts such frames and goes on)."""
         topics = {image_topic(c): c for c in select_cameras(str(self.path), self.cameras, cameras)}
         for channel, message, image in self._mcap.messages(topics, start_ns, end_ns):
             camera = topics[channel.topic]
-            where = self._mcap.where(channel, message)
-            if image.DESCRIPTOR.full_name == "foxglove.CompressedImage":
-                if image.format not in ("jpeg", "png"):
-                    raise DriveError(f"{where}: compressed image format {image.format!r} is not jpeg or png")
-                frame = frame_from_compressed(where, image.data)
-            else:
-                frame = frame_from_raw(where, image.encoding, image.width, image.height, image.step, image.data,
-                                       self._colors[camera])
-            check_frame_size(where, frame, self.rig[camera])
+            try:
+                frame = self._decode_image(camera, self._mcap.where(channel, message), image)
+            except DriveError as e:
+                if on_bad_frame is None:
+                    raise
+                on_bad_frame(e)
+                continue
             yield CameraFrame(camera, message.log_time, frame)
+
+    def _decode_image(self, camera: str, where: str, image: ProtobufMessage) -> Frame:
+        if image.DESCRIPTOR.full_name == "foxglove.CompressedImage":
+            if image.format not in ("jpeg", "png"):
+                raise DriveError(f"{where}: compressed image format {image.format!r} is not jpeg or png")
+            frame = frame_from_compressed(where, image.data)
+        else:
+            frame = frame_from_raw(where, image.encoding, image.width, image.height, image.step, image.data,
+                                   self._colors[camera])
+        check_frame_size(where, frame, self.rig[camera])
+        return frame
 
     def ground_truth(self, camera: str | None = None) -> Iterator[GroundTruth]:
         selected = select_cameras(str(self.path), self.cameras, None if camera is None else [camera])

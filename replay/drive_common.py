@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -40,8 +40,10 @@ class Drive(Protocol):
     def duration_ns(self) -> int: ...
 
     def frames(self, cameras: Iterable[str] | None = None, start_ns: int | None = None,
-               end_ns: int | None = None) -> Iterator[CameraFrame]:
-        """Frames of `cameras` (default all) with start_ns <= t_ns < end_ns, in t_ns order."""
+               end_ns: int | None = None, on_bad_frame: Callable[[DriveError], None] | None = None
+               ) -> Iterator[CameraFrame]:
+        """Frames of `cameras` (default all) with start_ns <= t_ns < end_ns, in t_ns order. A malformed
+        frame raises DriveError, or is passed to `on_bad_frame` and skipped."""
         ...
 
     def close(self) -> None: ...

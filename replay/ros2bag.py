@@ -3,7 +3,7 @@ their calibration (docs/drive_format.md, "ROS 2 bags")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -78,16 +78,23 @@ class Ros2BagReader:
         return 0 if time_range is None else time_range[1] - time_range[0]
 
     def frames(self, cameras: Iterable[str] | None = None, start_ns: int | None = None,
-               end_ns: int | None = None) -> Iterator[CameraFrame]:
+               end_ns: int | None = None, on_bad_frame: Callable[[DriveError], None] | None = None
+               ) -> Iterator[CameraFrame]:
         topics = {self._topics[c]: c for c in select_cameras(str(self.path), self.cameras, cameras)}
         for channel, message, msg in self._mcap.messages(topics, start_ns, end_ns):
             camera = topics[channel.topic]
             where = self._mcap.where(channel, message)
-            if self._schema_name(channel.topic) == IMAGE:
-                frame = frame_from_raw(where, msg.encoding, msg.width, msg.height, msg.step, bytes(msg.data))
-            else:
-                frame = frame_from_compressed(where, bytes(msg.data))
-            check_frame_size(where, frame, self.rig[camera])
+            try:
+                if self._schema_name(channel.topic) == IMAGE:
+                    frame = frame_from_raw(where, msg.encoding, msg.width, msg.height, msg.step, bytes(msg.data))
+                else:
+                    frame = frame_from_compressed(where, bytes(msg.data))
+                check_frame_size(where, frame, self.rig[camera])
+            except DriveError as e:
+                if on_bad_frame is None:
+                    raise
+                on_bad_frame(e)
+                continue
             yield CameraFrame(camera, message.log_time, frame)
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -55,10 +55,12 @@ class VideoDrive:
         return 0 if time_range is None else time_range[1] - time_range[0]
 
     def frames(self, cameras: Iterable[str] | None = None, start_ns: int | None = None,
-               end_ns: int | None = None) -> Iterator[CameraFrame]:
+               end_ns: int | None = None, on_bad_frame: Callable[[DriveError], None] | None = None
+               ) -> Iterator[CameraFrame]:
         """Time-ordered across files (ties in rig order); frames before start_ns are skipped undecoded."""
         selected = select_cameras("video drive", self.cameras, cameras)
-        yield from heapq.merge(*(self._frames(c, start_ns, end_ns) for c in selected), key=lambda f: f.t_ns)
+        yield from heapq.merge(*(self._frames(c, start_ns, end_ns, on_bad_frame) for c in selected),
+                               key=lambda f: f.t_ns)
 
     def close(self) -> None:
         """Nothing stays open between calls."""
@@ -69,7 +71,8 @@ class VideoDrive:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _frames(self, camera: str, start_ns: int | None, end_ns: int | None) -> Iterator[CameraFrame]:
+    def _frames(self, camera: str, start_ns: int | None, end_ns: int | None,
+                on_bad_frame: Callable[[DriveError], None] | None) -> Iterator[CameraFrame]:
         path, model = self._paths[camera], self.rig[camera]
         capture = _open(path)
         try:
@@ -80,8 +83,12 @@ class VideoDrive:
                     continue
                 image = capture.retrieve()[1]
                 if image is None or image.shape != (model.height, model.width, 3):
-                    raise DriveError(f"{path}: frame {index} does not decode to a {model.width}x{model.height} "
-                                     "colour image")
+                    error = DriveError(f"{path}: frame {index} does not decode to a {model.width}x{model.height} "
+                                       "colour image")
+                    if on_bad_frame is None:
+                        raise error
+                    on_bad_frame(error)
+                    continue
                 yield CameraFrame(camera, t_ns, Frame.from_bgr(image))
         finally:
             capture.release()

@@ -32,7 +32,7 @@ def sample_objects(n: int = 5, seed: int = 0) -> TrackedObjects:
         score=rng.uniform(0.3, 1, n), box=np.hstack([x0y0, x0y0 + rng.uniform(5, 200, (n, 2))]),
         range_m=np.where(np.arange(n) % 4 == 3, np.nan, rng.uniform(2, 120, n)),
         range_source=np.arange(n) % 4, position=rng.normal(0, 20, (n, 3)), velocity=rng.normal(0, 5, (n, 3)),
-        ttc_s=np.where(np.arange(n) % 2 == 0, np.inf, rng.uniform(0.5, 20, n)), age=np.arange(n) * 3,
+        ttc_s=np.where(np.arange(n) % 2 == 0, np.inf, rng.uniform(0.5, 20, n)), age_s=np.arange(n) * 0.5,
         coasting=np.arange(n) % 3 == 0,
     )
 
@@ -61,7 +61,7 @@ def repack(frame: bytes, mutate) -> bytes:
 
 def assert_same_objects(a: TrackedObjects, b: TrackedObjects) -> None:
     for name in ("track_id", "camera", "cls", "score", "box", "range_m", "range_source", "position", "velocity",
-                 "ttc_s", "age", "coasting"):
+                 "ttc_s", "age_s", "coasting"):
         x, y = getattr(a, name), getattr(b, name)
         assert x.dtype == y.dtype and x.shape == y.shape, name
         np.testing.assert_array_equal(x, y, err_msg=name)  # NaN == NaN, inf == inf here

@@ -88,12 +88,12 @@ def _format_detections(m: DetectionsMessage) -> list[str]:
     lines = [f"  frame_ns={m.frame_ns} objects={len(o)}"]
     if len(o):
         lines.append(row.format("id", "camera", "class", "score", "box x0,y0,x1,y1", "range m", "source",
-                                "position x,y,z m", "velocity m/s", "ttc s", "age"))
+                                "position x,y,z m", "velocity m/s", "ttc s", "age s"))
     for i in range(len(o)):
         lines.append(row.format(
             o.track_id[i], m.diag.cameras[o.camera[i]], m.classes[o.cls[i]], f"{o.score[i]:.2f}",
             ",".join(f"{v:.0f}" for v in o.box[i]), f"{o.range_m[i]:.1f}",
             RangeSource(o.range_source[i]).name.lower(), ",".join(f"{v:.1f}" for v in o.position[i]),
             ",".join(f"{v:+.1f}" for v in o.velocity[i]), f"{o.ttc_s[i]:.1f}",
-            f"{o.age[i]}{' coasting' if o.coasting[i] else ''}"))
+            f"{o.age_s[i]:.1f}{' coasting' if o.coasting[i] else ''}"))
     return lines

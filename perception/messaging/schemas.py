@@ -7,10 +7,11 @@ Numeric per-object and per-camera data are numpy arrays with fixed dtypes (they 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import Literal
 
 import numpy as np
+
+from perception.track.ranging import RangeSource  # noqa: F401 - the wire codes of range_source
 
 from perception.messaging.services import MAX_LIST_LEN, MAX_MAP_LEN, MAX_STR_LEN
 
@@ -20,14 +21,6 @@ CameraState = Literal["ok", "stale", "lost"]
 BRAKE_STAGES: tuple[str, ...] = ("none", "prepare", "brake")
 HEALTH_STATES: tuple[str, ...] = ("ok", "degraded", "fault")
 CAMERA_STATES: tuple[str, ...] = ("ok", "stale", "lost")
-
-
-class RangeSource(IntEnum):
-    """Where an object's range came from."""
-    NONE = 0    # unknown: range_m is NaN
-    GROUND = 1  # calibration: ground-plane intersection of the box's bottom centre
-    MODEL = 2   # the network's range head
-    FUSED = 3   # both, fused
 
 
 # name -> (dtype, shape of one row); one table drives construction checks, encoding and decoding.
@@ -42,7 +35,7 @@ OBJECT_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
     "position": (np.dtype("<f4"), (3,)),
     "velocity": (np.dtype("<f4"), (3,)),
     "ttc_s": (np.dtype("<f4"), ()),
-    "age": (np.dtype("<i4"), ()),
+    "age_s": (np.dtype("<f4"), ()),
     "coasting": (np.dtype("bool"), ()),
 }
 
@@ -60,7 +53,7 @@ class TrackedObjects:
     position: np.ndarray      # [N, 3] float32, box centre in the vehicle frame (m)
     velocity: np.ndarray      # [N, 3] float32, relative to the ego vehicle, vehicle frame (m/s)
     ttc_s: np.ndarray         # [N] float32, time to collision (s); inf not closing, NaN unknown
-    age: np.ndarray           # [N] int32, frame sets since the track was born
+    age_s: np.ndarray         # [N] float32, s since the object was first seen
     coasting: np.ndarray      # [N] bool, predicted only: no detection matched in this frame set
 
     def __post_init__(self) -> None:
