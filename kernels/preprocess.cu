@@ -8,7 +8,7 @@
 //
 // Any grid and block shape is correct (grid-stride loops: z over cameras, y over rows, x over columns);
 // the launchers use blocks of 32 x 8 x 1 threads and a grid covering one camera's output per z-slice.
-// Requirements on every camera's source (checked by the launchers): the frame starts 4-byte aligned
+// Requirements on every camera's source (kernels/batch.py stages frames so): the frame starts 4-byte aligned
 // and its row pitch `stride` is a multiple of 4 bytes (so 32-bit loads of YUYV / BGR words and 16-bit
 // loads of NV12 UV pairs are aligned), and stride * rows < 2^31.
 #include "cuda_compat.h"

@@ -64,8 +64,11 @@ def build_shim(asan: bool = False) -> Path:
     target = cache_dir() / f"preprocess-{'asan-' if asan else ''}{digest.hexdigest()[:20]}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    except OSError as e:
+        raise KernelError(f"cannot write the kernel shim cache {target.parent} ({e}); set PERCEPTION_CACHE") from e
     os.close(fd)
     cmd = [cxx, *_flags(asan), "-I", str(KERNEL_DIR), "-o", tmp, str(KERNEL_DIR / "shim_host.cpp")]
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
