@@ -1,0 +1,189 @@
+"""Tracks of one camera in image space, ByteTrack style.
+
+Each track is a constant-velocity Kalman filter on its box [cx, cy, w, h] (pixels, pixels/s). A frame is
+matched in two stages with the Hungarian method on 1 - IoU between predicted boxes and detections of the
+same class: first the confident detections (score >= high_score) against all tracks, then the weak ones
+(low_score <= score < high_score) against the tracks still unmatched, so that a partly occluded object
+whose score drops keeps its track. Unmatched confident detections start tentative tracks; a track is
+confirmed after `confirm_hits` matches, a tentative track dies on its first miss, a confirmed one coasts
+(prediction only) for at most `max_misses` frames of its camera or `max_coast_s` seconds.
+Tracks are held as parallel arrays so that a frame is predicted and updated in a few batched calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from perception.detections import Detections
+from perception.track import kalman
+from perception.track.config import TrackerConfig
+from perception.track.matching import box_iou, gated_assignment
+
+_H_BOX = np.eye(4, 8)                                       # measures cx, cy, w, h
+_H_BOX_VELOCITY = np.vstack([np.eye(4, 8), np.eye(2, 8, 4)])  # ... and the head's vcx, vcy
+
+
+@dataclass
+class CameraStep:
+    """What one frame did to a camera's tracks."""
+    track_ids: np.ndarray  # [M] int64, tracks that received a detection this frame (new tracks included)
+    det_index: np.ndarray  # [M] intp, the row of that detection in the camera's Detections
+    dropped: np.ndarray    # [K] int64, tracks removed this frame
+
+
+class CameraTracker:
+    def __init__(self, config: TrackerConfig):
+        self.config = config
+        self.t_ns: int | None = None
+        self.ids = np.zeros(0, np.int64)
+        self.cls = np.zeros(0, np.int32)
+        self.x = np.zeros((0, 8))
+        self.P = np.zeros((0, 8, 8))
+        self.hits = np.zeros(0, np.int64)
+        self.misses = np.zeros(0, np.int64)
+        self.score = np.zeros(0)
+        self.last_hit_ns = np.zeros(0, np.int64)
+        self._next_id = 1
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def confirmed(self) -> np.ndarray:
+        return self.hits >= self.config.confirm_hits
+
+    @property
+    def boxes(self) -> np.ndarray:
+        """[N, 4] x0 y0 x1 y1 of the tracks' current estimates."""
+        return _to_corners(self.x[:, :4])
+
+    def rows(self, ids: np.ndarray) -> np.ndarray:
+        """Row of each given track id (all must exist)."""
+        order = np.argsort(self.ids)
+        return order[np.searchsorted(self.ids, ids, sorter=order)]
+
+    def step(self, t_ns: int, dets: Detections) -> CameraStep:
+        """Advance to this camera frame (t_ns after the previous one) and match its detections."""
+        cfg = self.config
+        if len(self.ids) and self.t_ns is not None:
+            self.x, self.P = kalman.predict(self.x, self.P, (t_ns - self.t_ns) * 1e-9, self._accel_std(), order=2)
+        self.t_ns = t_ns
+
+        det_boxes = _to_centre(dets.box.astype(np.float64))
+        high = np.flatnonzero(dets.score >= cfg.high_score)
+        low = np.flatnonzero((dets.score >= cfg.low_score) & (dets.score < cfg.high_score))
+        unmatched_tracks = np.arange(len(self.ids))
+        pairs_t: list[np.ndarray] = []
+        pairs_d: list[np.ndarray] = []
+        unmatched_high = high
+        for stage_dets in (high, low):
+            t_rows, d_rows = self._match(unmatched_tracks, stage_dets, dets)
+            pairs_t.append(t_rows)
+            pairs_d.append(d_rows)
+            unmatched_tracks = np.setdiff1d(unmatched_tracks, t_rows)
+            if stage_dets is high:
+                unmatched_high = np.setdiff1d(high, d_rows)
+        t_rows, d_rows = np.concatenate(pairs_t), np.concatenate(pairs_d)
+
+        self._update(t_rows, det_boxes[d_rows], dets.image_velocity[d_rows], dets.score[d_rows])
+        self.hits[t_rows] += 1
+        self.misses[t_rows] = 0
+        self.last_hit_ns[t_rows] = t_ns
+        self.misses[unmatched_tracks] += 1
+        matched_ids = self.ids[t_rows]
+
+        tentative_missed = np.zeros(len(self.ids), bool)
+        tentative_missed[unmatched_tracks] = ~self.confirmed[unmatched_tracks]
+        dropped = self._remove(tentative_missed | (self.misses > cfg.max_misses))
+
+        births = unmatched_high[dets.score[unmatched_high] >= cfg.new_track_score]
+        new_ids = self._start(births, det_boxes[births], dets, t_ns)
+        return CameraStep(np.concatenate([matched_ids, new_ids]), np.concatenate([d_rows, births]), dropped)
+
+    def expire(self, t_ns: int) -> np.ndarray:
+        """Drop the tracks not matched for longer than max_coast_s at t_ns (a stale camera's included)."""
+        return self._remove((t_ns - self.last_hit_ns) * 1e-9 > self.config.max_coast_s)
+
+    def remove(self, ids: np.ndarray) -> None:
+        self._remove(np.isin(self.ids, ids))
+
+    def _match(self, track_rows: np.ndarray, det_rows: np.ndarray, dets: Detections) -> tuple[np.ndarray, np.ndarray]:
+        if len(track_rows) == 0 or len(det_rows) == 0:
+            return np.zeros(0, np.intp), np.zeros(0, np.intp)
+        cost = 1.0 - box_iou(self.boxes[track_rows], dets.box[det_rows].astype(np.float64))
+        cost[self.cls[track_rows][:, None] != dets.cls[det_rows][None, :]] = np.inf
+        r, c = gated_assignment(cost, 1.0 - self.config.min_iou)
+        return track_rows[r], det_rows[c]
+
+    def _box_noise(self, heights: np.ndarray) -> np.ndarray:
+        return np.maximum(self.config.box_noise_min_px, self.config.box_noise_rel * np.abs(heights))
+
+    def _accel_std(self) -> np.ndarray:
+        h = np.maximum(np.abs(self.x[:, 3]), 1.0)
+        a = np.full_like(h, self.config.image_accel_std_px_s2)
+        s = self.config.size_accel_std_rel * h
+        return np.stack([a, a, s, s], 1)
+
+    def _update(self, rows: np.ndarray, boxes: np.ndarray, image_velocity: np.ndarray, scores: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        cfg = self.config
+        box_var = self._box_noise(boxes[:, 3]) ** 2
+        with_velocity = np.isfinite(image_velocity).all(1) & cfg.use_image_velocity
+        for use_velocity in (False, True):
+            sel = with_velocity == use_velocity
+            if not sel.any():
+                continue
+            r = rows[sel]
+            if use_velocity:
+                z = np.concatenate([boxes[sel], image_velocity[sel].astype(np.float64)], 1)
+                var = np.concatenate([np.repeat(box_var[sel, None], 4, 1),
+                                      np.full((len(r), 2), cfg.image_velocity_std_px_s ** 2)], 1)
+                H = _H_BOX_VELOCITY
+            else:
+                z, var, H = boxes[sel], np.repeat(box_var[sel, None], 4, 1), _H_BOX
+            R = var[:, :, None] * np.eye(var.shape[1])
+            self.x[r], self.P[r] = kalman.update(self.x[r], self.P[r], z, R, H)
+        a = cfg.score_smoothing
+        self.score[rows] = (1 - a) * self.score[rows] + a * scores
+
+    def _start(self, rows: np.ndarray, boxes: np.ndarray, dets: Detections, t_ns: int) -> np.ndarray:
+        cfg = self.config
+        n = len(rows)
+        ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
+        self._next_id += n
+        velocity = dets.image_velocity[rows].astype(np.float64)
+        known = np.isfinite(velocity).all(1) & cfg.use_image_velocity
+        x = np.zeros((n, 8))
+        x[:, :4] = boxes
+        x[known, 4:6] = velocity[known]
+        var = np.zeros((n, 8))
+        var[:, :4] = self._box_noise(boxes[:, 3])[:, None] ** 2
+        var[:, 4:] = cfg.initial_image_velocity_std_px_s ** 2
+        var[known, 4:6] = cfg.image_velocity_std_px_s ** 2
+        self.ids = np.concatenate([self.ids, ids])
+        self.cls = np.concatenate([self.cls, dets.cls[rows].astype(np.int32)])
+        self.x = np.concatenate([self.x, x])
+        self.P = np.concatenate([self.P, var[:, :, None] * np.eye(8)])
+        self.hits = np.concatenate([self.hits, np.ones(n, np.int64)])
+        self.misses = np.concatenate([self.misses, np.zeros(n, np.int64)])
+        self.score = np.concatenate([self.score, dets.score[rows].astype(np.float64)])
+        self.last_hit_ns = np.concatenate([self.last_hit_ns, np.full(n, t_ns, np.int64)])
+        return ids
+
+    def _remove(self, mask: np.ndarray) -> np.ndarray:
+        dropped = self.ids[mask]
+        keep = ~mask
+        for name in ("ids", "cls", "x", "P", "hits", "misses", "score", "last_hit_ns"):
+            setattr(self, name, getattr(self, name)[keep])
+        return dropped
+
+
+def _to_centre(boxes: np.ndarray) -> np.ndarray:
+    return np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1)
+
+
+def _to_corners(cwh: np.ndarray) -> np.ndarray:
+    return np.concatenate([cwh[:, :2] - cwh[:, 2:] / 2, cwh[:, :2] + cwh[:, 2:] / 2], 1)

@@ -1,0 +1,155 @@
+"""Self-validating configuration dataclasses, and the tracker's own configuration.
+
+Each field is declared with `param(default, doc, unit=..., ge/gt/le/lt=...)`; construction checks types
+and ranges (`ConfigBase.__post_init__`) and each class adds its cross-field rules in `check()`.
+`from_dict(d, where)` rejects unknown keys and re-raises every problem as a `ConfigError` that names
+`where.key` and the reason, e.g. `node.yaml: tracker.max_misses: must be >= 0, got -1`.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeVar
+
+from perception.errors import ConfigError
+
+C = TypeVar("C", bound="ConfigBase")
+
+_TYPES = {"float": float, "int": int, "bool": bool}
+_BOUNDS = (("ge", ">=", operator.ge), ("gt", ">", operator.gt), ("le", "<=", operator.le), ("lt", "<", operator.lt))
+
+
+def param(default: Any, doc: str, *, unit: str = "", ge: float | None = None, gt: float | None = None,
+          le: float | None = None, lt: float | None = None) -> Any:
+    """A config field: default, one-line meaning, unit and allowed range (all shown in errors and docs)."""
+    return field(default=default, metadata={"doc": doc, "unit": unit, "ge": ge, "gt": gt, "le": le, "lt": lt})
+
+
+class _FieldError(ConfigError):
+    def __init__(self, key: str, reason: str, owner: str = ""):
+        super().__init__(f"{owner + '.' if owner else ''}{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class ConfigBase:
+    """Mixin for frozen dataclasses whose fields are declared with `param`."""
+
+    def __post_init__(self) -> None:
+        try:
+            for f in fields(self):  # type: ignore[arg-type]
+                object.__setattr__(self, f.name, _checked(f.name, str(f.type), f.metadata, getattr(self, f.name)))
+            self.check()
+        except _FieldError as e:
+            raise _FieldError(e.key, e.reason, type(self).__name__) from None
+
+    def check(self) -> None:
+        """Cross-field rules; raise `self.invalid(key, reason)`."""
+
+    @staticmethod
+    def invalid(key: str, reason: str) -> ConfigError:
+        return _FieldError(key, reason)
+
+    @classmethod
+    def from_dict(cls: type[C], d: object, where: str) -> C:
+        """Build from a parsed YAML/JSON mapping (missing keys take defaults); `where` prefixes errors."""
+        if d is None:
+            d = {}
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{where}: must be a mapping of settings, got {type(d).__name__}")
+        known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(known)})")
+        try:
+            return cls(**d)
+        except _FieldError as e:
+            raise ConfigError(f"{where}.{e.key}: {e.reason}") from None
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, str, str]]:
+        """(key, default, unit, meaning) rows, for documentation tables."""
+        return [(f.name, repr(f.default), f.metadata.get("unit", ""), f.metadata.get("doc", ""))
+                for f in fields(cls)]  # type: ignore[arg-type]
+
+
+def _checked(key: str, type_name: str, meta: Mapping[str, Any], value: Any) -> Any:
+    kind = _TYPES[type_name]
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise _FieldError(key, f"must be true or false, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _FieldError(key, f"must be a number, got {value!r}")
+    if kind is int:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise _FieldError(key, f"must be an integer, got {value!r}")
+            value = int(value)
+    else:
+        value = float(value)
+        if not math.isfinite(value):
+            raise _FieldError(key, f"must be finite, got {value!r}")
+    unit = f" {meta['unit']}" if meta.get("unit") else ""
+    for bound, symbol, holds in _BOUNDS:
+        limit = meta.get(bound)
+        if limit is not None and not holds(value, limit):
+            raise _FieldError(key, f"must be {symbol} {limit}{unit}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class TrackerConfig(ConfigBase):
+    """Per-camera image tracking (two-stage IoU matching), vehicle-frame fusion and the ego geometry."""
+
+    high_score: float = param(0.5, "detections at or above this score are matched first and may start tracks",
+                              gt=0.0, le=1.0)
+    low_score: float = param(0.1, "detections below this score are ignored; [low, high) only extend tracks",
+                             ge=0.0, le=1.0)
+    new_track_score: float = param(0.6, "minimum score of an unmatched detection to start a new track",
+                                   gt=0.0, le=1.0)
+    min_iou: float = param(0.2, "minimum IoU between a track's predicted box and a detection to match them",
+                           gt=0.0, lt=1.0)
+    confirm_hits: int = param(3, "matched frames after which a track is confirmed (and published)", ge=1)
+    max_misses: int = param(10, "consecutive frames of its camera a confirmed track may coast before it is dropped",
+                            ge=0)
+    max_coast_s: float = param(0.5, "a track without a match for this long is dropped (covers stale cameras)",
+                               unit="s", gt=0.0)
+    box_noise_rel: float = param(0.05, "std of a detection's box coordinates, as a fraction of its height", gt=0.0)
+    box_noise_min_px: float = param(1.0, "floor of the box coordinate std", unit="px", gt=0.0)
+    image_accel_std_px_s2: float = param(400.0, "process noise: std of the box centre's image acceleration",
+                                         unit="px/s^2", gt=0.0)
+    size_accel_std_rel: float = param(1.0, "process noise: std of the box size's acceleration, per unit height",
+                                      unit="1/s^2", gt=0.0)
+    use_image_velocity: bool = param(True, "fuse the model's image-velocity head into the box filter")
+    image_velocity_std_px_s: float = param(40.0, "std of the image-velocity head", unit="px/s", gt=0.0)
+    initial_image_velocity_std_px_s: float = param(200.0, "std of a new track's box velocity when the head "
+                                                   "gives none", unit="px/s", gt=0.0)
+    score_smoothing: float = param(0.3, "weight of the newest detection score in the track's score average",
+                                   gt=0.0, le=1.0)
+    jerk_std_mps3: float = param(20.0, "process noise of the vehicle-frame filter (constant relative "
+                                 "acceleration): std of the relative jerk", unit="m/s^3", gt=0.0)
+    initial_velocity_std_mps: float = param(10.0, "std of a new object's (unknown) relative velocity",
+                                            unit="m/s", gt=0.0)
+    initial_acceleration_std_mps2: float = param(3.0, "std of a new object's (unknown) relative acceleration",
+                                                 unit="m/s^2", gt=0.0)
+    fusion_gate_chi2: float = param(13.8, "gate on the squared Mahalanobis distance between a camera track's "
+                                    "vehicle-frame position and a fused object (13.8: 99.9 % for 2 dof)", gt=0.0)
+    fusion_extent_std_m: float = param(0.7, "extra position std when associating cameras: different cameras see "
+                                       "different faces of the same object", unit="m", ge=0.0)
+    full_confidence_hits: int = param(10, "measurement updates after which hits no longer limit the confidence",
+                                      ge=1)
+    stale_tau_s: float = param(0.3, "time constant of the confidence decay while an object is not measured",
+                               unit="s", gt=0.0)
+    ego_front_m: float = param(3.7, "x of the ego front bumper in the vehicle frame (gaps and TTC are measured "
+                               "from it)", unit="m", ge=0.0)
+
+    def check(self) -> None:
+        if self.low_score > self.high_score:
+            raise self.invalid("low_score", f"must be <= high_score ({self.high_score}), got {self.low_score}")
+        if self.new_track_score < self.high_score:
+            raise self.invalid("new_track_score",
+                               f"must be >= high_score ({self.high_score}), got {self.new_track_score}")

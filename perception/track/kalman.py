@@ -1,0 +1,58 @@
+"""Batched linear Kalman filter with polynomial motion models.
+
+A state of order k (2: constant velocity, 3: constant acceleration) over d axes is
+[position (d), velocity (d)(, acceleration (d))]; arrays carry a leading batch axis N so that all tracks of a
+camera (or all fused objects) are predicted and updated in one call. Process noise is the discrete
+white-noise model of the highest derivative's rate (acceleration for constant velocity, jerk for constant
+acceleration): each axis receives an independent random value with the given std, constant over a step.
+"""
+
+from __future__ import annotations
+
+from math import factorial
+
+import numpy as np
+
+
+def predict(x: np.ndarray, P: np.ndarray, dt: float | np.ndarray, noise_std: np.ndarray,
+            order: int) -> tuple[np.ndarray, np.ndarray]:
+    """x [N, order*d], P [N, n, n], dt (s) scalar or [N], noise_std [N, d] -> predicted (x, P)."""
+    n_batch, n = x.shape
+    d = n // order
+    dt = np.broadcast_to(np.asarray(dt, np.float64), (n_batch,))
+    F = np.broadcast_to(np.eye(n), (n_batch, n, n)).copy()
+    for i in range(order):
+        for j in range(i + 1, order):
+            F[:, np.arange(i * d, (i + 1) * d), np.arange(j * d, (j + 1) * d)] = (
+                dt[:, None] ** (j - i) / factorial(j - i))
+    x = np.einsum("nij,nj->ni", F, x)
+    gain = np.concatenate([np.repeat(dt[:, None] ** (order - i) / factorial(order - i), d, 1)
+                           for i in range(order)], 1)
+    g = gain * np.tile(noise_std, order)
+    same_axis = (np.arange(n)[:, None] % d) == (np.arange(n)[None, :] % d)
+    Q = g[:, :, None] * g[:, None, :] * same_axis
+    P = F @ P @ F.transpose(0, 2, 1) + Q
+    return x, P
+
+
+def update(x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray,
+           H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x [N, n], P [N, n, n], z [N, m], R [N, m, m], H [m, n] -> updated (x, P) (Joseph form)."""
+    S = H @ P @ H.T + R
+    K = np.linalg.solve(S, H @ P).transpose(0, 2, 1)  # P H^T S^-1, with S and P symmetric
+    x = x + np.einsum("nij,nj->ni", K, z - x @ H.T)
+    A = np.eye(P.shape[1]) - K @ H
+    P = A @ P @ A.transpose(0, 2, 1) + K @ R @ K.transpose(0, 2, 1)
+    return x, P
+
+
+def mahalanobis2(x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance of every measurement to every state: x [N, n], z [M, m] -> [N, M].
+
+    P [N, n, n] and R [M, m, m]: the innovation covariance of pair (i, j) is H P_i H^T + R_j.
+    """
+    if len(x) == 0 or len(z) == 0:
+        return np.zeros((len(x), len(z)))
+    S = (H @ P @ H.T)[:, None] + R[None]
+    innovation = z[None] - (x @ H.T)[:, None]
+    return np.einsum("nmi,nmi->nm", innovation, np.linalg.solve(S, innovation[..., None])[..., 0])

@@ -1,0 +1,287 @@
+"""Multi-camera tracking: per-camera image tracks fused into objects in the vehicle frame.
+
+Per frame set, cameras are processed in order of capture time:
+1. the camera's `CameraTracker` matches its detections (persistent per-camera ids, coasting);
+2. every track that received a detection is placed on the ground (`ranging.estimate_positions`);
+3. each such measurement updates a fused object, a Kalman filter on the object's (x, y) relative to the ego
+   vehicle, predicted to that camera's capture time. Its motion model is constant relative acceleration:
+   a constant-velocity model lags a braking lead by 0.1-0.3 s of closing speed at the range noise of a
+   camera, which delays the brake hint by as much. A track already linked to
+   an object updates it while the measurement stays within the gate; unlinked tracks are assigned to
+   objects of the same class (Hungarian on the squared Mahalanobis distance, gated) that this camera has
+   not measured yet in this frame, otherwise they found a new object. So an object seen by two cameras
+   is one object with one global id.
+A camera without a frame in the set (stale) is not advanced; its tracks expire after `max_coast_s` and
+objects left without tracks are dropped. Time only ever comes from the frames' t_ns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from perception.detections import Detections
+from perception.track import kalman
+from perception.track.camera_tracker import CameraTracker
+from perception.track.config import TrackerConfig
+from perception.track.matching import gated_assignment
+from perception.track.objects import TrackedObjects
+from perception.track.ranging import RangeEstimates, RangeSource, RangingConfig, estimate_positions
+
+if TYPE_CHECKING:
+    from calib.camera import CameraModel
+
+_H_POSITION = np.eye(2, 6)
+_AHEAD_PROBE_M = 20.0  # a camera "sees ahead" if the corridor centre this far before the bumper is in view
+
+
+@dataclass
+class _FusedObject:
+    id: int
+    cls: int
+    x: np.ndarray         # [6] x, y, vx, vy, ax, ay relative to ego (m, m/s, m/s^2)
+    P: np.ndarray         # [6, 6]
+    t_ns: int             # time of x
+    birth_ns: int
+    last_update_ns: int
+    range_source: int
+    hits: int = 1
+    links: dict[int, int] = field(default_factory=dict)  # camera index -> per-camera track id
+
+
+class MultiCameraTracker:
+    def __init__(self, cameras: Sequence["CameraModel"], config: TrackerConfig | None = None,
+                 ranging: RangingConfig | None = None):
+        self.cameras = tuple(cameras)
+        self.config = config or TrackerConfig()
+        self.ranging = ranging or RangingConfig()
+        self.camera_trackers = [CameraTracker(self.config) for _ in self.cameras]
+        self.camera_t_ns: list[int | None] = [None] * len(self.cameras)
+        self.objects: dict[int, _FusedObject] = {}
+        self.out_of_order_frames = 0      # camera frames not newer than that camera's previous one, ignored
+        self.unranged_measurements = 0    # detections matched to a track but with no usable range
+        self._next_id = 1
+        self._link: dict[tuple[int, int], int] = {}  # (camera, track id) -> fused object id
+        self.camera_sees_ahead = np.array([_sees_ahead(c, self.config.ego_front_m) for c in self.cameras])
+
+    def update(self, t_ns: int, camera_t_ns: Mapping[int, int], detections: Detections) -> TrackedObjects:
+        """One frame set at time t_ns. `camera_t_ns` holds the capture time of each camera (rig index) that
+        delivered a frame to this set; cameras absent from it are stale. `detections` are of those frames."""
+        unknown = set(np.unique(detections.camera).tolist()) - set(camera_t_ns)
+        if unknown:
+            raise ValueError(f"detections of camera(s) {sorted(unknown)} that have no frame in this set")
+        for c in camera_t_ns:
+            if not 0 <= c < len(self.cameras):
+                raise ValueError(f"camera index {c} is not in the rig ({len(self.cameras)} cameras)")
+
+        updated: set[int] = set()
+        for c, cam_t in sorted(camera_t_ns.items(), key=lambda item: (item[1], item[0])):
+            previous = self.camera_t_ns[c]
+            if previous is not None and cam_t <= previous:
+                self.out_of_order_frames += 1
+                continue
+            self.camera_t_ns[c] = cam_t
+            dets = detections.select(np.flatnonzero(detections.camera == c))
+            step = self.camera_trackers[c].step(cam_t, dets)
+            self._unlink(c, step.dropped)
+            estimates = estimate_positions(self.cameras[c], dets.box[step.det_index], dets.cls[step.det_index],
+                                           dets.range_m[step.det_index], self.ranging)
+            updated |= self._fuse(c, cam_t, step.track_ids, dets.cls[step.det_index], estimates)
+
+        for c, tracker in enumerate(self.camera_trackers):
+            self._unlink(c, tracker.expire(t_ns))
+        for obj_id in [i for i, obj in self.objects.items() if not obj.links]:
+            del self.objects[obj_id]
+        return self._output(t_ns, updated)
+
+    # ---- fusion ----------------------------------------------------------------------------------------
+    def _fuse(self, c: int, t_ns: int, track_ids: np.ndarray, cls: np.ndarray, est: RangeEstimates) -> set[int]:
+        """Apply one camera's measurements; returns the ids of the objects it updated."""
+        self._predict_objects(t_ns)
+        extent = self.config.fusion_extent_std_m ** 2 * np.eye(2)
+        ranged = est.source != RangeSource.NONE
+        self.unranged_measurements += int((~ranged).sum())
+        updated: set[int] = set()
+        unlinked: list[int] = []
+        for i in np.flatnonzero(ranged):
+            obj_id = self._link.get((c, int(track_ids[i])))
+            if obj_id is None:
+                unlinked.append(i)
+                continue
+            obj = self.objects[obj_id]
+            d2 = kalman.mahalanobis2(obj.x[None], obj.P[None], est.position[i:i + 1, :2],
+                                     (est.covariance[i] + extent)[None], _H_POSITION)[0, 0]
+            if d2 <= self.config.fusion_gate_chi2:
+                self._measure(obj, c, est, i, t_ns)
+                updated.add(obj_id)
+            else:
+                del obj.links[c]
+                del self._link[(c, int(track_ids[i]))]
+                unlinked.append(i)
+
+        candidates = [obj for obj in self.objects.values() if obj.id not in updated]
+        if unlinked and candidates:
+            rows = np.array(unlinked)
+            cost = kalman.mahalanobis2(np.stack([o.x for o in candidates]), np.stack([o.P for o in candidates]),
+                                       est.position[rows, :2], est.covariance[rows] + extent, _H_POSITION)
+            cost[np.array([o.cls for o in candidates])[:, None] != cls[rows][None, :]] = np.inf
+            obj_rows, meas_rows = gated_assignment(cost, self.config.fusion_gate_chi2)
+        else:
+            obj_rows = meas_rows = np.zeros(0, np.intp)
+        assigned = dict(zip(meas_rows.tolist(), obj_rows.tolist()))
+        for k, i in enumerate(unlinked):
+            if k in assigned:
+                obj = candidates[assigned[k]]
+                replaced = obj.links.get(c)
+                if replaced is not None:  # the camera lost and re-found the object: the new track takes over
+                    self.camera_trackers[c].remove(np.array([replaced]))
+                    del self._link[(c, replaced)]
+                self._measure(obj, c, est, i, t_ns)
+            else:
+                obj = self._new_object(int(cls[i]), est, i, t_ns)
+            obj.links[c] = int(track_ids[i])
+            self._link[(c, int(track_ids[i]))] = obj.id
+            updated.add(obj.id)
+        return updated
+
+    def _predict_objects(self, t_ns: int) -> None:
+        """Predict every object to t_ns; a measurement older than an object's state is applied at the
+        state's time (out-of-sequence by at most the frame-set skew)."""
+        objs = [o for o in self.objects.values() if o.t_ns < t_ns]
+        if not objs:
+            return
+        dt = np.array([(t_ns - o.t_ns) * 1e-9 for o in objs])
+        x, P = kalman.predict(np.stack([o.x for o in objs]), np.stack([o.P for o in objs]), dt,
+                              np.full((len(objs), 2), self.config.jerk_std_mps3), order=3)
+        for k, obj in enumerate(objs):
+            obj.x, obj.P, obj.t_ns = x[k], P[k], t_ns
+
+    def _measure(self, obj: _FusedObject, c: int, est: RangeEstimates, i: int, t_ns: int) -> None:
+        # One camera's bias (pitch, footprint) persists, so only its frame-to-frame noise is filtered out;
+        # cameras disagree by their biases, so with several cameras each counts with its total error.
+        single_camera = set(obj.links) <= {c}
+        R = est.noise_covariance[i:i + 1] if single_camera else est.covariance[i:i + 1]
+        x, P = kalman.update(obj.x[None], obj.P[None], est.position[i:i + 1, :2], R, _H_POSITION)
+        obj.x, obj.P = x[0], P[0]
+        obj.hits += 1
+        obj.last_update_ns = max(obj.last_update_ns, t_ns)
+        obj.range_source = int(est.source[i])
+
+    def _new_object(self, cls: int, est: RangeEstimates, i: int, t_ns: int) -> _FusedObject:
+        P = np.zeros((6, 6))
+        P[:2, :2] = est.covariance[i]
+        P[2:4, 2:4] = self.config.initial_velocity_std_mps ** 2 * np.eye(2)
+        P[4:, 4:] = self.config.initial_acceleration_std_mps2 ** 2 * np.eye(2)
+        x = np.concatenate([est.position[i, :2], np.zeros(4)])
+        obj = _FusedObject(self._next_id, cls, x, P, t_ns, t_ns, t_ns, int(est.source[i]))
+        self._next_id += 1
+        self.objects[obj.id] = obj
+        return obj
+
+    def _unlink(self, c: int, track_ids: np.ndarray) -> None:
+        for track_id in track_ids.tolist():
+            obj_id = self._link.pop((c, track_id), None)
+            if obj_id is not None and self.objects[obj_id].links.get(c) == track_id:
+                del self.objects[obj_id].links[c]
+
+    # ---- output ----------------------------------------------------------------------------------------
+    def _output(self, t_ns: int, updated: set[int]) -> TrackedObjects:
+        cfg = self.config
+        published = []  # (object, [(camera, tracker row)]) of objects with at least one confirmed track
+        for obj in sorted(self.objects.values(), key=lambda o: o.id):
+            links = [(c, int(self.camera_trackers[c].rows(np.array([tid]))[0])) for c, tid in obj.links.items()]
+            if any(self.camera_trackers[c].confirmed[r] for c, r in links):
+                published.append((obj, links))
+        n = len(published)
+        objs = [obj for obj, _ in published]
+        x = np.zeros((n, 6))
+        P = np.zeros((n, 6, 6))
+        if n:
+            x, P = kalman.predict(np.stack([o.x for o in objs]), np.stack([o.P for o in objs]),
+                                  np.array([(t_ns - o.t_ns) * 1e-9 for o in objs]),
+                                  np.full((n, 2), cfg.jerk_std_mps3), order=3)
+        cls = np.array([o.cls for o in objs], np.int32)
+        footprint = self.ranging.footprint(cls)
+        gap, closing, closing_var, ttc = _gap_and_ttc(x[:, :2], x[:, 2:4], P[:, 2:4, 2:4], footprint, cfg.ego_front_m)
+        track_ids = np.full((n, len(self.cameras)), -1, np.int64)
+        camera = np.zeros(n, np.int32)
+        box = np.zeros((n, 4))
+        score = np.zeros(n)
+        for k, (obj, links) in enumerate(published):
+            for c, r in links:
+                track_ids[k, c] = self.camera_trackers[c].ids[r]
+            # The box comes from the camera that measured the object last; ties go to the larger box.
+            c, r = max(links, key=lambda cr: (self.camera_trackers[cr[0]].last_hit_ns[cr[1]],
+                                              self.camera_trackers[cr[0]].x[cr[1], 3]))
+            camera[k] = c
+            box[k] = self.camera_trackers[c].boxes[r]
+            score[k] = max(self.camera_trackers[c2].score[r2] for c2, r2 in links)
+        hits = np.array([o.hits for o in objs], np.int32)
+        since_update = np.array([max(0.0, (t_ns - o.last_update_ns) * 1e-9) for o in objs])
+        confidence = score * np.minimum(1.0, hits / cfg.full_confidence_hits) * np.exp(-since_update / cfg.stale_tau_s)
+        ground = np.full((n, 1), self.ranging.ground_z_m)
+        return TrackedObjects(
+            t_ns=t_ns, ego_front_m=cfg.ego_front_m,
+            global_id=np.array([o.id for o in objs], np.int64),
+            camera_track_id=track_ids,
+            cls=cls,
+            score=score.astype(np.float32),
+            camera=camera,
+            box=box.astype(np.float32),
+            position=np.concatenate([x[:, :2], ground], 1).astype(np.float32),
+            velocity=np.concatenate([x[:, 2:4], np.zeros((n, 1))], 1).astype(np.float32),
+            acceleration=np.concatenate([x[:, 4:6], np.zeros((n, 1))], 1).astype(np.float32),
+            position_std=np.sqrt(np.stack([P[:, 0, 0], P[:, 1, 1]], 1)).astype(np.float32),
+            velocity_std=np.sqrt(np.stack([P[:, 2, 2], P[:, 3, 3]], 1)).astype(np.float32),
+            footprint_m=footprint.astype(np.float32),
+            range_m=np.hypot(x[:, 0], x[:, 1]).astype(np.float32),
+            range_source=np.array([o.range_source for o in objs], np.uint8),
+            gap_m=gap.astype(np.float32),
+            closing_speed_mps=closing.astype(np.float32),
+            closing_speed_std_mps=np.sqrt(closing_var).astype(np.float32),
+            ttc_s=ttc.astype(np.float32),
+            age_s=np.array([(t_ns - o.birth_ns) * 1e-9 for o in objs], np.float32),
+            hits=hits,
+            coasting=np.array([o.id not in updated for o in objs], bool),
+            confidence=confidence.astype(np.float32),
+            camera_age_s=np.array([np.inf if t is None else (t_ns - t) * 1e-9 for t in self.camera_t_ns],
+                                  np.float32),
+            camera_sees_ahead=self.camera_sees_ahead.copy(),
+        )
+
+
+def gap_and_ttc(position: np.ndarray, velocity: np.ndarray, footprint: np.ndarray,
+                ego_front_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Gap (m) and time to collision (s) of objects with footprint centres position [N, 2], relative
+    velocities [N, 2] and footprints (length, width) [N, 2] (aligned with the ego).
+
+    The gap runs from the ego front bumper centre (ego_front_m, 0) to the object's nearest footprint edge
+    along the line between them; TTC = gap / closing speed (the rate at which that distance shrinks), inf
+    for objects whose centre is not ahead of the bumper or that are not closing."""
+    gap, _, _, ttc = _gap_and_ttc(position, velocity, np.zeros((len(position), 2, 2)), footprint, ego_front_m)
+    return gap, ttc
+
+
+def _gap_and_ttc(position: np.ndarray, velocity: np.ndarray, velocity_cov: np.ndarray, footprint: np.ndarray,
+                 ego_front_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """gap_and_ttc, plus the closing speed and its variance."""
+    offset = position - np.array([ego_front_m, 0.0])
+    distance = np.linalg.norm(offset, axis=1)
+    direction = offset / np.maximum(distance, 1e-9)[:, None]
+    support = footprint[:, 0] / 2 * np.abs(direction[:, 0]) + footprint[:, 1] / 2 * np.abs(direction[:, 1])
+    gap = np.maximum(distance - support, 0.0)
+    closing = -np.einsum("ni,ni->n", direction, velocity)
+    closing_var = np.einsum("ni,nij,nj->n", direction, velocity_cov, direction)
+    ahead = position[:, 0] > ego_front_m
+    with np.errstate(divide="ignore"):
+        ttc = np.where(ahead & (closing > 0), gap / np.where(closing > 0, closing, 1.0), np.inf)
+    return gap, closing, closing_var, ttc
+
+
+def _sees_ahead(camera: "CameraModel", ego_front_m: float) -> bool:
+    uv, valid = camera.project(np.array([[ego_front_m + _AHEAD_PROBE_M, 0.0, 0.5]]))
+    u, v = uv[0]
+    return bool(valid[0] and 0 <= u <= camera.width - 1 and 0 <= v <= camera.height - 1)

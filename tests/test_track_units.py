@@ -1,0 +1,160 @@
+"""Building blocks of the tracker: Kalman filter, gated assignment, IoU, per-camera tracks, configuration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perception.detections import Detections
+from perception.errors import ConfigError
+from perception.track import TrackerConfig, gap_and_ttc, kalman
+from perception.track.camera_tracker import CameraTracker
+from perception.track.matching import box_iou, gated_assignment
+
+
+# ---- Kalman filter -----------------------------------------------------------------------------------------
+def test_constant_velocity_prediction_moves_by_velocity_times_dt():
+    x = np.array([[1.0, 2.0, 3.0, -1.0]])  # 2 axes: position (1, 2), velocity (3, -1)
+    P = np.eye(4)[None] * 0.1
+    x2, P2 = kalman.predict(x, P, 0.1, np.array([[1.0, 1.0]]), order=2)
+    np.testing.assert_allclose(x2[0], [1.3, 1.9, 3.0, -1.0])
+    assert P2[0, 0, 0] > P[0, 0, 0] and P2[0, 0, 2] > 0  # uncertainty grows, position and velocity correlate
+
+
+def test_constant_acceleration_prediction_integrates_acceleration():
+    x = np.array([[0.0, 10.0, -2.0]])  # 1 axis: position, velocity, acceleration
+    x2, _ = kalman.predict(x, np.eye(3)[None], 0.5, np.array([[1.0]]), order=3)
+    np.testing.assert_allclose(x2[0], [10.0 * 0.5 - 0.5 * 2.0 * 0.25, 10.0 - 1.0, -2.0])
+
+
+def test_update_matches_scalar_kalman_gain():
+    x = np.array([[0.0, 0.0]])
+    P = np.diag([4.0, 1.0])[None]
+    H = np.eye(1, 2)
+    x2, P2 = kalman.update(x, P, np.array([[2.0]]), np.array([[[1.0]]]), H)
+    gain = 4.0 / (4.0 + 1.0)
+    np.testing.assert_allclose(x2[0], [gain * 2.0, 0.0])
+    np.testing.assert_allclose(P2[0], np.diag([4.0 * (1 - gain), 1.0]))
+
+
+def test_mahalanobis_distance_of_all_pairs():
+    x = np.array([[0.0, 0.0, 0.0, 0.0], [10.0, 0.0, 0.0, 0.0]])
+    P = np.stack([np.eye(4), np.eye(4) * 4])
+    z = np.array([[1.0, 0.0], [10.0, 3.0]])
+    R = np.stack([np.eye(2), np.eye(2)])
+    d2 = kalman.mahalanobis2(x, P, z, R, np.eye(2, 4))
+    np.testing.assert_allclose(d2, [[1.0 / 2, (100 + 9) / 2], [81.0 / 5, 9.0 / 5]])
+
+
+# ---- assignment and overlap ----------------------------------------------------------------------------------
+def test_gated_assignment_is_optimal_and_respects_the_gate():
+    cost = np.array([[0.1, 0.2], [0.15, 0.9]])
+    rows, cols = gated_assignment(cost, 0.5)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == [(0, 1), (1, 0)]  # total 0.35 beats 0.1 + 0.9
+    rows, cols = gated_assignment(np.array([[0.1, np.inf], [0.7, 0.8]]), 0.5)
+    assert list(zip(rows.tolist(), cols.tolist())) == [(0, 0)]
+    assert gated_assignment(np.zeros((0, 3)), 0.5)[0].size == 0
+
+
+def test_box_iou():
+    a = np.array([[0.0, 0.0, 10.0, 10.0]])
+    b = np.array([[5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 10.0, 10.0]])
+    np.testing.assert_allclose(box_iou(a, b), [[50.0 / 150.0, 0.0, 1.0]])
+
+
+def test_gap_and_ttc():
+    position = np.array([[23.7 + 2.25, 0.0], [23.7 + 2.25, 0.0], [-10.0, 0.0], [23.7 + 2.25, 0.0]])
+    velocity = np.array([[-5.0, 0.0], [5.0, 0.0], [10.0, 0.0], [0.0, 0.0]])
+    footprint = np.tile([4.5, 1.8], (4, 1))
+    gap, ttc = gap_and_ttc(position, velocity, footprint, ego_front_m=3.7)
+    np.testing.assert_allclose(gap[:2], [20.0, 20.0])
+    assert ttc[0] == pytest.approx(4.0) and np.isinf(ttc[1:]).all()  # closing; opening; behind; not moving
+
+
+# ---- per-camera tracks -----------------------------------------------------------------------------------------
+def _dets(boxes, scores, cls=0) -> Detections:
+    n = len(boxes)
+    return Detections(np.zeros(n, np.int32), np.full(n, cls, np.int32), np.array(scores, np.float32),
+                      np.array(boxes, np.float32).reshape(n, 4), np.full(n, np.nan, np.float32),
+                      np.full((n, 2), np.nan, np.float32))
+
+
+def test_camera_tracks_confirm_coast_and_drop():
+    cfg = TrackerConfig(confirm_hits=3, max_misses=2)
+    tracker = CameraTracker(cfg)
+    box = [100.0, 100.0, 160.0, 150.0]
+    ids = []
+    for k in range(3):
+        step = tracker.step(k * 50_000_000, _dets([box], [0.9]))
+        ids.append(step.track_ids.tolist())
+    assert ids == [[1], [1], [1]] and tracker.confirmed.tolist() == [True]
+    for k in range(3, 5):  # two misses: coasting
+        assert tracker.step(k * 50_000_000, Detections.empty()).dropped.size == 0
+    assert tracker.step(5 * 50_000_000, Detections.empty()).dropped.tolist() == [1]  # third miss
+    assert len(tracker) == 0
+
+
+def test_tentative_track_dies_on_first_miss_and_weak_detections_start_nothing():
+    tracker = CameraTracker(TrackerConfig())
+    tracker.step(0, _dets([[0, 0, 50, 50], [200, 0, 250, 50]], [0.9, 0.3]))
+    assert len(tracker) == 1  # the weak detection started nothing
+    assert tracker.step(50_000_000, Detections.empty()).dropped.tolist() == [1]
+
+
+def test_weak_detection_extends_a_confirmed_track_in_the_second_stage():
+    tracker = CameraTracker(TrackerConfig())
+    box = np.array([100.0, 100.0, 160.0, 150.0])
+    for k in range(4):
+        tracker.step(k * 50_000_000, _dets([box + 2 * k], [0.9]))
+    step = tracker.step(4 * 50_000_000, _dets([box + 8], [0.3]))  # partly occluded: low score
+    assert step.track_ids.tolist() == [1] and tracker.misses.tolist() == [0]
+
+
+def test_class_mismatch_never_matches():
+    tracker = CameraTracker(TrackerConfig())
+    tracker.step(0, _dets([[0, 0, 50, 50]], [0.9], cls=0))
+    step = tracker.step(50_000_000, _dets([[0, 0, 50, 50]], [0.9], cls=2))
+    assert step.track_ids.tolist() == [2] and step.dropped.tolist() == [1]
+
+
+def test_constant_velocity_box_prediction_follows_a_moving_box():
+    tracker = CameraTracker(TrackerConfig())
+    for k in range(10):  # 200 px/s to the right
+        tracker.step(k * 50_000_000, _dets([[100 + 10 * k, 100, 160 + 10 * k, 150]], [0.9]))
+    tracker.step(10 * 50_000_000, Detections.empty())
+    np.testing.assert_allclose(tracker.boxes[0], [200, 100, 260, 150], atol=2.0)
+
+
+# ---- configuration --------------------------------------------------------------------------------------------
+def test_tracker_config_defaults_and_from_dict():
+    assert TrackerConfig.from_dict(None, "node.yaml: tracker") == TrackerConfig()
+    cfg = TrackerConfig.from_dict({"max_misses": 3, "min_iou": 0.3, "max_coast_s": 1}, "node.yaml: tracker")
+    assert cfg.max_misses == 3 and cfg.min_iou == 0.3 and cfg.max_coast_s == 1.0
+    assert isinstance(cfg.max_coast_s, float)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_misses": -1}, "node.yaml: tracker.max_misses: must be >= 0"),
+    ({"min_iou": 1.0}, "node.yaml: tracker.min_iou: must be < 1.0"),
+    ({"confirm_hits": 2.5}, "node.yaml: tracker.confirm_hits: must be an integer"),
+    ({"jerk_std_mps3": "fast"}, "node.yaml: tracker.jerk_std_mps3: must be a number"),
+    ({"use_image_velocity": 1}, "node.yaml: tracker.use_image_velocity: must be true or false"),
+    ({"max_coast_s": float("nan")}, "node.yaml: tracker.max_coast_s: must be finite"),
+    ({"low_score": 0.7}, "node.yaml: tracker.low_score: must be <= high_score"),
+    ({"max_mises": 3}, "node.yaml: tracker.max_mises: unknown key"),
+])
+def test_tracker_config_errors_name_the_key(settings, message):
+    with pytest.raises(ConfigError, match="^" + message.replace(".", r"\.").replace("(", r"\(")):
+        TrackerConfig.from_dict(settings, "node.yaml: tracker")
+
+
+def test_tracker_config_validates_direct_construction_and_non_mappings():
+    with pytest.raises(ConfigError, match=r"TrackerConfig\.confirm_hits: must be >= 1"):
+        TrackerConfig(confirm_hits=0)
+    with pytest.raises(ConfigError, match="node.yaml: tracker: must be a mapping"):
+        TrackerConfig.from_dict([1, 2], "node.yaml: tracker")
+
+
+def test_every_setting_is_documented():
+    for key, _, _, doc in TrackerConfig.describe():
+        assert doc, key
