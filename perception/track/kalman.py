@@ -56,3 +56,11 @@ def mahalanobis2(x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray, H: 
     S = (H @ P @ H.T)[:, None] + R[None]
     innovation = z[None] - (x @ H.T)[:, None]
     return np.einsum("nmi,nmi->nm", innovation, np.linalg.solve(S, innovation[..., None])[..., 0])
+
+
+def mahalanobis2_paired(x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance of measurement i to state i: x [N, n], P [N, n, n], z [N, m], R [N, m, m]
+    -> [N]."""
+    S = H @ P @ H.T + R
+    innovation = z - x @ H.T
+    return np.einsum("ni,ni->n", innovation, np.linalg.solve(S, innovation[..., None])[..., 0])

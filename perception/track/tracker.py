@@ -104,34 +104,37 @@ class MultiCameraTracker:
         extent = self.config.fusion_extent_std_m ** 2 * np.eye(2)
         ranged = est.source != RangeSource.NONE
         self.unranged_measurements += int((~ranged).sum())
-        updated: set[int] = set()
-        unlinked: list[int] = []
-        for i in np.flatnonzero(ranged):
-            obj_id = self._link.get((c, int(track_ids[i])))
-            if obj_id is None:
-                unlinked.append(i)
-                continue
-            obj = self.objects[obj_id]
-            d2 = kalman.mahalanobis2(obj.x[None], obj.P[None], est.position[i:i + 1, :2],
-                                     (est.covariance[i] + extent)[None], _H_POSITION)[0, 0]
-            if d2 <= self.config.fusion_gate_chi2:
-                self._measure(obj, c, est, i, t_ns)
-                updated.add(obj_id)
-            else:
-                del obj.links[c]
-                del self._link[(c, int(track_ids[i]))]
-                unlinked.append(i)
+        linked = [(int(i), self.objects[self._link[(c, int(track_ids[i]))]]) for i in np.flatnonzero(ranged)
+                  if (c, int(track_ids[i])) in self._link]
+        unlinked = [int(i) for i in np.flatnonzero(ranged) if (c, int(track_ids[i])) not in self._link]
+        measured: list[tuple[int, _FusedObject]] = []
+        if linked:
+            rows = np.array([i for i, _ in linked])
+            d2 = kalman.mahalanobis2_paired(np.stack([o.x for _, o in linked]), np.stack([o.P for _, o in linked]),
+                                            est.position[rows, :2], est.covariance[rows] + extent, _H_POSITION)
+            for (i, obj), inside in zip(linked, d2 <= self.config.fusion_gate_chi2):
+                if inside:
+                    measured.append((i, obj))
+                else:  # the track drifted off its object: it may join another one or start its own
+                    del obj.links[c]
+                    del self._link[(c, int(track_ids[i]))]
+                    unlinked.append(i)
 
-        candidates = [obj for obj in self.objects.values() if obj.id not in updated]
+        # Objects this camera has not measured in this frame; one whose track here got a detection (but no
+        # range) is not up for grabs either.
+        taken = {obj.id for _, obj in measured}
+        detected_here = set(track_ids.tolist())
+        candidates = [obj for obj in self.objects.values()
+                      if obj.id not in taken and obj.links.get(c) not in detected_here]
+        assigned: dict[int, int] = {}
         if unlinked and candidates:
             rows = np.array(unlinked)
             cost = kalman.mahalanobis2(np.stack([o.x for o in candidates]), np.stack([o.P for o in candidates]),
                                        est.position[rows, :2], est.covariance[rows] + extent, _H_POSITION)
             cost[np.array([o.cls for o in candidates])[:, None] != cls[rows][None, :]] = np.inf
             obj_rows, meas_rows = gated_assignment(cost, self.config.fusion_gate_chi2)
-        else:
-            obj_rows = meas_rows = np.zeros(0, np.intp)
-        assigned = dict(zip(meas_rows.tolist(), obj_rows.tolist()))
+            assigned = dict(zip(meas_rows.tolist(), obj_rows.tolist()))
+        created: set[int] = set()
         for k, i in enumerate(unlinked):
             if k in assigned:
                 obj = candidates[assigned[k]]
@@ -139,13 +142,14 @@ class MultiCameraTracker:
                 if replaced is not None:  # the camera lost and re-found the object: the new track takes over
                     self.camera_trackers[c].remove(np.array([replaced]))
                     del self._link[(c, replaced)]
-                self._measure(obj, c, est, i, t_ns)
+                measured.append((i, obj))
             else:
                 obj = self._new_object(int(cls[i]), est, i, t_ns)
+                created.add(obj.id)
             obj.links[c] = int(track_ids[i])
             self._link[(c, int(track_ids[i]))] = obj.id
-            updated.add(obj.id)
-        return updated
+        self._measure(measured, c, est, t_ns)
+        return {obj.id for _, obj in measured} | created
 
     def _predict_objects(self, t_ns: int) -> None:
         """Predict every object to t_ns; a measurement older than an object's state is applied at the
@@ -159,16 +163,23 @@ class MultiCameraTracker:
         for k, obj in enumerate(objs):
             obj.x, obj.P, obj.t_ns = x[k], P[k], t_ns
 
-    def _measure(self, obj: _FusedObject, c: int, est: RangeEstimates, i: int, t_ns: int) -> None:
+    def _measure(self, measured: list[tuple[int, _FusedObject]], c: int, est: RangeEstimates, t_ns: int) -> None:
+        """Update each object with measurement row i of camera c."""
+        if not measured:
+            return
+        rows = np.array([i for i, _ in measured])
+        objs = [obj for _, obj in measured]
         # One camera's bias (pitch, footprint) persists, so only its frame-to-frame noise is filtered out;
         # cameras disagree by their biases, so with several cameras each counts with its total error.
-        single_camera = set(obj.links) <= {c}
-        R = est.noise_covariance[i:i + 1] if single_camera else est.covariance[i:i + 1]
-        x, P = kalman.update(obj.x[None], obj.P[None], est.position[i:i + 1, :2], R, _H_POSITION)
-        obj.x, obj.P = x[0], P[0]
-        obj.hits += 1
-        obj.last_update_ns = max(obj.last_update_ns, t_ns)
-        obj.range_source = int(est.source[i])
+        single_camera = np.array([set(obj.links) <= {c} for obj in objs])
+        R = np.where(single_camera[:, None, None], est.noise_covariance[rows], est.covariance[rows])
+        x, P = kalman.update(np.stack([o.x for o in objs]), np.stack([o.P for o in objs]), est.position[rows, :2],
+                             R, _H_POSITION)
+        for k, obj in enumerate(objs):
+            obj.x, obj.P = x[k], P[k]
+            obj.hits += 1
+            obj.last_update_ns = max(obj.last_update_ns, t_ns)
+            obj.range_source = int(est.source[rows[k]])
 
     def _new_object(self, cls: int, est: RangeEstimates, i: int, t_ns: int) -> _FusedObject:
         P = np.zeros((6, 6))
@@ -206,6 +217,7 @@ class MultiCameraTracker:
         cls = np.array([o.cls for o in objs], np.int32)
         footprint = self.ranging.footprint(cls)
         gap, closing, closing_var, ttc = _gap_and_ttc(x[:, :2], x[:, 2:4], P[:, 2:4, 2:4], footprint, cfg.ego_front_m)
+        boxes = [tracker.boxes for tracker in self.camera_trackers]
         track_ids = np.full((n, len(self.cameras)), -1, np.int64)
         camera = np.zeros(n, np.int32)
         box = np.zeros((n, 4))
@@ -217,7 +229,7 @@ class MultiCameraTracker:
             c, r = max(links, key=lambda cr: (self.camera_trackers[cr[0]].last_hit_ns[cr[1]],
                                               self.camera_trackers[cr[0]].x[cr[1], 3]))
             camera[k] = c
-            box[k] = self.camera_trackers[c].boxes[r]
+            box[k] = boxes[c][r]
             score[k] = max(self.camera_trackers[c2].score[r2] for c2, r2 in links)
         hits = np.array([o.hits for o in objs], np.int32)
         since_update = np.array([max(0.0, (t_ns - o.last_update_ns) * 1e-9) for o in objs])
