@@ -3,14 +3,13 @@
 Per frame set, cameras are processed in order of capture time:
 1. the camera's `CameraTracker` matches its detections (persistent per-camera ids, coasting);
 2. every track that received a detection is placed on the ground (`ranging.estimate_positions`);
-3. each such measurement updates a fused object, a Kalman filter on the object's (x, y) relative to the ego
-   vehicle, predicted to that camera's capture time. Its motion model is constant relative acceleration:
-   a constant-velocity model lags a braking lead by 0.1-0.3 s of closing speed at the range noise of a
-   camera, which delays the brake hint by as much. A track already linked to
-   an object updates it while the measurement stays within the gate; unlinked tracks are assigned to
-   objects of the same class (Hungarian on the squared Mahalanobis distance, gated) that this camera has
-   not measured yet in this frame, otherwise they found a new object. So an object seen by two cameras
-   is one object with one global id.
+3. each such measurement updates a fused object: a Kalman filter on the object's (x, y) relative to the
+   ego vehicle, predicted to that camera's capture time. A track already linked to an object updates it
+   while the measurement stays within the gate; unlinked tracks are assigned to objects of the same class
+   that this camera has not measured in this frame (Hungarian on the squared Mahalanobis distance, gated),
+   or else found a new object. So an object seen by two cameras is one object with one global id.
+The motion model is constant relative acceleration: at a camera's range noise a constant-velocity filter
+lags a braking lead's closing speed by 0.1-0.3 s, and delays the brake hint by as much.
 A camera without a frame in the set (stale) is not advanced; its tracks expire after `max_coast_s` and
 objects left without tracks are dropped. Time only ever comes from the frames' t_ns.
 """
