@@ -50,6 +50,8 @@ def test_ids_persist_and_coast_through_a_two_frame_occlusion():
     coasting = {frame: bool(out.coasting[row(out, lead_id)]) for frame, out in outputs if frame >= 10}
     assert coasting[20] and coasting[21] and not coasting[19] and not coasting[22]
     assert sum(coasting.values()) == 2
+    confidence = {frame: float(out.confidence[row(out, lead_id)]) for frame, out in outputs if frame >= 10}
+    assert confidence[21] < confidence[20] < confidence[19] and confidence[23] > confidence[21]
     out = dict(outputs)[21]  # while coasting, the prediction stays on the moving object
     (x, _), _ = scene.truth(out.t_ns)[1]
     assert abs(out.position[row(out, lead_id), 0] - x) < 1.0

@@ -117,6 +117,17 @@ def test_class_mismatch_never_matches():
     assert step.track_ids.tolist() == [2] and step.dropped.tolist() == [1]
 
 
+def test_image_velocity_head_starts_a_track_moving():
+    dets = _dets([[100, 100, 160, 150]], [0.9])
+    dets.image_velocity[:] = (300.0, -40.0)
+    with_head, without = CameraTracker(TrackerConfig()), CameraTracker(TrackerConfig(use_image_velocity=False))
+    for tracker in (with_head, without):
+        tracker.step(0, dets)
+    np.testing.assert_allclose(with_head.x[0, 4:6], [300.0, -40.0])
+    np.testing.assert_allclose(without.x[0, 4:6], [0.0, 0.0])
+    assert with_head.P[0, 4, 4] < without.P[0, 4, 4]
+
+
 def test_constant_velocity_box_prediction_follows_a_moving_box():
     tracker = CameraTracker(TrackerConfig())
     for k in range(10):  # 200 px/s to the right
