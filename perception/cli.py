@@ -15,6 +15,7 @@ from perception.errors import PerceptionError
 COMMANDS: dict[str, tuple[str, str]] = {
     "calib": ("perception.commands.calib", "camera calibration tools (chessboard intrinsics)"),
     "echo": ("perception.commands.echo", "print the messages a node publishes (ZeroMQ), readably"),
+    "synth": ("perception.commands.synth", "generate a synthetic drive (MCAP) with exact ground truth"),
 }
 
 
