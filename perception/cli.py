@@ -15,6 +15,8 @@ from perception.errors import PerceptionError
 COMMANDS: dict[str, tuple[str, str]] = {
     "calib": ("perception.commands.calib", "camera calibration tools (chessboard intrinsics)"),
     "echo": ("perception.commands.echo", "print the messages a node publishes (ZeroMQ), readably"),
+    "quantize": ("perception.commands.quantize", "make an fp16 or int8 (Q/DQ, calibrated on drives) copy of a model"),
+    "build-engine": ("perception.commands.build_engine", "build the TensorRT engine of a model for this GPU and exit"),
     "synth": ("perception.commands.synth", "generate a synthetic drive (MCAP) with exact ground truth"),
 }
 

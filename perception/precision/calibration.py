@@ -1,0 +1,131 @@
+"""Calibration data for INT8: drive frames through the node's own preprocessing and the float32 model.
+
+The temporal model has state inputs, so a calibration sample is a full set of graph inputs for one
+frame set: the images (letterbox remap table + FastPreprocessor, the node's path), and the state, ages,
+dt and fresh flags the float32 model produces when it streams through the drive from its start. Ranges
+calibrated this way cover the state the quantized model will really see.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calib.camera import CameraModel
+from calib.remap import RemapTable, build_remap
+from perception.contract import ModelContract
+from perception.engine.onnxruntime import OnnxRuntimeEngine
+from perception.errors import DriveError
+from perception.frame import Frame
+from perception.preprocess import FastPreprocessor, Normalization
+from perception.sources.slot import CapturedFrame
+from perception.sources.sync import LockstepSynchronizer, SyncConfig
+
+REMAP_MODE = "letterbox"
+
+
+def node_tables(cameras: Sequence[CameraModel], contract: ModelContract) -> list[RemapTable]:
+    """One remap table per camera, as the node builds them for this model's input."""
+    return [build_remap(c, contract.input_width, contract.input_height, REMAP_MODE) for c in cameras]
+
+
+def node_preprocessor(tables: Sequence[RemapTable], contract: ModelContract) -> FastPreprocessor:
+    return FastPreprocessor(tables, Normalization(contract.mean, contract.std), np.float32)
+
+
+@dataclass
+class FrameSetInput:
+    """One engine step: what the node hands to `Engine.run` for a frame set."""
+
+    t_ns: int                   # frame-set (anchor) time
+    images: np.ndarray          # [N,3,H,W] float32, owned by this object
+    camera_t_ns: np.ndarray     # [N] int64: capture time, or the set's time for a stale camera
+    fresh: np.ndarray           # [N] bool
+    frames: list[Frame]         # the source frames preprocessed (a stale camera repeats its last frame)
+
+
+def frame_set_inputs(drive, contract: ModelContract, cameras: Sequence[str] | None = None,
+                     max_skew_ms: float = 20.0) -> Iterator[FrameSetInput]:
+    """Frame sets of a drive (lockstep sync, first camera anchors) preprocessed as the node does. A camera
+    missing from a set is stale: its last frame is repeated with fresh = False. Sets before every camera
+    has delivered a frame are skipped."""
+    names = tuple(cameras) if cameras is not None else tuple(drive.cameras)
+    tables = node_tables([drive.rig[n] for n in names], contract)
+    pre = node_preprocessor(tables, contract)
+    sync = LockstepSynchronizer(SyncConfig(names, names[0], max_skew_ms))
+    stream = (CapturedFrame(f.camera, f.t_ns, f.frame, i) for i, f in enumerate(drive.frames(names)))
+    last: dict[str, Frame] = {}
+    for fs in sync.frame_sets(stream):
+        for name, captured in fs.frames.items():
+            if captured is not None:
+                last[name] = captured.frame
+        if len(last) < len(names):
+            continue
+        frames = [last[n] for n in names]
+        fresh = np.array([fs.frames[n] is not None for n in names])
+        times = np.array([fs.frames[n].t_ns if fs.frames[n] is not None else fs.t_ns for n in names], np.int64)
+        yield FrameSetInput(fs.t_ns, pre.run(frames).copy(), times, fresh, frames)
+
+
+class _RecordingEngine(OnnxRuntimeEngine):
+    """The float32 ORT engine, keeping a copy of the graph inputs of chosen steps."""
+
+    record = False
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.recorded: list[dict[str, np.ndarray]] = []
+
+    def _infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.record:
+            self.recorded.append({k: np.array(v, copy=True) for k, v in inputs.items()})
+        return super()._infer(inputs)
+
+
+@dataclass
+class CalibrationSet:
+    samples: list[dict[str, np.ndarray]]   # graph inputs, one dict per frame set
+    drives: list[str]
+    frame_sets_run: int
+
+    def describe(self) -> dict:
+        return {"drives": [Path(d).name for d in self.drives], "samples": len(self.samples),
+                "frame_sets_run": self.frame_sets_run}
+
+
+def calibration_set(model: str | os.PathLike, drives: Sequence[str | os.PathLike], max_samples: int = 64,
+                    every: int = 2, cameras: Sequence[str] | None = None, threads: int | None = None) -> CalibrationSet:
+    """Stream each drive through the float32 `model` and keep the inputs of every `every`-th frame set,
+    up to `max_samples` in all (shared evenly between the drives)."""
+    from replay.drive import open_drive
+
+    if max_samples < 1 or every < 1:
+        raise ValueError("max_samples and every must be >= 1")
+    if not drives:
+        raise DriveError("calibration needs at least one drive")
+    engine = _RecordingEngine(model, threads=threads, providers=["CPUExecutionProvider"])
+    per_drive = math.ceil(max_samples / len(drives))
+    run = 0
+    for path in drives:
+        drive = open_drive(path)
+        try:
+            names = tuple(cameras) if cameras is not None else tuple(drive.cameras)
+            state = engine.initial_state(len(names))
+            kept = 0
+            for step, fs in enumerate(frame_set_inputs(drive, engine.contract, names)):
+                if kept >= per_drive or len(engine.recorded) >= max_samples:
+                    break
+                engine.record = step % every == 0
+                _, state = engine.run(fs.images, fs.camera_t_ns, state, fs.fresh)
+                kept += engine.record
+                run += 1
+        finally:
+            drive.close()
+        if kept == 0:
+            raise DriveError(f"{path}: no complete frame set of cameras {list(names)} to calibrate on")
+    return CalibrationSet(engine.recorded, [str(d) for d in drives], run)

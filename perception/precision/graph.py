@@ -1,0 +1,78 @@
+"""Graph facts the precision transforms share: tensor element types and the image-feature data flow."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto
+
+FEATURE_INPUTS = ("images", "state_features")
+
+
+def elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every named tensor (inputs, initializers, constants, inferred intermediates)."""
+    g = onnx.shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in list(g.input) + list(g.value_info) + list(g.output)}
+    types.update({t.name: t.data_type for t in g.initializer})
+    for node in g.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    types[node.output[0]] = a.t.data_type
+    return types
+
+
+def feature_tensors(model: onnx.ModelProto, types: dict[str, int],
+                    feature_inputs: tuple[str, ...] = FEATURE_INPUTS) -> set[str]:
+    """Float tensors computed from the feature inputs: the large image / feature-map data flow. What is
+    computed only from the small per-camera inputs (state_ages, dt, fresh) and constants is not in it."""
+    inputs = {i.name for i in model.graph.input}
+    missing = [name for name in feature_inputs if name not in inputs]
+    if missing:
+        raise ValueError(f"feature inputs {missing} are not graph inputs")
+    tainted = set(feature_inputs)
+    for node in model.graph.node:  # ONNX graphs are topologically sorted
+        if any(i in tainted for i in node.input):
+            tainted.update(o for o in node.output if types.get(o) == TensorProto.FLOAT)
+    return tainted
+
+
+def feature_nodes(model: onnx.ModelProto, types: dict[str, int] | None = None,
+                  feature_inputs: tuple[str, ...] = FEATURE_INPUTS) -> list[onnx.NodeProto]:
+    """Nodes with at least one float input from `feature_tensors`, in graph order."""
+    types = elem_types(model) if types is None else types
+    tainted = feature_tensors(model, types, feature_inputs)
+    return [n for n in model.graph.node if any(i in tainted for i in n.input)]
+
+
+def output_nodes(model: onnx.ModelProto, op_type: str) -> list[onnx.NodeProto]:
+    """Nodes of `op_type` with no other `op_type` node downstream: the last layers before the outputs."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    reaches: dict[int, bool] = {}   # node id -> an op_type node is downstream of it
+    for node in reversed(model.graph.node):
+        reaches[id(node)] = any(c.op_type == op_type or reaches.get(id(c), False)
+                                for o in node.output for c in consumers.get(o, []))
+    return [n for n in model.graph.node if n.op_type == op_type and not reaches[id(n)]]
+
+
+DATA_MOVEMENT_OPS = frozenset({"Concat", "Expand", "Reshape", "Slice", "Unsqueeze", "Squeeze", "Identity",
+                               "Transpose", "Gather", "Split", "Tile", "Flatten"})
+
+
+def time_valued_tensors(model: onnx.ModelProto, types: dict[str, int],
+                        feature_inputs: tuple[str, ...] = FEATURE_INPUTS) -> set[str]:
+    """Float tensors that hold time quantities (ages, dt and what is computed from them only), also after
+    being moved into a larger tensor (the age planes concatenated to the fused features). One scale for
+    such a tensor would be set by the feature range and wipe out the ages, so it must not be quantized."""
+    features = feature_tensors(model, types, feature_inputs)
+    timed = {i.name for i in model.graph.input if i.name not in feature_inputs}
+    out = {name for name in timed if types.get(name) == TensorProto.FLOAT}
+    for node in model.graph.node:
+        floats = [o for o in node.output if types.get(o) == TensorProto.FLOAT]
+        if any(i in timed for i in node.input):
+            timed.update(node.output)
+            if node.op_type in DATA_MOVEMENT_OPS or not any(i in features for i in node.input):
+                out.update(floats)
+    return out

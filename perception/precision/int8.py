@@ -1,0 +1,127 @@
+"""INT8 by explicit quantization: Q/DQ nodes from ONNX Runtime's static quantizer, calibrated on drives.
+
+The Q/DQ model runs on ONNX Runtime CPU (which fuses DQ -> Conv -> Q into integer kernels) and is what
+TensorRT 11 builds an INT8 engine from (strongly typed: the Q/DQ nodes carry the precision). Defaults
+per-channel weights.
+
+Two flavours (`target`): "tensorrt" (signed int8, symmetric: what TensorRT accepts; also runs on ONNX
+Runtime CPU, but its x86 kernels are slow for signed activations) and "cpu" (unsigned asymmetric
+activations, signed weights: ONNX Runtime's fast x86 path; TensorRT cannot build it).
+
+Only the image-feature data flow is quantized (perception.precision.graph): the time bookkeeping
+(ages, dt, fresh) and the head post-processing (sigmoid, exp, division: not in QUANTIZED_OPS) stay float,
+and so do the last convolutions (the head outputs): quantized logits take 256 levels, and the heatmap's
+flat plateaus then become runs of tied "peaks" for the 3x3 peak test. Nodes reading time values (the
+age planes concatenated into the fusion input, and the fusion convolution) stay float too: one int8
+scale set by the feature range would erase the ages.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from perception.contract import ModelContract, load_model
+from perception.errors import ConfigError, ModelContractError
+from perception.precision.graph import elem_types, feature_nodes, output_nodes, time_valued_tensors
+from perception.precision.metadata import PrecisionInfo, finish_converted, precision_of
+
+METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_METHOD = "percentile"
+DEFAULT_PERCENTILE = 99.99
+QUANTIZED_OPS = ("Conv", "Add", "Concat", "Resize")
+TARGETS = ("tensorrt", "cpu")
+
+
+class SampleReader:
+    """onnxruntime CalibrationDataReader over a list of graph-input dicts (rewindable)."""
+
+    def __init__(self, samples: Sequence[dict[str, np.ndarray]]) -> None:
+        if not samples:
+            raise ConfigError("calibration: no samples")
+        self._samples = list(samples)
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self._samples):
+            return None
+        self._next += 1
+        return self._samples[self._next - 1]
+
+    def rewind(self) -> None:
+        self._next = 0
+
+    def __len__(self) -> int:
+        return len(self._samples)
+
+
+def quantize_int8(source: str | os.PathLike, out: str | os.PathLike, samples: Sequence[dict[str, np.ndarray]],
+                  method: str = DEFAULT_METHOD, *, percentile: float = DEFAULT_PERCENTILE,
+                  target: str = "tensorrt", per_channel: bool = True, details: dict | None = None) -> ModelContract:
+    """Quantize the float32 model file `source` with calibration `samples` (graph-input dicts, see
+    perception.precision.calibration) and write the Q/DQ model to `out`."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    if method not in METHODS:
+        raise ConfigError(f"quantize: method must be one of {', '.join(METHODS)}, got {method!r}")
+    if target not in TARGETS:
+        raise ConfigError(f"quantize: target must be one of {', '.join(TARGETS)}, got {target!r}")
+    symmetric = target == "tensorrt"
+    if not 50.0 < percentile <= 100.0:
+        raise ConfigError(f"quantize: percentile must be in (50, 100], got {percentile}")
+    loaded = load_model(source)
+    model = onnx.load_model_from_string(loaded.data)
+    origin = precision_of(model, str(source))
+    if origin.precision != "fp32":
+        raise ModelContractError(f"{source}: is already {origin.precision}; quantize the float32 export")
+    _check_samples(samples, loaded.contract)
+
+    types = elem_types(model)
+    heads = {n.name for n in output_nodes(model, "Conv")}
+    timed = time_valued_tensors(model, types)
+    quantized = {n.name for n in feature_nodes(model, types) if n.op_type in QUANTIZED_OPS
+                 and n.name not in heads and not any(i in timed for i in n.input)}
+    exclude = [n.name for n in model.graph.node if n.name not in quantized]
+
+    class _Reader(SampleReader, CalibrationDataReader):
+        pass
+
+    calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                 "percentile": CalibrationMethod.Percentile}[method]
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True, "CalibPercentile": percentile,
+             "CalibTensorRangeSymmetric": symmetric}
+    with tempfile.TemporaryDirectory(prefix="perception-quantize-") as tmp:
+        raw = Path(tmp) / "model.int8.onnx"
+        quantize_static(model, raw, _Reader(samples), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=exclude,
+                        per_channel=per_channel, activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=calibrate, extra_options=extra)
+        result = onnx.load_model(str(raw))
+    info = PrecisionInfo("int8", loaded.contract.graph_sha256, method, {
+        "percentile": percentile if method == "percentile" else None, "target": target,
+        "per_channel": per_channel, "quantized_nodes": sorted(quantized), **(details or {})})
+    return finish_converted(result, loaded.contract, info, out)
+
+
+def count_qdq(model: onnx.ModelProto) -> tuple[int, int]:
+    """(QuantizeLinear, DequantizeLinear) node counts."""
+    ops = [n.op_type for n in model.graph.node]
+    return ops.count("QuantizeLinear"), ops.count("DequantizeLinear")
+
+
+def _check_samples(samples: Sequence[dict[str, np.ndarray]], contract: ModelContract) -> None:
+    want, _ = contract.expected_io()
+    for k, sample in enumerate(samples):
+        if set(sample) != set(want):
+            raise ConfigError(f"calibration sample {k}: inputs {sorted(sample)}, the model takes {sorted(want)}")
+        for name, shape in want.items():
+            v = sample[name]
+            if v.dtype != np.float32 or len(v.shape) != len(shape) or any(
+                    w is not None and w != h for h, w in zip(v.shape, shape)):
+                raise ConfigError(f"calibration sample {k}: {name} is {v.dtype} {list(v.shape)}, "
+                                  f"the model takes float32 {['N' if s is None else s for s in shape]}")

@@ -1,0 +1,207 @@
+"""Precision transforms on ONNX Runtime CPU: fp16 conversion, INT8 Q/DQ with drive calibration, metadata."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from perception.contract import load_model  # noqa: E402
+from perception.decode import DecodeConfig, Decoder  # noqa: E402
+from perception.engine.onnxruntime import OnnxRuntimeEngine  # noqa: E402
+from perception.errors import ConfigError, ModelContractError  # noqa: E402
+from perception.precision import read_precision  # noqa: E402
+from perception.precision.calibration import calibration_set, frame_set_inputs, node_tables  # noqa: E402
+from perception.precision.fp16 import convert_fp16, write_fp16  # noqa: E402
+from perception.precision.graph import elem_types, feature_tensors, output_nodes, time_valued_tensors  # noqa: E402
+from perception.precision.int8 import count_qdq, quantize_int8  # noqa: E402
+from perception.preprocess import Normalization, preprocess_reference  # noqa: E402
+from replay.drive import open_drive  # noqa: E402
+from tests.test_model import exported_tiny  # noqa: E402
+
+FP16_TOLERANCE = 2e-3    # |fp16 - fp32| / max(1, |fp32|) on every head (docs/tensorrt.md)
+INT8_AGREEMENT = 0.75    # share of fp32 detections the int8 model finds too (same camera, class, IoU >= 0.5)
+
+
+@functools.lru_cache(maxsize=None)
+def drive_path():
+    from replay.synth import cached_drive
+
+    return cached_drive(seed=3, seconds=2.0, fps=10.0, num_cameras=2, width=192, height=108)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    _, path = exported_tiny()
+    return path
+
+
+@pytest.fixture(scope="module")
+def calib(tiny):
+    return calibration_set(tiny, [drive_path()], max_samples=10, every=1, threads=1)
+
+
+@pytest.fixture(scope="module")
+def converted(tiny, calib, tmp_path_factory):
+    root = tmp_path_factory.mktemp("precision")
+    paths = {"fp16": root / "tiny.fp16.onnx", "int8": root / "tiny.int8.onnx", "int8-trt": root / "tiny.int8trt.onnx"}
+    write_fp16(tiny, paths["fp16"])
+    quantize_int8(tiny, paths["int8"], calib.samples, "minmax", target="cpu", details={"calibration": calib.describe()})
+    quantize_int8(tiny, paths["int8-trt"], calib.samples, "percentile", target="tensorrt")
+    return paths
+
+
+def stream_heads(path, steps: int = 8):
+    """Stream the test drive through a model: per step (heads dict, state) and the detections."""
+    engine = OnnxRuntimeEngine(path, threads=1)
+    drive = open_drive(drive_path())
+    try:
+        decoder = Decoder(engine.contract, node_tables([drive.rig[n] for n in drive.cameras], engine.contract),
+                          DecodeConfig.for_classes(engine.contract.classes, 0.3))
+        state = engine.initial_state(len(drive.cameras))
+        out = []
+        for k, fs in enumerate(frame_set_inputs(drive, engine.contract)):
+            if k == steps:
+                break
+            heads, state = engine.run(fs.images, fs.camera_t_ns, state, fs.fresh)
+            out.append((heads.as_dict() | {"state_features": state.features, "state_ages": state.ages},
+                        decoder(heads, fs.fresh)))
+        return out
+    finally:
+        drive.close()
+
+
+def test_fp16_matches_fp32_within_tolerance_and_keeps_time_in_fp32(tiny, converted):
+    ref, half = stream_heads(tiny), stream_heads(converted["fp16"])
+    for (r, _), (h, _) in zip(ref, half):
+        for name, value in r.items():
+            err = np.abs(h[name] - value) / np.maximum(1.0, np.abs(value))
+            assert err.max() <= FP16_TOLERANCE, f"{name}: {err.max()}"
+        np.testing.assert_array_equal(h["state_ages"], r["state_ages"])   # the time path never left fp32
+        np.testing.assert_array_equal(h["velocity_valid"], r["velocity_valid"])
+    model = onnx.load(converted["fp16"])
+    types = elem_types(model)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    assert convs and all(types[n.output[0]] == onnx.TensorProto.FLOAT16 for n in convs)
+    assert all(types[v.name] == onnx.TensorProto.FLOAT for v in list(model.graph.input) + list(model.graph.output))
+    sensitive = [n for n in model.graph.node if n.op_type in ("Exp", "Div")]
+    assert sensitive and all(types[n.output[0]] == onnx.TensorProto.FLOAT for n in sensitive)
+
+
+def test_converted_models_carry_a_valid_contract_and_their_origin(tiny, converted):
+    source = load_model(tiny).contract
+    for kind, path in converted.items():
+        loaded = load_model(path)             # re-verifies graph hash and I/O against the contract
+        assert loaded.contract.graph_sha256 != source.graph_sha256
+        assert loaded.contract.classes == source.classes and loaded.contract.state_shape == source.state_shape
+        info = read_precision(path)
+        assert info.precision == kind.split("-")[0] and info.source_graph_sha256 == source.graph_sha256
+    assert read_precision(tiny).precision == "fp32"
+    assert read_precision(converted["int8"]).details["calibration"]["samples"] == 10
+    with pytest.raises(ModelContractError, match="already fp16"):
+        write_fp16(converted["fp16"], converted["fp16"].with_name("again.onnx"))
+
+
+def test_int8_has_qdq_on_the_feature_path_only(tiny, converted):
+    fp32 = onnx.load(tiny)
+    model = onnx.load(converted["int8-trt"])
+    q, dq = count_qdq(model)
+    assert q > 10 and dq > q       # activations (Q + DQ) and weights (DQ only)
+    # zero points of a TensorRT-targeted model are signed and 0 (symmetric)
+    inits = {t.name: t for t in model.graph.initializer}
+    zps = [onnx.numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
+           if n.op_type == "QuantizeLinear" and len(n.input) > 2]
+    assert zps and all(z.dtype == np.int8 and not z.any() for z in zps)
+    # nothing computed only from the time inputs is quantized; the head convolutions stay float
+    types = elem_types(fp32)
+    timed = time_valued_tensors(fp32, types)
+    tainted = feature_tensors(fp32, types)
+    quantized_inputs = {n.input[0] for n in model.graph.node if n.op_type == "QuantizeLinear"}
+    assert "state_ages" in timed and "images" not in timed and timed - {"state_ages", "dt", "fresh"}
+    assert not (quantized_inputs & timed) and quantized_inputs & tainted
+    heads = {n.output[0] for n in output_nodes(fp32, "Conv")}
+    assert heads and not (quantized_inputs & heads)
+    cpu = onnx.load(converted["int8"])
+    assert any(onnx.numpy_helper.to_array(t).dtype == np.uint8 for t in cpu.graph.initializer)
+
+
+def test_int8_detections_agree_with_fp32(tiny, converted):
+    def iou(a, b):
+        lo, hi = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+        inter = np.prod(np.clip(hi - lo, 0, None), axis=2)
+        area = lambda z: np.prod(z[:, 2:] - z[:, :2], axis=1)  # noqa: E731
+        return inter / (area(a)[:, None] + area(b)[None] - inter)
+
+    ref = stream_heads(tiny, steps=12)
+    for kind in ("int8", "int8-trt"):
+        got = stream_heads(converted[kind], steps=12)
+        matched = total = 0
+        for (_, r), (_, g) in zip(ref, got):
+            total += len(r)
+            if len(r) and len(g):
+                same = (r.cls[:, None] == g.cls[None]) & (r.camera[:, None] == g.camera[None])
+                matched += int(((iou(r.box, g.box) * same).max(1) >= 0.5).sum())
+        assert total > 50, "the test model should detect something"
+        assert matched / total >= INT8_AGREEMENT, f"{kind}: {matched}/{total}"
+
+
+def test_calibration_inputs_are_the_node_preprocessing_and_fp32_state(tiny, calib):
+    contract = load_model(tiny).contract
+    drive = open_drive(drive_path())
+    try:
+        fs = next(iter(frame_set_inputs(drive, contract)))
+        tables = node_tables([drive.rig[n] for n in drive.cameras], contract)
+        reference = preprocess_reference(fs.frames, tables, Normalization(contract.mean, contract.std), np.float32)
+    finally:
+        drive.close()
+    # docs/preprocess.md: the fast path equals the reference within 1/255 of the normalised range
+    assert np.abs(fs.images - reference).max() <= 1.0 / 255 / min(contract.std) + 1e-5
+    assert tables[0].mode == "letterbox" and tables[0].net_camera.width == contract.input_width
+    first, later = calib.samples[0], calib.samples[3]
+    np.testing.assert_array_equal(first["images"], fs.images)
+    assert not first["state_features"].any() and (first["dt"] == 0).all()   # stream starts from a reset state
+    assert later["state_features"].any() and (later["dt"] > 0).all() and (later["state_ages"] < 1).all()
+
+
+def test_bad_quantize_requests_are_named(tiny, calib, tmp_path, converted):
+    with pytest.raises(ConfigError, match="method must be one of"):
+        quantize_int8(tiny, tmp_path / "x.onnx", calib.samples, "kl")
+    with pytest.raises(ConfigError, match="target must be one of"):
+        quantize_int8(tiny, tmp_path / "x.onnx", calib.samples, "minmax", target="dsp")
+    bad = [dict(calib.samples[0], images=calib.samples[0]["images"][:, :, :8])]
+    with pytest.raises(ConfigError, match="calibration sample 0: images"):
+        quantize_int8(tiny, tmp_path / "x.onnx", bad, "minmax")
+    with pytest.raises(ModelContractError, match="already int8"):
+        quantize_int8(converted["int8"], tmp_path / "x.onnx", calib.samples, "minmax")
+
+
+def test_fp16_pass_on_a_handmade_graph_casts_at_region_borders():
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")
+    scale = numpy_helper.from_array(np.array([1.0, 1.0, 2.0, 2.0], np.float32), "scales")
+    nodes = [helper.make_node("Conv", ["images", "w"], ["c"], name="conv"),
+             helper.make_node("Resize", ["c", "", "scales"], ["r"], name="resize", mode="nearest"),
+             helper.make_node("Exp", ["r"], ["e"], name="exp"),
+             helper.make_node("Mul", ["dt", "dt"], ["dt2"], name="time_mul")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 2, 2, 2]),
+                                           helper.make_tensor_value_info("dt", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("e", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("dt2", TensorProto.FLOAT, None)], [w, scale])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    half, names = convert_fp16(model, feature_inputs=("images",))
+    assert sorted(names) == ["conv", "resize"]
+    types = elem_types(half)
+    assert types["c"] == types["r"] == TensorProto.FLOAT16 and types["e"] == TensorProto.FLOAT
+    assert types["w"] == TensorProto.FLOAT16 and types["scales"] == TensorProto.FLOAT   # Resize scales stay float
+    assert types["dt2"] == TensorProto.FLOAT
+    import onnxruntime as ort
+
+    x = np.arange(8, dtype=np.float32).reshape(1, 2, 2, 2) / 8
+    ref = ort.InferenceSession(model.SerializeToString()).run(None, {"images": x, "dt": np.ones(1, np.float32)})
+    got = ort.InferenceSession(half.SerializeToString()).run(None, {"images": x, "dt": np.ones(1, np.float32)})
+    np.testing.assert_allclose(got[0], ref[0], rtol=2e-3)
