@@ -1,0 +1,225 @@
+"""Recording the node's outputs into a run file (layout: replay/run_file.py, docs/replay.md).
+
+    with RunRecorder("run.mcap", rig, drive_path="drive.mcap") as recorder:
+        for message in node_outputs:          # DetectionsMessage / HintsMessage / HealthMessage
+            recorder.write(message)
+
+Each message is stored as its msgpack wire payload (`codec.encode`), at its frame time from the drive, never
+at wall time; detections also become Foxglove `ImageAnnotations` per camera, so Foxglove shows the boxes
+over the drive's images. `copy_inputs=True` copies the drive's channels (images, calibration, ground truth,
+ego) into the run, which then opens as a drive on its own; otherwise the run names the drive in its
+`perception.run` metadata record.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from foxglove_schemas_protobuf.Color_pb2 import Color
+from foxglove_schemas_protobuf.ImageAnnotations_pb2 import ImageAnnotations
+from foxglove_schemas_protobuf.Point2_pb2 import Point2
+from foxglove_schemas_protobuf.PointsAnnotation_pb2 import PointsAnnotation
+from foxglove_schemas_protobuf.TextAnnotation_pb2 import TextAnnotation
+from mcap.decoder import DecoderFactory
+from mcap.records import Schema
+from mcap.writer import CompressionType
+from mcap.writer import Writer as McapWriter
+from mcap_protobuf.schema import build_file_descriptor_set
+
+from calib.rig import Rig, rig_to_yaml_str
+from perception.errors import ConfigError, DriveError, MessageError
+from perception.messaging.codec import decode, encode
+from perception.messaging.schemas import TOPIC_OF, DetectionsMessage, Envelope, Message
+from perception.messaging.services import topic_prefix
+from replay.drive import RIG_ATTACHMENT
+from replay.drive_mcap import McapFile
+from replay.overlay import class_color, object_label
+from replay.run_file import (
+    MESSAGE_ENCODING, OUTPUT_TOPICS, RUN_FORMAT, RUN_METADATA, annotations_topic, message_time, schema_name,
+)
+
+_MAX_T_NS = 2**64 - 1
+
+
+class RunRecorder:
+    """Writes a run file. `write(message)` for every message the node publishes, in the order it publishes
+    them; `close()` (or leaving the `with` block) finishes the file.
+
+    Each message gets a per-topic `seq` from 0 and `publish_ns = clock()` (wall time, used for latency
+    diagnostics only: compare and the determinism check ignore it; pass `clock=lambda: 0` for
+    byte-identical files from identical outputs).
+    """
+
+    def __init__(self, path: str | Path, rig: Rig, *, drive_path: str | Path | None = None,
+                 copy_inputs: bool = False, clock: Callable[[], int] = time.time_ns,
+                 chunk_size: int = 4 * 2**20):
+        if copy_inputs and drive_path is None:
+            raise ConfigError(f"{path}: copy_inputs needs the drive_path to copy from")
+        for name in rig:
+            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
+                raise DriveError(f"{path}: camera name {name!r} cannot be part of a topic name (use A-Z a-z 0-9 _)")
+        self.path = Path(path)
+        self.rig = rig
+        self._clock = clock
+        self._seq = {topic: 0 for topic in OUTPUT_TOPICS}
+        self._last_ns: dict[str, int] = {}
+        self._schemas: dict[str, int] = {}
+        self._channels: dict[str, int] = {}
+        self._closed = False
+        try:
+            self._file = open(self.path, "wb")
+        except OSError as e:
+            raise DriveError(f"{self.path}: cannot create: {e.strerror}") from None
+        try:
+            self._mcap = McapWriter(self._file, chunk_size=chunk_size, compression=CompressionType.ZSTD)
+            self._mcap.start(library="perception run recorder")
+            self._mcap.add_attachment(0, 0, RIG_ATTACHMENT, "application/yaml", rig_to_yaml_str(rig).encode())
+            info = {"format": RUN_FORMAT, "inputs": "copied" if copy_inputs else "referenced" if drive_path else "none"}
+            if drive_path is not None:
+                info["drive"] = os.path.relpath(Path(drive_path).resolve(), self.path.resolve().parent)
+            self._mcap.add_metadata(RUN_METADATA, info)
+            if copy_inputs:
+                self._copy_inputs(Path(drive_path))  # type: ignore[arg-type]
+        except BaseException:
+            self._file.close()
+            raise
+
+    def write(self, message: Message, *, publish_ns: int | None = None) -> None:
+        """Records one message the node produced (stamped here with the next seq and `publish_ns`, default
+        `clock()`)."""
+        if type(message) not in TOPIC_OF:
+            raise TypeError(f"RunRecorder.write takes a node message, got {type(message).__name__}")
+        topic = TOPIC_OF[type(message)]
+        publish_ns = self._clock() if publish_ns is None else publish_ns
+        try:
+            frame = encode(message, self._seq[topic], publish_ns)
+        except MessageError as e:
+            raise DriveError(f"{self.path}: cannot record: {e}") from None
+        self._record(Envelope(topic, self._seq[topic], publish_ns, message), frame)
+
+    def write_wire(self, frame: bytes) -> None:
+        """Records one message exactly as it went over ZeroMQ (`topic\\0msgpack`, e.g. from a subscriber),
+        keeping its seq and publish_ns; it is decoded (and so checked) first."""
+        try:
+            envelope = decode(frame)
+        except MessageError as e:
+            raise DriveError(f"{self.path}: cannot record: {e}") from None
+        self._record(envelope, frame)
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                self._mcap.finish()
+            finally:
+                self._file.close()
+
+    def __enter__(self) -> "RunRecorder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _record(self, envelope: Envelope, frame: bytes) -> None:
+        if self._closed:
+            raise DriveError(f"{self.path}: the run recorder is closed")
+        topic, message = envelope.topic, envelope.message
+        for camera in message.diag.cameras:
+            if camera not in self.rig:
+                raise DriveError(f"{self.path}: {topic} names camera {camera!r}, which is not in the rig "
+                                 f"({', '.join(self.rig)})")
+        try:
+            t_ns = message_time(message)
+        except ValueError as e:
+            raise DriveError(f"{self.path}: cannot record {topic} seq {envelope.seq}: {e}") from None
+        if not 0 <= t_ns <= _MAX_T_NS:
+            raise DriveError(f"{self.path}: {topic} time {t_ns} ns is outside 0..2^64-1")
+        last = self._last_ns.get(topic)
+        if last is not None and (t_ns < last or (t_ns == last and topic != "health")):
+            raise DriveError(f"{self.path}: {topic} at {t_ns} ns is not after the previous one at {last} ns "
+                             "(the node publishes in frame-set order)")
+        self._last_ns[topic] = t_ns
+        channel = self._channel(OUTPUT_TOPICS[topic], schema_name(topic), "", lambda: b"", MESSAGE_ENCODING)
+        self._mcap.add_message(channel, log_time=t_ns, publish_time=t_ns, data=frame[len(topic_prefix(topic)):])
+        self._seq[topic] = envelope.seq + 1
+        if isinstance(message, DetectionsMessage):
+            self._annotate(message)
+
+    def _annotate(self, message: DetectionsMessage) -> None:
+        """One ImageAnnotations per camera with a fresh frame in this frame set, at its capture time (so
+        Foxglove pairs it with that image); stale cameras were annotated with their frame already."""
+        o = message.objects
+        for c, camera in enumerate(message.diag.cameras):
+            t_ns = int(message.diag.capture_ns[c])
+            if t_ns < 0 or message.stale[c]:
+                continue
+            annotations = ImageAnnotations()
+            for i in map(int, (o.camera == c).nonzero()[0]):
+                cls = message.classes[o.cls[i]]
+                r, g, b = class_color(cls)
+                alpha = 0.5 if o.coasting[i] else 1.0
+                x0, y0, x1, y1 = (float(v) for v in o.box[i])
+                box = PointsAnnotation(type=PointsAnnotation.LINE_LOOP, thickness=2,
+                                       outline_color=Color(r=r, g=g, b=b, a=alpha),
+                                       points=[Point2(x=x0, y=y0), Point2(x=x1, y=y0), Point2(x=x1, y=y1),
+                                               Point2(x=x0, y=y1)])
+                box.timestamp.FromNanoseconds(t_ns)
+                text = TextAnnotation(position=Point2(x=x0, y=y0 - 2), font_size=14,
+                                      text=object_label(cls, int(o.track_id[i]), float(o.score[i]),
+                                                        float(o.range_m[i]), bool(o.coasting[i])),
+                                      text_color=Color(r=1.0, g=1.0, b=1.0, a=1.0),
+                                      background_color=Color(r=r, g=g, b=b, a=0.8 * alpha))
+                text.timestamp.FromNanoseconds(t_ns)
+                annotations.points.append(box)
+                annotations.texts.append(text)
+            cls = type(annotations)
+            channel = self._channel(annotations_topic(camera), cls.DESCRIPTOR.full_name, "protobuf",
+                                    lambda: build_file_descriptor_set(cls).SerializeToString(), "protobuf")
+            self._mcap.add_message(channel, log_time=t_ns, publish_time=t_ns, data=annotations.SerializeToString())
+
+    def _copy_inputs(self, drive_path: Path) -> None:
+        """Every channel of the drive, byte for byte (not the outputs of an earlier run in it)."""
+        drive = McapFile(drive_path, (_KeepBytes(),))
+        try:
+            ours = set(OUTPUT_TOPICS.values()) | {annotations_topic(c) for c in self.rig}
+            topics = [t for t in drive.channels if t not in ours]
+            for channel, message, data in drive.messages(topics):
+                schema = drive.schema(channel)
+                channel_id = self._copied_channel(channel.topic, channel.message_encoding, schema,
+                                                  dict(channel.metadata))
+                self._mcap.add_message(channel_id, log_time=message.log_time, publish_time=message.publish_time,
+                                       data=data)
+        finally:
+            drive.close()
+
+    def _copied_channel(self, topic: str, encoding: str, schema: Schema | None, metadata: dict[str, str]) -> int:
+        channel = self._channels.get(topic)
+        if channel is None:
+            schema_id = 0
+            if schema is not None:
+                key = f"{schema.name}\0{schema.encoding}\0{schema.data.hex()}"
+                if key not in self._schemas:
+                    self._schemas[key] = self._mcap.register_schema(schema.name, schema.encoding, schema.data)
+                schema_id = self._schemas[key]
+            channel = self._channels[topic] = self._mcap.register_channel(topic, encoding, schema_id, metadata)
+        return channel
+
+    def _channel(self, topic: str, schema: str, schema_encoding: str, schema_data: Callable[[], bytes],
+                 message_encoding: str) -> int:
+        channel = self._channels.get(topic)
+        if channel is None:
+            if schema not in self._schemas:
+                self._schemas[schema] = self._mcap.register_schema(schema, schema_encoding, schema_data())
+            channel = self._channels[topic] = self._mcap.register_channel(topic, message_encoding,
+                                                                          self._schemas[schema], {})
+        return channel
+
+
+class _KeepBytes(DecoderFactory):
+    def decoder_for(self, message_encoding: str, schema: Schema | None) -> Callable[[bytes], Any]:
+        return bytes
