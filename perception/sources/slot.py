@@ -14,6 +14,7 @@ class CapturedFrame:
     t_ns: int  # capture time stamped by the source (driver / container / recording), never wall time
     frame: Frame
     seq: int  # per-camera sequence number assigned by the source
+    arrival_ns: int = -1  # CLOCK_MONOTONIC when the node's side received it: latency diagnostics only
 
 
 class LatestFrameSlot:

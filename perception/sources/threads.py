@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 from perception.errors import PerceptionError
@@ -55,7 +57,7 @@ class SourceThread:
                 if self._backpressure:
                     while not slot.wait_empty(0.1) and not self._stop.is_set():
                         pass
-                slot.put(frame)
+                slot.put(dataclasses.replace(frame, arrival_ns=time.monotonic_ns()))
         except PerceptionError as e:
             self.errors += 1
             self.last_error = str(e)
