@@ -199,3 +199,20 @@ def test_run_command_on_a_drive(tiny_model_path, drive_path, tmp_path, capsys):
     assert main(["run", "--config", str(cfg), "--drive", str(drive_path), "--pacing", "fast", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "20 frame sets" in err and "publishing on ipc://" in err
+
+
+def test_replay_is_deterministic_and_recorded_at_drive_time(tiny_model_path, drive_path, tmp_path):
+    from replay.determinism import assert_runs_identical
+    from replay.run_file import RunReader
+    from replay.runner import replay_drive
+
+    config = _config(tiny_model_path, drive_path, tmp_path)
+    for name in ("a.mcap", "b.mcap"):
+        summary = replay_drive(drive_path, tmp_path / name, config)
+        assert summary.frame_sets == 20
+    assert_runs_identical(tmp_path / "a.mcap", tmp_path / "b.mcap")
+    with RunReader(tmp_path / "a.mcap") as run:
+        detections = [m for m in run.messages(["detections"])]
+    drive = open_drive(drive_path)
+    front_times = sorted({cf.t_ns for cf in drive.frames(cameras=["front"])})
+    assert [m.t_ns for m in detections] == front_times

@@ -48,6 +48,7 @@ class Node:
     def __init__(self, rig: Rig, config: NodeConfig, engine: Engine) -> None:
         self.config = config
         self.engine = engine
+        self.rig = rig
         self.cameras: tuple[str, ...] = tuple(rig.names)
         self.anchor = config.anchor or self.cameras[0]
         if self.anchor not in self.cameras:
