@@ -148,6 +148,7 @@ class CameraView:
             shift = np.float32((ego_x / RESOLUTION) % (TEXTURE_PERIOD / RESOLUTION))
             ground = cv2.remap(self.texture, self.map_col, self.map_row + shift, cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_WRAP)
+            ground = cv2.cvtColor(ground, cv2.COLOR_BGRA2BGR)
             ground = cv2.multiply(ground, self.alpha[r0:r1], scale=1.0 / 255.0)
             image[r0:r1] = cv2.add(ground, image[r0:r1])
         return image

@@ -2,7 +2,8 @@
 
 Texture pixel (row, col) is the world ground point x = row * RESOLUTION (mod TEXTURE_PERIOD),
 y = Y_MIN + col * RESOLUTION: rows run along the road, so an image row of a forward camera (roughly
-constant x) reads one texture row. Colours are BGR in [0, 1] while painting, uint8 in the texture.
+constant x) reads one texture row. Colours are BGR in [0, 1] while painting; the texture is uint8 BGRA
+(alpha unused: `cv2.remap` reads aligned 4-byte texels about 30 % faster than 3-byte ones).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def _value_noise(rng: np.random.Generator, shape: tuple[int, int], cell: int) ->
 
 
 def build_ground_texture(rng: np.random.Generator) -> np.ndarray:
-    """uint8 BGR [rows = x along the road, cols = lateral y] texture of one road period."""
+    """uint8 BGRA [rows = x along the road, cols = lateral y] texture of one road period."""
     cols = int(round(TEXTURE_PERIOD / RESOLUTION))
     rows = int(round((Y_MAX - Y_MIN) / RESOLUTION))
     x = (np.arange(cols, dtype=np.float32) * RESOLUTION)[None, :]
@@ -83,7 +84,7 @@ def build_ground_texture(rng: np.random.Generator) -> np.ndarray:
     zebra = on_road & ((y - RIGHT_CURB) % 1.0 < 0.5)
     paint(zebra, crosswalk, WHITE)
     texture = np.clip(colour * (255.0 * GROUND_SHADE), 0, 255).astype(np.uint8)
-    return np.ascontiguousarray(texture.transpose(1, 0, 2))
+    return cv2.cvtColor(np.ascontiguousarray(texture.transpose(1, 0, 2)), cv2.COLOR_BGR2BGRA)
 
 
 def texture_coordinates(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
