@@ -28,7 +28,7 @@ setup(
     ],
     extras_require={
         "train": ["torch==2.13.0", "onnx", "onnxscript"],
-        "gpu": ["pycuda", "tensorrt"],
+        "gpu": ["pycuda", "tensorrt", "cuda-python"],
         "dev": ["pytest", "torch==2.13.0", "onnx", "onnxscript", "pycocotools", "motmetrics", "matplotlib"],
     },
     entry_points={"console_scripts": ["perception=perception.cli:main"]},

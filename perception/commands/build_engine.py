@@ -48,12 +48,12 @@ def _invalidate(args: argparse.Namespace, profile) -> None:
     import hashlib
 
     from perception.contract import load_model
-    from perception.engine.tensorrt import _import_gpu, current_platform
+    from perception.engine.tensorrt import import_gpu, current_platform
     from perception.engine.trt_cache import BuildSettings, EngineCache, EngineKey
     from perception.precision.metadata import read_precision
 
     loaded = load_model(args.model)
-    trt, cuda = _import_gpu()
+    trt, cuda = import_gpu()
     settings = BuildSettings(read_precision(args.model).precision, profile, args.workspace_mib, args.opt_level)
     key = EngineKey(loaded.contract.model_id, hashlib.sha256(loaded.data).hexdigest(), current_platform(trt, cuda), settings)
     EngineCache(args.cache_dir).invalidate(key, args.plan)

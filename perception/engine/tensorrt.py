@@ -47,7 +47,7 @@ from perception.engine.trt_cache import (
 )
 
 
-def _import_gpu() -> tuple[Any, Any]:
+def import_gpu() -> tuple[Any, Any]:
     try:
         import tensorrt as trt
     except ImportError as e:
@@ -195,7 +195,7 @@ class TensorRTEngine(Engine):
         loaded = load_model(path, expected, max_bytes)
         self.contract = loaded.contract
         self.precision = precision_of(onnx.load_model_from_string(loaded.data), str(path)).precision
-        self.trt, self.cuda = _import_gpu()
+        self.trt, self.cuda = import_gpu()
         trt = self.trt
         self.profile = profile
         self.cache = EngineCache(cache_dir)
