@@ -75,7 +75,7 @@ class NodeProcess:
         self._on_outputs = on_outputs
         self.publisher: Publisher | None = None
         self.recorder = None
-        self.source_errors = 0
+        self._ran = False
         try:
             rig = self._open_source()
             self.engine = engine or open_engine(config)
@@ -124,6 +124,9 @@ class NodeProcess:
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self, max_frame_sets: int | None = None,
             status: Callable[[RunSummary, NodeOutputs], None] | None = None) -> RunSummary:
+        if self._ran:
+            raise RuntimeError("NodeProcess.run() runs once: the sources and the temporal state are consumed")
+        self._ran = True
         summary = RunSummary()
         if self.config.source.kind == "drive" and self.config.source.pacing == "lockstep":
             frame_sets = self._lockstep_sets()
