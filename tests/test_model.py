@@ -164,3 +164,11 @@ def exported_tiny() -> tuple[TemporalCenterNet, Path]:
     path = root / "tiny.onnx"
     export_onnx(model, path, "tiny")
     return model, path
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_drive() -> Path:
+    """A 2-camera, 2 s synthetic drive with ground truth (generated once per machine, cached)."""
+    synth = pytest.importorskip("replay.synth")
+    return synth.cached_drive(seed=3, seconds=2.0, fps=10.0, num_cameras=2, width=320, height=180,
+                              scenario="mixed")

@@ -11,6 +11,7 @@ import torch
 
 from perception.contract import INPUTS, ModelContract, embed_contract, graph_sha256
 from perception.model.config import ModelConfig
+from perception.model.config import ModelConfig
 from perception.model.network import OUTPUT_NAMES, TemporalCenterNet
 
 OPSET = 18
@@ -60,9 +61,49 @@ def _name_batch_dims(proto) -> None:
             dims[0].dim_param = "cameras"
 
 
+def parity_inputs(cfg: ModelConfig, cameras: int, drive: str | os.PathLike | None = None,
+                  steps: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """[steps, cameras, 3, H, W] inputs and their [steps] times (100 ms apart, one dropped frame): the first
+    frames of `drive` preprocessed like the node, or fixed smooth random images."""
+    t_ns = np.cumsum([0] + [100_000_000] * (steps - 1)) + np.array([0] * (steps - 1) + [100_000_000])
+    if drive is None:
+        import cv2
+        rng = np.random.default_rng(0)
+        small = rng.uniform(0, 255, (steps, cameras, cfg.input_height // 8, cfg.input_width // 8, 3)).astype(np.float32)
+        images = np.stack([[cv2.resize(im, (cfg.input_width, cfg.input_height)) for im in step] for step in small])
+        images = (images / 255.0 - np.asarray(cfg.mean, np.float32)) / np.asarray(cfg.std, np.float32)
+        return np.ascontiguousarray(images.transpose(0, 1, 4, 2, 3), dtype=np.float32), t_ns
+    from calib.remap import build_remap
+    from perception.preprocess import FastPreprocessor, Normalization
+    from replay.drive import open_drive
+
+    reader = open_drive(drive)
+    try:
+        names = reader.cameras[:cameras]
+        pre = FastPreprocessor([build_remap(reader.rig[c], cfg.input_width, cfg.input_height) for c in names],
+                               Normalization(cfg.mean, cfg.std))
+        latest: dict[str, object] = {}
+        batches = []
+        for cf in reader.frames(names):
+            latest[cf.camera] = cf.frame
+            if len(latest) == len(names):
+                batches.append(pre.run([latest[c] for c in names]).copy())
+                latest = {}
+                if len(batches) == steps:
+                    break
+    finally:
+        reader.close()
+    if len(batches) < steps:
+        from perception.errors import DriveError
+        raise DriveError(f"{drive}: fewer than {steps} complete frame sets for the parity check")
+    images = np.stack(batches)
+    return images, t_ns
+
+
 def max_parity_error(model: TemporalCenterNet, onnx_path: str | os.PathLike, images: np.ndarray,
                      t_ns: np.ndarray) -> dict[str, float]:
-    """Stream `images` [T,N,3,H,W] (times `t_ns` [T]) through torch and ONNX Runtime; max |diff| per output."""
+    """Stream `images` [T,N,3,H,W] (times `t_ns` [T]) through torch and ONNX Runtime; per output the max of
+    |ort - torch| / max(1, |torch|)."""
     from perception.engine.onnxruntime import OnnxRuntimeEngine
     from perception.engine.torch import TorchEngine
 
@@ -74,7 +115,7 @@ def max_parity_error(model: TemporalCenterNet, onnx_path: str | os.PathLike, ima
         for i, engine in enumerate(engines):
             heads, states[i] = engine.run(images[step], np.full(images.shape[1], t_ns[step]), states[i])
             results.append(heads.as_dict() | {"state_features": states[i].features, "state_ages": states[i].ages})
-        for k in results[0]:
-            d = float(np.max(np.abs(results[0][k] - results[1][k]))) if results[0][k].size else 0.0
-            worst[k] = max(worst.get(k, 0.0), d)
+        for k, ref in results[0].items():
+            err = np.abs(results[1][k] - ref) / np.maximum(1.0, np.abs(ref))
+            worst[k] = max(worst.get(k, 0.0), float(err.max()) if err.size else 0.0)
     return worst

@@ -135,9 +135,10 @@ class TemporalCenterNet(nn.Module):
         the state logic in `forward`.
         """
         n, t = clip.shape[:2]
-        feats = self.backbone(clip.reshape((n * t,) + clip.shape[2:])).reshape((n, t) + self.cfg.state_shape[1:])
+        feats = self.backbone(clip.reshape((n * t,) + clip.shape[2:]))
+        feats = feats.reshape((n, t) + feats.shape[1:])     # any input width: training uses crops
         k1 = self.cfg.window - 1
-        empty = torch.zeros(self.cfg.state_shape[1:], dtype=feats.dtype, device=feats.device)
+        empty = torch.zeros(feats.shape[2:], dtype=feats.dtype, device=feats.device)
         slots: list[list[int]] = [[] for _ in range(n)]           # indices of stored steps, newest first
         ages = torch.full((n, k1), EMPTY_AGE, dtype=feats.dtype, device=feats.device)
         results = []

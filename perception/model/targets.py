@@ -20,24 +20,32 @@ MASK_BOX, MASK_DISPLACEMENT, MASK_RANGE = 0, 1, 2
 EDGE_MIDPOINTS = np.array([[0, 0.5], [0.5, 0], [1, 0.5], [0.5, 1]], np.float64)
 
 
-def source_boxes_to_net(boxes: np.ndarray, table) -> np.ndarray:
+def source_boxes_to_net(boxes: np.ndarray, table, with_visibility: bool = False):
     """[M,4] source-pixel boxes -> [M,4] network-pixel boxes, clipped to the part of the network input
-    that shows the image; NaN rows where nothing maps.
+    that shows the image; NaN rows where nothing maps. With `with_visibility`, also the fraction [M] of
+    each unclipped box that lies inside that part (0 where nothing maps).
 
     Each side goes through the mapping at its midpoint (x0 from the left edge's midpoint, ...), and the
     decoder maps back the same way. Under lens distortion a box's corners bulge outwards; the midpoints
-    are where an object's silhouette typically touches its box, and the round trip stays within a
-    fraction of a pixel for boxes of object size (tests/test_decode.py).
+    are where an object's silhouette typically touches its box, and the round trip stays within a pixel
+    for boxes of object size (tests/test_decode.py).
     """
-    if len(boxes) == 0:
-        return np.zeros((0, 4))
-    boxes = np.asarray(boxes, np.float64)
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     net = edge_points(boxes, table.source_to_net)
-    out = np.stack([net[:, 0, 0], net[:, 1, 1], net[:, 2, 0], net[:, 3, 1]], 1)
+    full = np.stack([net[:, 0, 0], net[:, 1, 1], net[:, 2, 0], net[:, 3, 1]], 1)
     rows, cols = np.nonzero(table.valid)
     lo = np.array([cols.min(), rows.min()] * 2, np.float64) - 0.5
     hi = np.array([cols.max(), rows.max()] * 2, np.float64) + 0.5
-    return np.clip(out, lo, hi)
+    clipped = np.clip(full, lo, hi)
+    if not with_visibility:
+        return clipped
+    with np.errstate(invalid="ignore", divide="ignore"):
+        visible = np.nan_to_num(_area(clipped) / _area(full), nan=0.0)
+    return clipped, visible
+
+
+def _area(boxes: np.ndarray) -> np.ndarray:
+    return np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
 
 
 def edge_points(boxes: np.ndarray, mapping) -> np.ndarray:
@@ -97,7 +105,7 @@ def render_targets(objects: list[NetBox], previous: dict[int, np.ndarray] | None
     # big boxes first so that small ones win a shared centre cell
     for obj in sorted(objects, key=lambda o: -(o.box[2] - o.box[0]) * (o.box[3] - o.box[1])):
         bw, bh = obj.box[2] - obj.box[0], obj.box[3] - obj.box[1]
-        if not (np.isfinite(obj.box).all() and bw > 0 and bh > 0):
+        if not np.isfinite(obj.box).all() or bw <= 0 or bh <= 0:
             continue
         centre = np.array([(obj.box[0] + obj.box[2]) / 2, (obj.box[1] + obj.box[3]) / 2])
         (cx, cy), offset = cell_of(centre, stride)
@@ -105,7 +113,7 @@ def render_targets(objects: list[NetBox], previous: dict[int, np.ndarray] | None
         radius = max(0.0, gaussian_radius(bh / stride, bw / stride))
         sigma = (2 * int(radius) + 1) / 6
         blob = np.exp(-((xs - cx) ** 2 + (ys - cy) ** 2) / (2 * sigma ** 2))
-        if obj.ignore:
+        if obj.ignore or bw < 1.0 or bh < 1.0:
             weight[blob > 0.1] = 0.0
             continue
         np.maximum(heatmap[obj.cls], blob.astype(np.float32), out=heatmap[obj.cls])

@@ -1,0 +1,140 @@
+"""Temporal CNN latency through ONNX Runtime: streaming state vs recomputing the window, side by side.
+
+One step = one frame set of N cameras (default 3) -> heads + new state, via `OnnxRuntimeEngine.run`.
+
+- streaming:      one backbone pass per frame; the last K-1 frames' features come from the state
+- streaming+iob:  the same with IOBinding (outputs written into preallocated arrays)
+- recompute K:    no state carried between frame sets: the K-frame window is recomputed every frame
+                  (K steps from a reset state; same outputs as streaming, tests/test_model.py)
+- floor:          the graph's convolution multiply-accumulates x 2 / the best float32 GEMM rate ONNX
+                  Runtime reaches here (same thread count): what the arithmetic alone costs at full speed
+
+Variants take turns within every round, so load from other processes hits them alike.
+
+    python benchmarks/model.py [--model models/demo.onnx] [--cameras 3] [--runs 200] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def graph_size(path: Path) -> tuple[int, int]:
+    """(multiply-accumulates of the convolutions for one camera, parameters) from the ONNX graph."""
+    import onnx
+    from onnx import shape_inference
+
+    model = onnx.load_model(str(path))
+    for v in model.graph.input:
+        dims = v.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_value = 1
+    model = shape_inference.infer_shapes(model)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)}
+    inits = {t.name: t for t in model.graph.initializer}
+    macs = 0
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            w = inits[node.input[1]].dims                     # [Cout, Cin/groups, kh, kw]
+            out = shapes[node.output[0]]
+            macs += int(np.prod(out)) * int(np.prod(w[1:]))
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    return macs, params
+
+
+def gemm_flops(threads: int, n: int = 1024, runs: int = 20) -> float:
+    """float32 FLOP/s of a large matrix product in ONNX Runtime (the MLAS kernels the convolutions use),
+    with the same intra-op thread count."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "gemm",
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in "ab"],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
+    feed = {"a": a, "b": a}
+    session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        session.run(None, feed)
+        times.append(time.perf_counter() - t)
+    return 2 * n**3 / min(times)
+
+
+def main() -> int:
+    from perception.engine.onnxruntime import OnnxRuntimeEngine
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=ROOT / "models" / "demo.onnx")
+    parser.add_argument("--cameras", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    args = parser.parse_args()
+
+    plain = OnnxRuntimeEngine(args.model, threads=args.threads)
+    bound = OnnxRuntimeEngine(args.model, threads=args.threads, io_binding=True)
+    c = plain.contract
+    n, k = args.cameras, c.window
+    rng = np.random.default_rng(0)
+    frames = [rng.standard_normal((n, 3, c.input_height, c.input_width), dtype=np.float32) for _ in range(8)]
+    period_ns = 50_000_000
+    clock = {"t": 0}
+    states = {"streaming": plain.initial_state(n), "streaming+iob": bound.initial_state(n)}
+
+    def stream(name: str, engine: OnnxRuntimeEngine) -> None:
+        clock["t"] += period_ns
+        _, states[name] = engine.run(frames[clock["t"] // period_ns % 8], np.full(n, clock["t"]), states[name])
+
+    def recompute() -> None:
+        state = plain.initial_state(n)
+        for j in range(k):                       # the window's K frames, oldest first, from a reset
+            t = clock["t"] - (k - 1 - j) * period_ns
+            _, state = plain.run(frames[(t // period_ns) % 8], np.full(n, t), state)
+
+    variants = {"streaming": lambda: stream("streaming", plain),
+                "streaming+iob": lambda: stream("streaming+iob", bound),
+                f"recompute K={k}": recompute}
+    for fn in variants.values():
+        for _ in range(3):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(args.runs):
+        for name, fn in variants.items():
+            t = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t)
+
+    macs, params = graph_size(args.model)
+    floor_ms = 2 * macs * n / gemm_flops(args.threads) * 1e3
+    base = np.median(samples["streaming"]) * 1e3
+    print(f"model {args.model.name} ({c.model_id}): input {c.input_width}x{c.input_height}, window K={k}, "
+          f"{macs / 1e9:.3f} GMAC = {2 * macs / 1e9:.3f} GFLOP per camera-frame, {params / 1e6:.3f} M parameters")
+    print(f"{n} cameras per step, ONNX Runtime CPU, {args.threads} intra-op threads, {args.runs} runs, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs\n")
+    print(f"| variant | p50 ms | p99 ms | p50 / streaming | frames/s (p50) |")
+    print(f"| --- | ---: | ---: | ---: | ---: |")
+    for name, s in samples.items():
+        p50, p99 = np.median(s) * 1e3, np.percentile(s, 99) * 1e3
+        print(f"| {name} | {p50:.2f} | {p99:.2f} | {p50 / base:.2f}x | {1e3 / p50:.1f} |")
+    print(f"| floor (GEMM rate) | {floor_ms:.2f} | | {floor_ms / base:.2f}x | {1e3 / floor_ms:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
