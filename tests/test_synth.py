@@ -9,6 +9,8 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from calib.defaults import default_rig
+from calib.rig import Rig, save_rig
 from perception.cli import main
 from perception.errors import ConfigError
 from replay.drive import DriveReader
@@ -85,7 +87,8 @@ def corners_vehicle(o) -> np.ndarray:
     l, w, h = o.size
     c, s = math.cos(o.yaw), math.sin(o.yaw)
     local = np.array([[sx * l / 2, sy * w / 2, sz * h / 2] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
-    return np.column_stack([c * local[:, 0] - s * local[:, 1], s * local[:, 0] + c * local[:, 1], local[:, 2]]) + o.position
+    rotated = np.column_stack([c * local[:, 0] - s * local[:, 1], s * local[:, 0] + c * local[:, 1], local[:, 2]])
+    return rotated + o.position
 
 
 def test_fully_visible_objects_have_their_centre_in_their_box_and_hidden_ones_no_box(mixed):
@@ -212,6 +215,17 @@ def test_cli_writes_a_drive_and_prints_a_summary(tmp_path, capsys):
     assert "frames per camera: front 3, front_left 3" in text and "pedestrian" in text
     with DriveReader(out) as r:
         assert r.cameras == ("front", "front_left")
+
+
+def test_cli_renders_the_cameras_of_a_rig_file(tmp_path, capsys):
+    rig_file = tmp_path / "rig.yaml"
+    save_rig(Rig([default_rig(6)["side_right"]]), rig_file)
+    out = tmp_path / "rig.mcap"
+    assert main(["synth", "--out", str(out), "--rig", str(rig_file), "--seconds", "0.2", "--width", "128"]) == 0
+    with DriveReader(out) as r:
+        assert r.cameras == ("side_right",)
+        assert (r.rig["side_right"].width, r.rig["side_right"].height) == (128, 80)   # 1280x800 scaled
+        assert r.rig["side_right"].distortion == "equidistant"
 
 
 def test_cli_rejects_bad_parameters_with_a_clear_message(tmp_path, capsys):

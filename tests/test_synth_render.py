@@ -52,7 +52,8 @@ def box_outline(camera, position, size, yaw, samples=40) -> np.ndarray:
     edges = [corners[i] + t * (corners[j] - corners[i]) for i in range(8) for j in range(i + 1, 8)
              if np.count_nonzero(corners[i] != corners[j]) == 1]
     local = np.concatenate(edges)
-    pts = np.column_stack([c * local[:, 0] - s * local[:, 1], s * local[:, 0] + c * local[:, 1], local[:, 2]]) + position
+    rotated = np.column_stack([c * local[:, 0] - s * local[:, 1], s * local[:, 0] + c * local[:, 1], local[:, 2]])
+    pts = rotated + position
     uv, valid = camera.project(pts)
     assert valid.all()
     return uv

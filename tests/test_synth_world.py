@@ -16,12 +16,19 @@ from replay.synth.world import (
 
 
 def test_speed_profile_brakes_to_a_stop_and_holds():
-    p = SpeedProfile(10.0, (SpeedChange(1.0, 5.0, 0.0), SpeedChange(5.0, 2.0, 4.0)))
-    assert p.state(0.5) == pytest.approx((5.0, 10.0, 0.0))
-    assert p.state(2.0) == pytest.approx((10.0 + 10.0 - 2.5, 5.0, -5.0))
-    assert p.state(4.0)[:2] == pytest.approx((20.0, 0.0))                   # stopped after 10 m of braking
-    assert p.state(6.0) == pytest.approx((21.0, 2.0, 2.0))                  # pulling away again
-    assert p.state(9.0) == pytest.approx((20.0 + 4.0 + 2 * 4.0, 4.0, 0.0))       # at 4 m/s from t = 7 s
+    m = Motion((0.0, 0.0), 0.0, SpeedProfile(10.0, (SpeedChange(1.0, 5.0, 0.0), SpeedChange(5.0, 2.0, 4.0))))
+    x, _, _, v, _, a = m.states(np.array([-0.5, 0.5, 2.0, 4.0, 6.0, 9.0])).T
+    assert x == pytest.approx([-5.0, 5.0, 10.0 + 10.0 - 2.5, 20.0, 21.0, 20.0 + 4.0 + 2 * 4.0])
+    # before t = 0 (a capture jittered early) it extrapolates; brakes, stops after 10 m, pulls away, cruises
+    assert v == pytest.approx([10.0, 10.0, 5.0, 0.0, 2.0, 4.0])
+    assert a == pytest.approx([0.0, 0.0, -5.0, 0.0, 2.0, 0.0])
+
+
+def test_world_is_defined_slightly_before_t0():
+    world = SCENARIOS["mixed"](np.random.default_rng(0), 2.0)
+    early, start = world.snapshot(-0.03), world.snapshot(0.0)
+    assert [a.spec.id for a in early.actors] == [a.spec.id for a in start.actors]
+    assert all(math.isfinite(a.x) and a.x <= b.x + 1e-9 for a, b in zip(early.actors, start.actors) if b.vx >= 0)
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))

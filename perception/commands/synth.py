@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=10.0, help="frames per second per camera (default 10)")
     parser.add_argument("--cameras", type=int, default=3, metavar="N",
                         help="first N cameras of the default rig: front, front_left, front_right, rear, "
-                             "side_left, side_right (default 3)")
+                             "side_left, side_right (default 3; ignored with --rig)")
     parser.add_argument("--rig", type=Path, metavar="FILE", help="use this rig file instead of the default rig")
     parser.add_argument("--width", type=int, help="render every camera at this width (intrinsics scaled)")
     parser.add_argument("--height", type=int, help="render every camera at this height (intrinsics scaled)")

@@ -28,11 +28,11 @@ from replay.synth.render import CameraView
 from replay.synth.scenarios import SCENARIOS
 from replay.synth.sensor import Sensor, encode
 from replay.synth.texture import build_ground_texture
-from replay.synth.world import Snapshot, World
+from replay.synth.world import Snapshot
 
 IMAGE_FORMATS = ("jpeg", "nv12", "bgr8")
 DEFAULT_START_NS = 1_700_000_000_000_000_000   # 2023-11-14T22:13:20Z: drives carry plausible epoch times
-MAX_SECONDS, MAX_FPS = 3600.0, 120.0
+MAX_SECONDS, MAX_FPS = 600.0, 120.0
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def generate_drive(path: str | Path, config: SynthConfig | None = None, *,
                    progress: Callable[[int, int], None] | None = None, **params: object) -> SynthSummary:
     """Write a synthetic drive to `path`, from a SynthConfig or its fields as keywords (seed, seconds, fps,
     num_cameras, scenario, width, height, image_format, jpeg_quality, drop_prob, jitter_ms, start_ns, rig).
-    `progress(done, total)` is called after every frame tick."""
+    `progress(done, total)` is called after every frame tick. A failed run leaves no file behind."""
     from replay.drive import DriveWriter
 
     if config is not None and params:
@@ -141,46 +141,66 @@ def generate_drive(path: str | Path, config: SynthConfig | None = None, *,
     config = config or SynthConfig(**params)  # type: ignore[arg-type]
     path = Path(path)
     cameras = config.cameras()
-    seeds = np.random.SeedSequence(int(config.seed)).spawn(4)
-    world_rng, texture_rng, timing_rng, sensor_rng = (np.random.default_rng(s) for s in seeds)
+    world_rng, texture_rng, timing_rng, sensor_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(int(config.seed)).spawn(4))
     world = SCENARIOS[config.scenario](world_rng, config.num_frames / config.fps)
     texture = build_ground_texture(texture_rng)
     views = [CameraView(c, texture) for c in cameras]
     sensors = [Sensor(c.width, c.height, sensor_rng) for c in cameras]
-    names = tuple(c.name for c in cameras)
-    frames, dropped = Counter({n: 0 for n in names}), Counter({n: 0 for n in names})
-    boxes, seen = Counter({c: 0 for c in CLASSES}), {c: set() for c in CLASSES}
-    first_ns = last_ns = None
-    with DriveWriter(path, Rig(cameras)) as writer:
-        for k in range(config.num_frames):
-            tick_ns = config.start_ns + round(k * 1e9 / config.fps)
-            writer.write_ego(tick_ns, world.ego.state((tick_ns - config.start_ns) / 1e9).vx)
-            captures = []
-            for i in range(len(cameras)):
-                jitter_ns = round(timing_rng.uniform(-1.0, 1.0) * config.jitter_ms * 1e6)
-                lost = timing_rng.random() < config.drop_prob
-                if lost:
-                    dropped[names[i]] += 1
-                else:
-                    captures.append((tick_ns + jitter_ns, i))
-            for t_ns, i in sorted(captures):
-                snap = world.snapshot((t_ns - config.start_ns) / 1e9)
-                image, seen_pixels = views[i].render(world, snap)
-                image = sensors[i].expose(image, world.lighting.gain(snap.t), sensor_rng)
-                gt = ground_truth(names[i], t_ns, snap, seen_pixels)
-                writer.write_frame(names[i], t_ns, encode(image, config.image_format, config.jpeg_quality))
-                writer.write_ground_truth(gt)
-                frames[names[i]] += 1
-                for b in gt.boxes:
-                    boxes[b.cls] += 1
-                    seen[b.cls].add(b.id)
-                first_ns = t_ns if first_ns is None else min(first_ns, t_ns)
-                last_ns = t_ns if last_ns is None else max(last_ns, t_ns)
-            if progress is not None:
-                progress(k + 1, config.num_frames)
-    duration = (last_ns - first_ns) / 1e9 if first_ns is not None else 0.0
-    return SynthSummary(path, config.scenario, int(config.seed), names, dict(frames), dict(dropped),
-                        {c: len(seen[c]) for c in CLASSES}, dict(boxes), duration, path.stat().st_size)
+    tally = _Tally(tuple(c.name for c in cameras))
+    try:
+        with DriveWriter(path, Rig(cameras)) as writer:
+            for k in range(config.num_frames):
+                tick_ns = config.start_ns + round(k * 1e9 / config.fps)
+                writer.write_ego(tick_ns, world.ego.state((tick_ns - config.start_ns) / 1e9).vx)
+                captures = []
+                for i, camera in enumerate(cameras):
+                    t_ns = tick_ns + round(timing_rng.uniform(-1.0, 1.0) * config.jitter_ms * 1e6)
+                    if timing_rng.random() < config.drop_prob:
+                        tally.dropped[camera.name] += 1
+                    else:
+                        captures.append((t_ns, i))
+                snapshots: dict[int, Snapshot] = {}  # cameras captured at the same instant share one
+                for t_ns, i in sorted(captures):
+                    if t_ns not in snapshots:
+                        snapshots[t_ns] = world.snapshot((t_ns - config.start_ns) / 1e9)
+                    snap = snapshots[t_ns]
+                    image, seen = views[i].render(world, snap)
+                    image = sensors[i].expose(image, world.lighting.gain(snap.t), sensor_rng)
+                    gt = ground_truth(cameras[i].name, t_ns, snap, seen)
+                    writer.write_frame(cameras[i].name, t_ns, encode(image, config.image_format, config.jpeg_quality))
+                    writer.write_ground_truth(gt)
+                    tally.add(gt)
+                if progress is not None:
+                    progress(k + 1, config.num_frames)
+    except BaseException:
+        path.unlink(missing_ok=True)  # never leave a half-written drive behind
+        raise
+    return tally.summary(path, config)
+
+
+@dataclass
+class _Tally:
+    cameras: tuple[str, ...]
+    frames: Counter = field(default_factory=Counter)
+    dropped: Counter = field(default_factory=Counter)
+    boxes: Counter = field(default_factory=Counter)
+    ids: dict[str, set] = field(default_factory=lambda: {c: set() for c in CLASSES})
+    times: list[int] = field(default_factory=list)
+
+    def add(self, gt: GroundTruth) -> None:
+        self.frames[gt.camera] += 1
+        self.times.append(gt.t_ns)
+        for b in gt.boxes:
+            self.boxes[b.cls] += 1
+            self.ids[b.cls].add(b.id)
+
+    def summary(self, path: Path, config: SynthConfig) -> SynthSummary:
+        duration = (max(self.times) - min(self.times)) / 1e9 if self.times else 0.0
+        return SynthSummary(path, config.scenario, int(config.seed), self.cameras,
+                            {c: self.frames[c] for c in self.cameras}, {c: self.dropped[c] for c in self.cameras},
+                            {c: len(self.ids[c]) for c in CLASSES}, {c: self.boxes[c] for c in CLASSES},
+                            duration, path.stat().st_size)
 
 
 def ground_truth(camera: str, t_ns: int, snap: Snapshot, seen: dict) -> GroundTruth:
@@ -188,12 +208,13 @@ def ground_truth(camera: str, t_ns: int, snap: Snapshot, seen: dict) -> GroundTr
     objects, boxes = [], []
     for actor in snap.actors:
         spec = actor.spec
-        objects.append(GroundTruthObject(spec.id, spec.cls, snap.vehicle_position(actor), snap.relative_velocity(actor),
-                                         spec.size, actor.yaw))
+        objects.append(GroundTruthObject(spec.id, spec.cls, snap.vehicle_position(actor),
+                                         snap.relative_velocity(actor), spec.size, actor.yaw))
         pixels = seen.get(spec.id)
         if pixels is not None and pixels.box is not None:
             occlusion = 1.0 - pixels.visible / pixels.own
-            boxes.append(GroundTruthBox(spec.id, spec.cls, pixels.box, round(pixels.truncation, 4), round(occlusion, 4)))
+            boxes.append(GroundTruthBox(spec.id, spec.cls, pixels.box, round(pixels.truncation, 4),
+                                        round(occlusion, 4)))
     return GroundTruth(camera, t_ns, tuple(boxes), tuple(objects), snap.ego_speed)
 
 

@@ -22,8 +22,9 @@ import cv2
 import numpy as np
 
 from calib.camera import CameraModel
+from perception.errors import CalibrationError
 from replay.synth.texture import RESOLUTION, TEXTURE_PERIOD, texture_coordinates
-from replay.synth.world import ActorState, Snapshot, StaticBox, World
+from replay.synth.world import ActorState, Snapshot, World
 
 NEAR_M = 0.1
 VISIBILITY_M = 900.0          # haze: a surface this far keeps 1/e of its own colour
@@ -61,7 +62,7 @@ class _Solids:
 
     polygons: list[np.ndarray]     # [k, 3] each
     normals: np.ndarray            # [F, 3]
-    colours: np.ndarray            # [F, 3] BGR uint8-range floats
+    colours: np.ndarray            # [F, 3] BGR uint8, shaded and hazed
     owners: np.ndarray             # [F] actor index into the snapshot, CLUTTER or BACKDROP
     keys: np.ndarray               # [F] distance of the face's cuboid from the camera (painter's order)
     front: dict[int, np.ndarray]   # actor index -> all its front faces [G, 4, 3], unclipped
@@ -127,7 +128,8 @@ class CameraView:
         in_frustum = np.all(np.concatenate([xy, np.ones((len(xy), 1))], axis=1) @ self.planes.T >= 0, axis=1)
         uv, valid = self.camera.normalized_to_pixel(xy)
         w, h = self.camera.width, self.camera.height
-        inside = in_frustum & valid & (uv[:, 0] >= -0.5) & (uv[:, 0] <= w - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= h - 0.5)
+        in_image = (uv[:, 0] >= -0.5) & (uv[:, 0] <= w - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] <= h - 0.5)
+        inside = in_frustum & valid & in_image
         self.canvas_inside = inside.reshape(ch, cw)
 
     # ---- per frame -------------------------------------------------------------------------------------
@@ -193,7 +195,7 @@ class CameraView:
         normals = normals.reshape(-1, 3)
         normals_cam = normals @ self.R
         front = np.einsum("fi,fi->f", normals_cam, quads[:, 0]) < 0
-        distances = np.einsum("fki,pi->fkp", quads, self.planes) - np.where(np.arange(len(self.planes)) == len(self.planes) - 1, NEAR_M, 0.0)
+        distances = np.einsum("fki,pi->fkp", quads, self.planes) - _near_offsets(self.planes)
         outside = (distances < 0).all(axis=1).any(axis=1)
         inside = (distances >= 0).all(axis=(1, 2))
         keep = front & ~outside
@@ -205,11 +207,12 @@ class CameraView:
         colour = 255.0 * (colour * (1 - haze[:, None]) + np.asarray(HAZE) * haze[:, None])
         colour = np.clip(np.rint(colour), 0, 255).astype(np.uint8)
         face_owners = np.repeat(owners, 6)
-        front_quads = {int(o): quads[front & (face_owners == o)] for o in np.unique(face_owners[front & (face_owners >= 0)])}
-        beyond = {int(o) for o in np.unique(face_owners[front & ~inside & (face_owners >= 0)])}
+        actor_front = front & (face_owners >= 0)
+        front_quads = {int(o): quads[actor_front & (face_owners == o)] for o in np.unique(face_owners[actor_front])}
+        beyond = {int(o) for o in np.unique(face_owners[actor_front & ~inside])}
         polygons, kept = [], []
         for f in np.nonzero(keep)[0]:
-            poly = quads[f] if inside[f] else _clip(quads[f], self.planes, NEAR_M)
+            poly = quads[f] if inside[f] else _clip(quads[f], self.planes)
             if poly is not None:
                 polygons.append(poly)
                 kept.append(f)
@@ -255,7 +258,7 @@ class CameraView:
             local = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * [(l + 0.3) / 2, (w + 0.3) / 2]
             pts = np.column_stack([actor.x - snap.ego_x + c * local[:, 0] - s * local[:, 1],
                                    actor.y + s * local[:, 0] + c * local[:, 1], np.full(4, 0.01)])
-            poly = _clip(self._to_camera(pts), self.planes, NEAR_M)
+            poly = _clip(self._to_camera(pts), self.planes)
             if poly is not None:
                 polygons.append(poly)
         for uv, roi in zip(*self._project_polygons(polygons)):
@@ -263,9 +266,10 @@ class CameraView:
                 continue
             x0, y0, x1, y1 = roi
             patch = image[y0:y1, x0:x1]
-            np.copyto(patch, cv2.multiply(patch, (SHADOW, SHADOW, SHADOW, 0.0)), where=_fill(uv, roi)[..., None])
+            darker = cv2.multiply(patch, (SHADOW, SHADOW, SHADOW, 0.0))
+            np.copyto(patch, darker, where=_fill(uv, roi)[..., None])
 
-    def _rasterize(self, image: np.ndarray, solids: _Solids) -> dict[int, tuple[tuple[int, int, int, int], np.ndarray]]:
+    def _rasterize(self, image: np.ndarray, solids: _Solids) -> dict[int, tuple[tuple, np.ndarray]]:
         """Depth-tested fill of every face; returns each actor's silhouette mask (in its bounding ROI)."""
         outlines, rois = self._project_polygons(solids.polygons)
         backdrop = np.nonzero(solids.owners == BACKDROP)[0]
@@ -332,7 +336,7 @@ class CameraView:
         cw, ch = self.canvas_size
         outlines = []
         for quad in quads:
-            clipped = _clip(quad, self.canvas_planes, NEAR_M)
+            clipped = _clip(quad, self.canvas_planes)
             if clipped is not None:
                 xy = clipped[:, :2] / clipped[:, 2:3]
                 outlines.append(np.column_stack([xy[:, 0] * self.canvas_f + self.canvas_c[0],
@@ -378,13 +382,11 @@ def _fill(uv: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
     return mask.view(bool)
 
 
-def _clip(polygon: np.ndarray, planes: np.ndarray, near: float) -> np.ndarray | None:
+def _clip(polygon: np.ndarray, planes: np.ndarray) -> np.ndarray | None:
     """Sutherland-Hodgman clip of a camera-frame polygon to {p : plane . p >= 0 for the side planes,
     z >= near}; `planes`' last row is the near plane (0, 0, 1)."""
     poly = polygon
-    offsets = np.zeros(len(planes))
-    offsets[-1] = near
-    for plane, offset in zip(planes, offsets):
+    for plane, offset in zip(planes, _near_offsets(planes)):
         d = poly @ plane - offset
         if (d >= 0).all():
             continue
@@ -405,6 +407,13 @@ def _clip(polygon: np.ndarray, planes: np.ndarray, near: float) -> np.ndarray | 
     return poly
 
 
+def _near_offsets(planes: np.ndarray) -> np.ndarray:
+    """Right-hand sides of the clip planes: 0 for the side planes through the camera, NEAR_M for the last."""
+    offsets = np.zeros(len(planes))
+    offsets[-1] = NEAR_M
+    return offsets
+
+
 def _role_colour(actor: ActorState, role: str) -> tuple[float, float, float]:
     if role == "brake" and actor.braking:
         return BRAKE_LIGHT
@@ -420,7 +429,8 @@ def _normalized_grid(camera: CameraModel, step: int) -> tuple[np.ndarray, np.nda
     u, v = np.meshgrid(gx, gy)
     xy = camera.undistort_points(np.column_stack([u.ravel(), v.ravel()]))
     if not np.all(np.isfinite(xy)):
-        raise ValueError(f"camera {camera.name!r}: some pixels lie outside the lens model's one-to-one range")
+        raise CalibrationError(f"camera {camera.name!r}: some pixels lie outside the lens model's one-to-one "
+                               "range; the synthetic renderer needs every pixel to have a viewing ray")
     grid = xy.reshape(len(gy), len(gx), 2).astype(np.float32)
     map_x = np.broadcast_to((np.arange(w, dtype=np.float32) * ((len(gx) - 1) / (w - 1)))[None, :], (h, w))
     map_y = np.broadcast_to((np.arange(h, dtype=np.float32) * ((len(gy) - 1) / (h - 1)))[:, None], (h, w))
@@ -442,7 +452,8 @@ def _frustum_planes(camera: CameraModel) -> np.ndarray:
                               border[:, 1] + np.sign(border[:, 1] - camera.cy) * 0.5])
     xy = camera.undistort_points(border)
     if not np.all(np.isfinite(xy)):
-        raise ValueError(f"camera {camera.name!r}: the image border lies outside the lens model's one-to-one range")
+        raise CalibrationError(f"camera {camera.name!r}: the image border lies outside the lens model's one-to-one "
+                               "range; the synthetic renderer needs every pixel to have a viewing ray")
     hull = cv2.convexHull(xy.astype(np.float32)).reshape(-1, 2).astype(np.float64)
     limit = math.tan(camera.max_angle) * 0.999
     scale = min(FRUSTUM_MARGIN, limit / np.hypot(hull[:, 0], hull[:, 1]).max())

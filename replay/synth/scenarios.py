@@ -47,8 +47,10 @@ class _Builder:
         ego_track = self.ego.track(self.times)
         # the ego's footprint centre is ahead of its rear-axle origin
         ego_track[:, 0] += EGO_LENGTH / 2 - EGO_REAR_OVERHANG
-        self._tracks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = [
-            (ego_track, *footprint_halves((EGO_LENGTH, EGO_WIDTH, 0.0), ego_track[:, 2]))
+        hx, hy = footprint_halves((EGO_LENGTH, EGO_WIDTH, 0.0), ego_track[:, 2])
+        # (track [T, 3], half extents along x and y [T], swept bounding box) of everything placed so far
+        self._tracks: list[tuple[np.ndarray, np.ndarray, np.ndarray, tuple]] = [
+            (ego_track, hx, hy, _swept_box(ego_track, hx, hy))
         ]
 
     @property
@@ -62,12 +64,15 @@ class _Builder:
         """Add an actor unless its footprint ever overlaps an existing one (or the ego's)."""
         track = motion.track(self.times)
         hx, hy = footprint_halves(size, track[:, 2])
-        for other, ox, oy in self._tracks:
+        swept = _swept_box(track, hx, hy)
+        for other, ox, oy, other_swept in self._tracks:
+            if not _boxes_overlap(swept, other_swept):
+                continue
             overlap = ((np.abs(track[:, 0] - other[:, 0]) < hx + ox + MARGIN)
                        & (np.abs(track[:, 1] - other[:, 1]) < hy + oy + MARGIN))
             if overlap.any():
                 return False
-        self._tracks.append((track, hx, hy))
+        self._tracks.append((track, hx, hy, swept))
         self.actors.append(ActorSpec(self.next_id, cls, size, self.palette(cls), motion))
         return True
 
@@ -100,6 +105,16 @@ class _Builder:
         elevation, azimuth = self.rng.uniform(0.45, 1.05), self.rng.uniform(0.0, 2 * math.pi)
         sun = (math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth), math.sin(elevation))
         return World(self.ego, tuple(self.actors), tuple(self.clutter), lighting, sun)
+
+
+def _swept_box(track: np.ndarray, hx: np.ndarray, hy: np.ndarray) -> tuple[float, float, float, float]:
+    """Bounding box (x0, y0, x1, y1) of everything a footprint covers over the whole drive, plus margin."""
+    return ((track[:, 0] - hx).min() - MARGIN, (track[:, 1] - hy).min() - MARGIN,
+            (track[:, 0] + hx).max() + MARGIN, (track[:, 1] + hy).max() + MARGIN)
+
+
+def _boxes_overlap(a: tuple, b: tuple) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 def _cruise(x: float, y: float, heading: float, speed: float, lateral: tuple[LateralMove, ...] = ()) -> Motion:
@@ -189,7 +204,8 @@ def mixed(rng: np.random.Generator, seconds: float) -> World:
     """Traffic in all lanes with a lead car, pedestrians on the sidewalks and crossing, a cyclist; dusk falls."""
     b = _Builder(rng, seconds, _random_ego(rng, 11.0, 16.0))
     ego_speed = b.ego.state(0.0).vx
-    b.add("car", b.size("car"), _cruise(EGO_FRONT + rng.uniform(20.0, 40.0), 0.0, 0.0, ego_speed + rng.uniform(0.0, 1.0)))
+    lead_x, lead_speed = EGO_FRONT + rng.uniform(20.0, 40.0), ego_speed + rng.uniform(0.0, 1.0)
+    b.add("car", b.size("car"), _cruise(lead_x, 0.0, 0.0, lead_speed))
     b.add("cyclist", b.size("cyclist"), _cruise(rng.uniform(25.0, 50.0), PARKING_Y, 0.0, rng.uniform(4.0, 6.0)))
     xs = crosswalk_positions(b.ego_x(0.0) + 25.0, b.ego_x(seconds) + 150.0) or [b.ego_x(seconds) + 60.0]
     _add_crossings(b, 2, xs)

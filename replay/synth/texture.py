@@ -49,7 +49,8 @@ def build_ground_texture(rng: np.random.Generator) -> np.ndarray:
     colour[:] = GRASS
     on_road = (y >= RIGHT_CURB) & (y <= LEFT_CURB)
     curb = ((y >= RIGHT_CURB - CURB_WIDTH) & (y < RIGHT_CURB)) | ((y > LEFT_CURB) & (y <= LEFT_CURB + CURB_WIDTH))
-    sidewalk = ((y >= RIGHT_SIDEWALK[0]) & (y <= RIGHT_SIDEWALK[1])) | ((y >= LEFT_SIDEWALK[0]) & (y <= LEFT_SIDEWALK[1]))
+    sidewalk = (((y >= RIGHT_SIDEWALK[0]) & (y <= RIGHT_SIDEWALK[1]))
+                | ((y >= LEFT_SIDEWALK[0]) & (y <= LEFT_SIDEWALK[1])))
     joints = (np.abs(((x + 0.75) % 1.5) - 0.75) < 0.025)  # paving slab joints across the sidewalk
     for mask, c in ((on_road, ASPHALT), (curb, CURB), (sidewalk, CONCRETE)):
         colour[np.broadcast_to(mask, (rows, cols))] = c

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from replay.synth.motion import Motion, PlanarState
+from replay.synth.motion import Motion, MotionBatch
 
 # Road layout (lateral positions y in metres). Same-direction lanes right / ego / left, then two oncoming.
 LANE_WIDTH = 3.5
@@ -198,14 +198,15 @@ class World:
     lighting: Lighting
     sun: tuple[float, float, float]  # unit vector towards the sun, world frame
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_motions", MotionBatch(tuple(a.motion for a in self.actors)))
+
     def snapshot(self, t: float) -> Snapshot:
         ego = self.ego.state(t)
-        states = []
-        for spec in self.actors:
-            st: PlanarState = spec.motion.state(t)
-            if math.hypot(st.x - ego.x, st.y) <= ACTOR_RANGE_M:
-                states.append(ActorState(spec, st.x, st.y, st.yaw, st.vx, st.vy, st.accel))
-        return Snapshot(t, ego.x, ego.vx, tuple(sorted(states, key=lambda s: s.spec.id)))
+        states = self._motions.states(np.array([t]))[:, 0]  # type: ignore[attr-defined]
+        near = np.hypot(states[:, 0] - ego.x, states[:, 1]) <= ACTOR_RANGE_M
+        actors = [ActorState(spec, *(float(v) for v in states[i])) for i, spec in enumerate(self.actors) if near[i]]
+        return Snapshot(t, ego.x, ego.vx, tuple(sorted(actors, key=lambda s: s.spec.id)))
 
     def clutter_near(self, ego_x: float) -> list[StaticBox]:
         return [c for c in self.clutter if abs(c.x - ego_x) <= CLUTTER_RANGE_M]
