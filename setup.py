@@ -25,11 +25,16 @@ setup(
         "scipy>=1.10",
         "tqdm",
         "rich",
+        "matplotlib>=3.6",  # perception replay report (Agg backend, no display)
     ],
     extras_require={
         "train": ["torch==2.13.0", "onnx", "onnxscript"],
         "gpu": ["pycuda", "tensorrt", "cuda-python"],
         "dev": ["pytest", "torch==2.13.0", "onnx", "onnxscript", "pycocotools", "motmetrics", "matplotlib"],
     },
-    entry_points={"console_scripts": ["perception=perception.cli:main"]},
+    entry_points={
+        "console_scripts": ["perception=perception.cli:main"],
+        # named as its module, so a conftest's `pytest_plugins = ["replay.pytest_plugin"]` does not load it twice
+        "pytest11": ["replay.pytest_plugin = replay.pytest_plugin"],
+    },
 )

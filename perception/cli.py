@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("perception.commands.train", "train the temporal CNN on drives with ground truth"),
     "export": ("perception.commands.export", "export a checkpoint to ONNX with its contract (parity-checked)"),
     "run": ("perception.commands.run", "run the node (default: demo model on the bundled synthetic drive)"),
+    "replay": ("perception.commands.replay", "replay drives into run files, compare with golden runs, report"),
     "calib": ("perception.commands.calib", "camera calibration tools (chessboard intrinsics)"),
     "echo": ("perception.commands.echo", "print the messages a node publishes (ZeroMQ), readably"),
     "quantize": ("perception.commands.quantize", "make an fp16 or int8 (Q/DQ, calibrated on drives) copy of a model"),

@@ -152,6 +152,7 @@ class Finding:
     kind: str
     t_ns: int | None   # the frame (message) time it concerns; None for the whole run
     text: str
+    subject: str = ""  # the object it concerns, e.g. "front truck #102" (golden track; run track if extra)
 
 
 @dataclass(frozen=True)
@@ -300,13 +301,13 @@ class _ObjectComparison:
             return f"box ({box}) score {float(o.score[i]):.2f}"
 
         for i in sorted(set(range(len(go))) - set(gi.tolist())):
-            best = float(iou[i][allowed[i]].max()) if allowed[i].any() else 0.0
-            self.findings.append(Finding("missing object", t_ns, f"{name(go, g_cam, g_cls, i)} {where(go, i)}: no "
-                                         f"run object of that camera and class overlaps it (best IoU {best:.2f} < "
-                                         f"{self.tol.min_iou:g})"))
+            why = (f"best IoU with a run {g_cls[i]} {float(iou[i][allowed[i]].max()):.2f} < {self.tol.min_iou:g}"
+                   if allowed[i].any() else f"no run {g_cls[i]} in {g_cam[i]}")
+            self.findings.append(Finding("missing object", t_ns, f"{name(go, g_cam, g_cls, i)} {where(go, i)} ({why})",
+                                         name(go, g_cam, g_cls, i)))
         for j in sorted(set(range(len(ro))) - set(ri.tolist())):
             self.findings.append(Finding("extra object", t_ns, f"{name(ro, r_cam, r_cls, j)} {where(ro, j)}: in the "
-                                         "run only"))
+                                         "run only", name(ro, r_cam, r_cls, j)))
         if len(gi) == 0:
             return []
         tol = self.tol
@@ -343,12 +344,12 @@ class _ObjectComparison:
                     parts.append(f"{key} {change}{unit} (|d| {_fmt(delta[k], fmt)} > {_fmt(limit[k], fmt)})")
             if parts:
                 self.findings.append(Finding("changed object", t_ns, f"{name(go, g_cam, g_cls, a)} ~ run "
-                                             f"#{int(ro.track_id[b])}: " + "; ".join(parts)))
+                                             f"#{int(ro.track_id[b])}: " + "; ".join(parts), name(go, g_cam, g_cls, a)))
             golden_id, run_id = int(go.track_id[a]), int(ro.track_id[b])
             before = self._track_map.get(golden_id)
             if before is not None and before != run_id:
                 self.findings.append(Finding("id change", t_ns, f"{name(go, g_cam, g_cls, a)} was run track "
-                                             f"#{before}, now #{run_id}"))
+                                             f"#{before}, now #{run_id}", name(go, g_cam, g_cls, a)))
             self._track_map[golden_id] = run_id
         return iou[gi, ri].tolist()
 
@@ -484,7 +485,17 @@ def format_diff(result: CompareResult, max_frames: int = 30) -> str:
     lines.append("  " + _format_timing(result))
     counts = result.counts()
     if counts:
-        lines.append("  findings: " + ", ".join(f"{n} {kind}" for kind, n in sorted(counts.items())))
+        lines.append("  findings: " + ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())))
+    by_subject: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for f in result.findings:
+        if f.subject:
+            by_subject[(f.kind, f.subject)].append(f.t_ns)
+    if by_subject:
+        lines.append("  objects with the most findings:")
+        worst = sorted(by_subject.items(), key=lambda item: (-len(item[1]), item[0]))[:8]
+        for (kind, subject), times in worst:
+            lines.append(f"    {subject}: {kind} in {len(times)} frame sets (+{(min(times) - result.start_ns) / 1e9:.3f}"
+                         f" .. +{(max(times) - result.start_ns) / 1e9:.3f} s)")
     by_frame: dict[int | None, list[Finding]] = defaultdict(list)
     for f in result.findings:
         by_frame[f.t_ns].append(f)

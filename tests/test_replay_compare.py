@@ -56,6 +56,10 @@ def test_missing_objects_and_score_changes_are_reported_with_their_frames(golden
     assert "score" in changed.text and "|d| 0.080 > 0.050" in changed.text
     text = format_diff(result, max_frames=3)
     assert "frame +0.000 s" in text and "more frames with findings" in text and "FAIL:" in text
+    per_camera = {name: sum(1 for f in result.findings if f.subject == name)
+                  for name in ("front cyclist #104", "front_left cyclist #104")}
+    assert sum(per_camera.values()) == cyclist_boxes
+    assert all(f"{name}: missing object in {n} frame sets" in text for name, n in per_camera.items() if n)
     # loosened tolerances accept the score shift but not the missing cyclist
     loose = CompareConfig.from_dict({"objects": {"score": 0.1}}, "test")
     result = compare_runs(golden, run, loose)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from perception.labels import CLASS_INDEX, GroundTruth, GroundTruthObject
+from perception.messaging.schemas import DetectionsMessage
 from replay.run_file import RecordedMessage
 
 
@@ -62,6 +63,18 @@ class EvalImage:
         return np.array([b.id for b in self.gt.boxes], np.int64)
 
 
+def detections_of(message: DetectionsMessage, camera: int) -> ImageDetections:
+    """The objects of camera index `camera` in one frame set (classes outside CLASSES left out)."""
+    o = message.objects
+    known = np.array([CLASS_INDEX.get(name, -1) for name in message.classes], np.int64)
+    cls = known[o.cls] if len(o) else np.zeros(0, np.int64)
+    rows = np.flatnonzero((o.camera == camera) & (cls >= 0))
+    return ImageDetections(o.track_id[rows].astype(np.int64), cls[rows], o.score[rows].astype(np.float64),
+                           o.box[rows].astype(np.float64), o.range_m[rows].astype(np.float64),
+                           o.velocity[rows].astype(np.float64), o.ttc_s[rows].astype(np.float64),
+                           o.coasting[rows].copy())
+
+
 def align(detections: Sequence[RecordedMessage], ground_truth: Iterable[GroundTruth],
           cameras: Sequence[str]) -> list[EvalImage]:
     """The labelled frames within the run's time span, in (time, rig camera order), each with its detections.
@@ -76,18 +89,11 @@ def align(detections: Sequence[RecordedMessage], ground_truth: Iterable[GroundTr
     used: dict[tuple[str, int], tuple[int, ImageDetections]] = {}
     for recorded in detections:
         m = recorded.message
-        o = m.objects
-        known = np.array([CLASS_INDEX.get(name, -1) for name in m.classes], np.int64)
-        cls = known[o.cls] if len(o) else np.zeros(0, np.int64)
         for c, camera in enumerate(m.diag.cameras):
             t = int(m.diag.capture_ns[c])
             if t < 0 or m.stale[c] or (camera, t) in used:
                 continue
-            rows = np.flatnonzero((o.camera == c) & (cls >= 0))
-            used[(camera, t)] = (m.frame_ns, ImageDetections(
-                o.track_id[rows].astype(np.int64), cls[rows], o.score[rows].astype(np.float64),
-                o.box[rows].astype(np.float64), o.range_m[rows].astype(np.float64),
-                o.velocity[rows].astype(np.float64), o.ttc_s[rows].astype(np.float64), o.coasting[rows].copy()))
+            used[(camera, t)] = (m.frame_ns, detections_of(m, c))
     order = {name: i for i, name in enumerate(cameras)}
     images = []
     for gt in ground_truth:

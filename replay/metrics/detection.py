@@ -28,8 +28,6 @@ class DetectionMetrics:
     recall: np.ndarray       # [T, K] recall with every detection; -1: class without ground truth
     gt_count: np.ndarray     # [K] ground-truth boxes
     det_count: np.ndarray    # [K] detections considered
-    image_misses: np.ndarray  # [images] ground-truth boxes unmatched at IoU 0.5
-    image_false: np.ndarray   # [images] detections unmatched at IoU 0.5
 
     def ap(self, k: int, t: int | None = None) -> float:
         """AP of class k at IoU threshold index t (None: mean over the thresholds); NaN without ground truth."""
@@ -58,8 +56,6 @@ def evaluate_detections(images: Sequence[EvalImage], classes: Sequence[str], max
     recall = -np.ones((T, K))
     gt_count = np.zeros(K, np.int64)
     det_count = np.zeros(K, np.int64)
-    image_misses = np.zeros(len(images), np.int64)
-    image_false = np.zeros(len(images), np.int64)
     gt_boxes = [im.gt_boxes for im in images]
     gt_cls = [im.gt_cls for im in images]
     for k in range(K):
@@ -68,17 +64,11 @@ def evaluate_detections(images: Sequence[EvalImage], classes: Sequence[str], max
             g = gt_boxes[i][gt_cls[i] == k]
             d_rows = np.flatnonzero(im.det.cls == k)
             order = d_rows[np.argsort(-im.det.score[d_rows], kind="mergesort")][:max_dets]
-            image_false[i] += len(d_rows) - len(order)  # beyond max_dets: never a match
             gt_count[k] += len(g)
             det_count[k] += len(order)
-            if not len(order):
-                image_misses[i] += len(g)
-                continue
-            m = _greedy_matches(box_iou(im.det.box[order], g))
-            image_misses[i] += len(g) - int(m[0].sum())
-            image_false[i] += len(order) - int(m[0].sum())
-            scores.append(im.det.score[order])
-            matched.append(m)
+            if len(order):
+                scores.append(im.det.score[order])
+                matched.append(_greedy_matches(box_iou(im.det.box[order], g)))
         if gt_count[k] == 0:
             continue
         if not scores:
@@ -100,7 +90,7 @@ def evaluate_detections(images: Sequence[EvalImage], classes: Sequence[str], max
             reached = at < len(pr)
             q[reached] = pr[at[reached]]
             precision[t, :, k] = q
-    return DetectionMetrics(tuple(classes), precision, recall, gt_count, det_count, image_misses, image_false)
+    return DetectionMetrics(tuple(classes), precision, recall, gt_count, det_count)
 
 
 def _greedy_matches(iou: np.ndarray) -> np.ndarray:
