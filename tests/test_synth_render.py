@@ -179,3 +179,20 @@ def test_ground_texture_repeats_every_period(front):
     a, _ = front.render(world, Snapshot(0.0, 3.0, 0.0, ()))
     b, _ = front.render(world, Snapshot(0.0, 3.0 + TEXTURE_PERIOD, 0.0, ()))
     assert np.abs(a.astype(int) - b).max() <= 1
+
+
+def test_brake_lights_light_up_while_braking_and_standing(front):
+    from replay.synth.motion import SpeedChange
+
+    def rear_red(profile: SpeedProfile, t: float) -> float:
+        car = ActorSpec(1, "car", (4.5, 1.8, 1.5), CAR, Motion((15.0, 0.0), 0.0, profile))
+        world = world_of(car)
+        snap = world.snapshot(t)
+        image, _ = front.render(world, Snapshot(t, snap.actors[0].x - 15.0, 0.0, snap.actors))
+        light, _ = front.camera.project(np.array([[15.0 - 2.25, 0.33 * 1.8, 0.82], [15.0 - 2.25, -0.33 * 1.8, 0.82]]))
+        return float(np.mean([image[int(round(v)), int(round(u)), 2] for u, v in light]))
+
+    cruising = rear_red(SpeedProfile(10.0), 0.5)
+    braking = rear_red(SpeedProfile(10.0, (SpeedChange(0.0, 6.0, 0.0),)), 0.5)
+    standing = rear_red(SpeedProfile(10.0, (SpeedChange(0.0, 6.0, 0.0),)), 5.0)
+    assert braking > cruising + 80 and standing > cruising + 80

@@ -171,7 +171,9 @@ class ActorState:
 
     @property
     def braking(self) -> bool:
-        return self.accel < -1.0
+        """Brake lights: on while decelerating, and while standing after having changed speed (not parked)."""
+        standing = math.hypot(self.vx, self.vy) < 0.1
+        return self.accel < -1.0 or (standing and bool(self.spec.motion.speed.changes))
 
 
 @dataclass(frozen=True)
