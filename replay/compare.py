@@ -28,10 +28,10 @@ import numpy as np
 
 from perception.errors import ConfigError
 from perception.messaging.schemas import DetectionsMessage, HealthMessage, HintsMessage
-from perception.track.config import ConfigBase, param
+from perception.config_base import ConfigBase, param
 from replay.metrics.latency import stage_times_ms
 from replay.metrics.matching import box_iou, match_boxes
-from replay.run_file import RecordedMessage, Run, as_run
+from replay.run_file import Run, as_run
 
 MAX_CONFIG_BYTES = 1 << 20
 

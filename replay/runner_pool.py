@@ -50,13 +50,13 @@ class ReplaySummary:
     def table(self) -> str:
         rows = [("drive", "result", "frame sets", "objects", "brake", "not ok", "engine ms", "s")]
         for r in self.results:
-            error = r.error if r.error is None or len(r.error) <= 70 else r.error[:67] + "..."
-            rows.append((Path(r.drive).name, "ok" if r.ok else f"FAILED: {error}", str(r.frame_sets),
+            rows.append((Path(r.drive).name, "ok" if r.ok else "FAILED", str(r.frame_sets),
                          str(r.objects), str(r.brake_frames), str(r.unhealthy),
                          "-" if r.engine_mean_ms is None else f"{r.engine_mean_ms:.2f}", f"{r.seconds:.1f}"))
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
                  for row in rows]
+        lines += [f"{r.drive}: {r.error}" for r in self.results if not r.ok]
         failed = sum(not r.ok for r in self.results)
         lines.append(f"{len(self.results) - failed} of {len(self.results)} drives replayed"
                      + (f", {failed} failed" if failed else ""))
