@@ -7,7 +7,8 @@ import math
 from dataclasses import dataclass
 
 from perception.hints.config import HintsConfig
-from perception.track.config import ConfigBase, TrackerConfig, param
+from perception.config_base import ConfigBase, param
+from perception.track.config import TrackerConfig
 
 _HINTS = HintsConfig()
 _TRACKER = TrackerConfig()
