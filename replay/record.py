@@ -133,10 +133,9 @@ class RunRecorder:
             if camera not in self.rig:
                 raise DriveError(f"{self.path}: {topic} names camera {camera!r}, which is not in the rig "
                                  f"({', '.join(self.rig)})")
-        try:
-            t_ns = message_time(message)
-        except ValueError as e:
-            raise DriveError(f"{self.path}: cannot record {topic} seq {envelope.seq}: {e}") from None
+        t_ns = message_time(message)
+        if t_ns < 0:  # health before any camera frame (e.g. every camera lost): it belongs to the time so far
+            t_ns = max(self._last_ns.values(), default=0)
         if not 0 <= t_ns <= _MAX_T_NS:
             raise DriveError(f"{self.path}: {topic} time {t_ns} ns is outside 0..2^64-1")
         last = self._last_ns.get(topic)

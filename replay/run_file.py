@@ -7,7 +7,8 @@ Layout (written by replay/record.py, read here):
 - `/perception/<topic>` for `detections`, `hints`, `health`: message encoding `msgpack`, schema name
   `perception.<topic>.v<schema version>`; each message's data is the msgpack payload of the ZeroMQ
   message (`codec.encode` without its `topic\\0` prefix), log time = publish time = the message's frame
-  time from the drive (`frame_ns`; for `health` the newest `diag.capture_ns`);
+  time from the drive (`frame_ns`; for `health` the newest `diag.capture_ns`, or before any frame arrived
+  the latest time recorded so far);
 - `/camera/<name>/annotations`: Foxglove `ImageAnnotations` of the boxes, at that camera's capture time;
 - with `inputs: copied` also the drive's own channels (images, calibration, ground truth, ego), so the run
   opens as a drive (`replay.drive.DriveReader`).
@@ -54,14 +55,11 @@ def annotations_topic(camera: str) -> str:
 
 
 def message_time(message: Message) -> int:
-    """The drive time a message belongs to: its frame-set time; for health the newest capture time used.
-    Raises ValueError when a health message has no capture time yet (nothing received)."""
+    """The drive time a message belongs to: its frame-set time; for health the newest capture time used
+    (-1 when no camera frame has arrived yet)."""
     if isinstance(message, (DetectionsMessage, HintsMessage)):
         return int(message.frame_ns)
-    newest = int(message.diag.capture_ns.max()) if len(message.diag.capture_ns) else -1
-    if newest < 0:
-        raise ValueError("health message without any capture time (no camera frame received yet)")
-    return newest
+    return int(message.diag.capture_ns.max()) if len(message.diag.capture_ns) else -1
 
 
 @dataclass(frozen=True)

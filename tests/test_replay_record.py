@@ -127,13 +127,16 @@ def test_recorder_refuses_bad_input(drive, outputs, tmp_path):
         diag = Diagnostics("m", ("front", "rear_cam"), [T0, T0], [0, 0], {})
         with pytest.raises(DriveError, match="names camera 'rear_cam', which is not in the rig"):
             recorder.write(HintsMessage(diag, T0 + 10**9, None, "none", math.inf, math.inf, [], 1.0))
-        never = Diagnostics("m", rig.names, [-1, -1], [0, 0], {})
-        with pytest.raises(DriveError, match="health message without any capture time"):
-            recorder.write(HealthMessage(never, "fault", ("no camera",), ("lost", "lost"), 0, 0, 0, 0, 0, 0))
+        never = Diagnostics("m", rig.names, [-1, -1], [0, 0], {})   # no frame yet: at the latest time so far
+        recorder.write(HealthMessage(never, "fault", ("no camera",), ("lost", "lost"), 0, 0, 0, 0, 0, 0))
         with pytest.raises(TypeError, match="takes a node message"):
             recorder.write("detections")  # type: ignore[arg-type]
     with pytest.raises(DriveError, match="recorder is closed"):
         recorder.write(detections[5])
+    assert [m.t_ns for m in load_run(tmp_path / "a.mcap").health] == [detections[1].frame_ns]
+    with RunRecorder(tmp_path / "first.mcap", rig) as recorder:
+        recorder.write(HealthMessage(never, "fault", ("no camera",), ("lost", "lost"), 0, 0, 0, 0, 0, 0))
+    assert [m.t_ns for m in load_run(tmp_path / "first.mcap").health] == [0]
     with pytest.raises(ConfigError, match="copy_inputs needs the drive_path"):
         RunRecorder(tmp_path / "b.mcap", rig, copy_inputs=True)
     with pytest.raises(DriveError, match="cannot create"):
