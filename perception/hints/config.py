@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from perception.track.config import ConfigBase, param
+from perception.config_base import ConfigBase, param
 
 
 @dataclass(frozen=True)

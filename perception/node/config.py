@@ -25,7 +25,8 @@ import yaml
 from perception.errors import ConfigError
 from perception.hints.config import HintsConfig
 from perception.messaging.services import DEFAULT_ENDPOINT
-from perception.track.config import ConfigBase, TrackerConfig, param
+from perception.config_base import ConfigBase, param
+from perception.track.config import TrackerConfig
 from perception.track.ranging import RangingConfig
 
 PACINGS = ("realtime", "fast", "lockstep")

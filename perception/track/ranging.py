@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from perception.labels import CLASSES
-from perception.track.config import ConfigBase, param
+from perception.config_base import ConfigBase, param
 
 if TYPE_CHECKING:
     from calib.camera import CameraModel
