@@ -312,36 +312,31 @@ class _ObjectComparison:
             return []
         tol = self.tol
         g_range = _finite_or_zero(go.range_m[gi])
+        g_ttc, r_ttc = _clip_ttc(go.ttc_s[gi], tol.ttc_horizon_s), _clip_ttc(ro.ttc_s[ri], tol.ttc_horizon_s)
+        n = len(gi)
+        # field: (golden values, run values, |change|, allowed change, number format, unit)
         checks = {
-            "score": (_delta(go.score[gi], ro.score[ri]), np.full(len(gi), tol.score), "{:.3f}", ""),
-            "box": (np.abs(go.box[gi].astype(np.float64) - ro.box[ri]).max(axis=1), np.full(len(gi), tol.box_px),
-                    "{:.1f}", " px"),
-            "range": (_delta(go.range_m[gi], ro.range_m[ri]), tol.range_m + tol.distance_rel * g_range, "{:.2f}", " m"),
-            "position": (_delta(go.position[gi], ro.position[ri]), tol.position_m + tol.distance_rel * g_range,
-                         "{:.2f}", " m"),
-            "velocity": (_delta(go.velocity[gi], ro.velocity[ri]), np.full(len(gi), tol.velocity_mps), "{:.2f}",
-                         " m/s"),
-            "ttc": (_delta(_clip_ttc(go.ttc_s[gi], tol.ttc_horizon_s), _clip_ttc(ro.ttc_s[ri], tol.ttc_horizon_s)),
-                    tol.ttc_s + tol.ttc_rel * _finite_or_zero(_clip_ttc(go.ttc_s[gi], tol.ttc_horizon_s)), "{:.2f}",
-                    " s"),
+            "score": (go.score[gi], ro.score[ri], _delta(go.score[gi], ro.score[ri]), np.full(n, tol.score),
+                      "{:.3f}", ""),
+            "box": (go.box[gi], ro.box[ri], np.abs(go.box[gi].astype(np.float64) - ro.box[ri]).max(axis=1),
+                    np.full(n, tol.box_px), "{:.1f}", " px"),
+            "range": (go.range_m[gi], ro.range_m[ri], _delta(go.range_m[gi], ro.range_m[ri]),
+                      tol.range_m + tol.distance_rel * g_range, "{:.2f}", " m"),
+            "position": (go.position[gi], ro.position[ri], _delta(go.position[gi], ro.position[ri]),
+                         tol.position_m + tol.distance_rel * g_range, "{:.2f}", " m"),
+            "velocity": (go.velocity[gi], ro.velocity[ri], _delta(go.velocity[gi], ro.velocity[ri]),
+                         np.full(n, tol.velocity_mps), "{:.2f}", " m/s"),
+            "ttc": (go.ttc_s[gi], ro.ttc_s[ri], _delta(g_ttc, r_ttc), tol.ttc_s + tol.ttc_rel * _finite_or_zero(g_ttc),
+                    "{:.2f}", " s"),
         }
-        values = {"score": (go.score, ro.score), "box": None, "range": (go.range_m, ro.range_m),
-                  "position": (go.position, ro.position), "velocity": (go.velocity, ro.velocity),
-                  "ttc": (go.ttc_s, ro.ttc_s)}
-        for key, (delta, limit, fmt, unit) in checks.items():
+        for key, (_, _, delta, _, _, _) in checks.items():
             finite = delta[np.isfinite(delta)]
             if finite.size:
                 self.largest[key] = max(self.largest[key], float(finite.max()))
         for k, (a, b) in enumerate(zip(gi, ri)):
-            parts = []
-            for key, (delta, limit, fmt, unit) in checks.items():
-                if delta[k] > limit[k]:
-                    if values[key] is None:
-                        change = (f"({','.join(f'{v:.0f}' for v in go.box[a])}) -> "
-                                  f"({','.join(f'{v:.0f}' for v in ro.box[b])})")
-                    else:
-                        change = f"{_fmt(values[key][0][a], fmt)} -> {_fmt(values[key][1][b], fmt)}"
-                    parts.append(f"{key} {change}{unit} (|d| {_fmt(delta[k], fmt)} > {_fmt(limit[k], fmt)})")
+            parts = [f"{key} {_fmt(g_values[k], fmt)} -> {_fmt(r_values[k], fmt)}{unit} "
+                     f"(|d| {_fmt(delta[k], fmt)} > {_fmt(limit[k], fmt)})"
+                     for key, (g_values, r_values, delta, limit, fmt, unit) in checks.items() if delta[k] > limit[k]]
             if parts:
                 self.findings.append(Finding("changed object", t_ns, f"{name(go, g_cam, g_cls, a)} ~ run "
                                              f"#{int(ro.track_id[b])}: " + "; ".join(parts), name(go, g_cam, g_cls, a)))
@@ -494,8 +489,9 @@ def format_diff(result: CompareResult, max_frames: int = 30) -> str:
         lines.append("  objects with the most findings:")
         worst = sorted(by_subject.items(), key=lambda item: (-len(item[1]), item[0]))[:8]
         for (kind, subject), times in worst:
-            lines.append(f"    {subject}: {kind} in {len(times)} frame sets (+{(min(times) - result.start_ns) / 1e9:.3f}"
-                         f" .. +{(max(times) - result.start_ns) / 1e9:.3f} s)")
+            first, last = ((t - result.start_ns) / 1e9 for t in (min(times), max(times)))
+            when = f"at +{first:.3f} s" if len(times) == 1 else f"in {len(times)} frame sets (+{first:.3f} .. +{last:.3f} s)"
+            lines.append(f"    {subject}: {kind} {when}")
     by_frame: dict[int | None, list[Finding]] = defaultdict(list)
     for f in result.findings:
         by_frame[f.t_ns].append(f)
