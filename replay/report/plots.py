@@ -147,23 +147,25 @@ def detections_over_time(run: Run, metrics: RunMetrics, start_ns: int) -> bytes 
     fig = _figure()
     ax = fig.add_subplot()
     t = _seconds([m.t_ns for m in run.detections], start_ns)
+    labelled: dict[int, np.ndarray] = {}   # frame set -> labelled boxes per class
+    for im in metrics.images:
+        if im.frame_ns is not None:
+            labelled.setdefault(im.frame_ns, np.zeros(len(CLASSES), np.int64))
+            np.add.at(labelled[im.frame_ns], im.gt_cls, 1)
+    frames = sorted(labelled)
     for k, name in enumerate(CLASSES):
         counts = np.array([int((np.array(m.message.classes, dtype=object)[m.message.objects.cls] == name).sum())
                            if len(m.message.objects) else 0 for m in run.detections])
-        if counts.any():
-            ax.plot(t, counts, drawstyle="steps-post", color=class_color(name), label=f"{name} (reported)")
-    if metrics.images:
-        by_frame: dict[int, int] = {}
-        for im in metrics.images:
-            if im.frame_ns is not None:
-                by_frame[im.frame_ns] = by_frame.get(im.frame_ns, 0) + len(im.gt.boxes)
-        frames = sorted(by_frame)
-        ax.plot(_seconds(frames, start_ns), [by_frame[f] for f in frames], drawstyle="steps-post", color="black",
-                linestyle="--", linewidth=1, label="ground-truth boxes (all classes)")
+        truth = np.array([labelled[f][k] for f in frames])
+        if counts.any() or truth.any():
+            ax.plot(t, counts, drawstyle="steps-post", color=class_color(name), label=f"{name}")
+        if truth.any():
+            ax.plot(_seconds(frames, start_ns), truth, drawstyle="steps-post", color=class_color(name),
+                    linestyle="--", linewidth=1, label=f"{name} (ground truth)")
     ax.set_xlabel("drive time (s)")
-    ax.set_ylabel("objects per frame set")
-    ax.legend(fontsize=8, ncol=3)
-    ax.set_title("Objects over time")
+    ax.set_ylabel("objects per frame set (all cameras)")
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title("Objects over time: reported (solid) and labelled (dashed)")
     return _png(fig)
 
 
