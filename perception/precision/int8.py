@@ -34,7 +34,7 @@ from perception.precision.metadata import PrecisionInfo, finish_converted, preci
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_METHOD = "percentile"
 DEFAULT_PERCENTILE = 99.99
-QUANTIZED_OPS = ("Conv", "Add", "Concat", "Resize")
+QUANTIZED_OPS = ("Conv", "Relu", "Add", "Resize")   # Relu: lets the quantizer fold it into Conv (no DQ -> Q pair between layers)
 TARGETS = ("tensorrt", "cpu")
 
 
