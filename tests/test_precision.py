@@ -205,3 +205,17 @@ def test_fp16_pass_on_a_handmade_graph_casts_at_region_borders():
     ref = ort.InferenceSession(model.SerializeToString()).run(None, {"images": x, "dt": np.ones(1, np.float32)})
     got = ort.InferenceSession(half.SerializeToString()).run(None, {"images": x, "dt": np.ones(1, np.float32)})
     np.testing.assert_allclose(got[0], ref[0], rtol=2e-3)
+
+
+def test_quantize_command_writes_a_loadable_int8_model(tiny, tmp_path, capsys):
+    from perception.cli import main
+
+    out = tmp_path / "cli.int8.onnx"
+    rc = main(["quantize", str(tiny), "--drives", str(drive_path()), "--method", "percentile", "--samples", "4",
+               "--every", "1", "--out", str(out)])
+    assert rc == 0 and f"wrote {out}" in capsys.readouterr().out
+    info = read_precision(out)
+    assert info.precision == "int8" and info.method == "percentile" and info.details["calibration"]["samples"] == 4
+    assert count_qdq(onnx.load(out))[0] > 0 and load_model(out).contract.model_id.endswith("+int8-percentile")
+    assert main(["quantize", str(tiny), "--precision", "int8", "--out", str(out)]) == 2
+    assert "needs --drives" in capsys.readouterr().err

@@ -265,3 +265,19 @@ def test_onnxruntime_gpu_provider_options(tmp_path):
     usable = [p for p in providers if p[0] in available]
     session = ort.InferenceSession(str(path), providers=usable)
     assert session.get_providers()[-1] == "CPUExecutionProvider"
+
+
+def test_build_engine_without_tensorrt_is_a_clear_error(capsys):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here: tests/test_tensorrt_gpu.py covers building")
+    from perception.cli import main
+    from tests.test_model import exported_tiny
+
+    _, path = exported_tiny()
+    assert main(["build-engine", str(path), "--cameras", "1:2:4"]) == 2
+    err = capsys.readouterr().err
+    assert "perception build-engine: error: TensorRT is not installed" in err and "Traceback" not in err
+    assert main(["build-engine", str(path), "--cameras", "5:2:4"]) == 2
+    assert "1 <= min <= opt <= max" in capsys.readouterr().err
