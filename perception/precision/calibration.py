@@ -51,21 +51,20 @@ class FrameSetInput:
 
 def frame_set_inputs(drive, contract: ModelContract, cameras: Sequence[str] | None = None,
                      max_skew_ms: float = 20.0) -> Iterator[FrameSetInput]:
-    """Frame sets of a drive (lockstep sync, first camera anchors) preprocessed as the node does. A camera
-    missing from a set is stale: its last frame is repeated with fresh = False. Sets before every camera
-    has delivered a frame are skipped."""
+    """Frame sets of a drive (lockstep sync, first camera anchors) preprocessed as the node does
+    (perception/node/node.py): a camera missing from a set is stale (fresh = False) and its batch slot
+    holds its last frame, or a black frame before its first one."""
     names = tuple(cameras) if cameras is not None else tuple(drive.cameras)
-    tables = node_tables([drive.rig[n] for n in names], contract)
+    models = [drive.rig[n] for n in names]
+    tables = node_tables(models, contract)
     pre = node_preprocessor(tables, contract)
     sync = LockstepSynchronizer(SyncConfig(names, names[0], max_skew_ms))
     stream = (CapturedFrame(f.camera, f.t_ns, f.frame, i) for i, f in enumerate(drive.frames(names)))
-    last: dict[str, Frame] = {}
+    last = {n: Frame.from_bgr(np.zeros((m.height, m.width, 3), np.uint8)) for n, m in zip(names, models)}
     for fs in sync.frame_sets(stream):
         for name, captured in fs.frames.items():
             if captured is not None:
                 last[name] = captured.frame
-        if len(last) < len(names):
-            continue
         frames = [last[n] for n in names]
         fresh = np.array([fs.frames[n] is not None for n in names])
         times = np.array([fs.frames[n].t_ns if fs.frames[n] is not None else fs.t_ns for n in names], np.int64)
