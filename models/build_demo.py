@@ -4,7 +4,8 @@
     python models/build_demo.py --stage evaluate
 
 Stages:
-  data      synthetic drives (replay.synth, fixed seeds and scenarios) into ~/.cache/perception/demo/drives
+  data      synthetic drives (replay.synth.cached_drive: fixed seeds and scenarios; the cache key includes the
+            generator's code, so changed synth code means new drives)
   train     `perception train` on the training drives, early-stopped on the validation drive
   export    `perception export` of the best checkpoint to models/demo.onnx (parity-checked)
   evaluate  held-out metrics of models/demo.onnx through ONNX Runtime on a drive of another seed *and*
@@ -19,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -41,13 +41,16 @@ DRIVES = {
         {"scenario": "lead_brake", "seed": 3, "seconds": 20.0, "fps": 10.0},
         {"scenario": "cut_in", "seed": 4, "seconds": 20.0, "fps": 10.0, "drop_prob": 0.05},
         {"scenario": "mixed", "seed": 5, "seconds": 30.0, "fps": 10.0},
+        {"scenario": "mixed", "seed": 6, "seconds": 30.0, "fps": 10.0},
+        {"scenario": "lead_brake", "seed": 7, "seconds": 20.0, "fps": 10.0},
+        {"scenario": "cut_in", "seed": 8, "seconds": 20.0, "fps": 10.0},
     ],
     "val": [{"scenario": "mixed", "seed": 50, "seconds": 10.0, "fps": 10.0}],
     "test": [{"scenario": "crossing", "seed": 100, "seconds": 20.0, "fps": 10.0}],
 }
-TRAIN_ARGS = ["--epochs", "24", "--steps-per-epoch", "200", "--batch-size", "4", "--clip-length", "4",
+TRAIN_ARGS = ["--epochs", "24", "--steps-per-epoch", "250", "--batch-size", "4", "--clip-length", "4",
               "--crop-width", "224", "--lr", "2e-3", "--warmup-steps", "200", "--patience", "6",
-              "--val-frames", "60", "--seed", str(SEED), "--threads", "1", "--workers", "1", "--bf16"]
+              "--seed", str(SEED), "--threads", "1", "--workers", "1", "--bf16"]
 
 
 def cache() -> Path:
@@ -56,24 +59,18 @@ def cache() -> Path:
 
 
 def drive_path(spec: dict) -> Path:
-    key = json.dumps({**COMMON, **spec}, sort_keys=True)
-    return cache() / "drives" / f"{spec['scenario']}-{spec['seed']}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.mcap"
+    """The drive for `spec`, generated on first use (deterministic: same code + parameters, same bytes)."""
+    from replay.synth import cached_drive
+
+    return cached_drive(**COMMON, **spec)
 
 
 def stage_data() -> None:
-    from replay.synth import generate_drive
-
     for split, specs in DRIVES.items():
         for spec in specs:
-            path = drive_path(spec)
-            if path.exists():
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
-            tmp = path.with_suffix(".tmp")
-            summary = generate_drive(tmp, **COMMON, **spec)
-            os.replace(tmp, path)
-            print(f"[{split}] " + " | ".join(summary.lines()) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
+            path = drive_path(spec)
+            print(f"[{split}] {spec} -> {path} ({time.perf_counter() - t0:.0f} s)", flush=True)
 
 
 def perception(*args: str) -> None:
@@ -120,6 +117,10 @@ def stage_evaluate() -> None:
         log = list(csv.DictReader(f))
     best = read_checkpoint(run_dir() / "best.pt")
     data = MODEL.read_bytes()
+    drives = {split: [{**spec, "file": drive_path(spec).name,
+                       "sha256": hashlib.sha256(drive_path(spec).read_bytes()).hexdigest()} for spec in specs]
+              for split, specs in DRIVES.items()}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     manifest = {
         "model": MODEL.name, "model_id": load_model(MODEL).contract.model_id,
         "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
@@ -127,8 +128,9 @@ def stage_evaluate() -> None:
         "train_command": "perception train --drives <train drives> --val-drives <val drive> --out <run> --name "
                          f"{NAME} " + " ".join(TRAIN_ARGS),
         "seeds": {"training": SEED, "drives": {split: [s["seed"] for s in specs] for split, specs in DRIVES.items()}},
-        "data": {"generator": "replay.synth.generate_drive", "common": COMMON, "drives": DRIVES,
+        "data": {"generator": "replay.synth.cached_drive", "common": COMMON, "drives": drives,
                  "held_out": "test = scenario 'crossing' (not in training) with its own seed"},
+        "code_commit": commit,
         "config": best["config"], "best_epoch": best["epoch"], "epochs_run": len(log),
         "training_seconds": round(sum(float(r["seconds"]) for r in log)),
         "metrics": {"held_out_test": metrics["test"], "validation": metrics["val"],

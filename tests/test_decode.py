@@ -69,7 +69,8 @@ def test_perfect_heads_decode_to_the_source_boxes(tables, camera):
     classes, ranges = [0, 2, 1], [22.0, 9.0, 6.5]
     moved = boxes + np.array([40.0, -10.0, 40.0, -10.0])             # where they were 0.1 s earlier
     net_now, net_prev = source_boxes_to_net(boxes, table), source_boxes_to_net(moved, table)
-    objs = [NetBox(c, b, i, float(np.log(r))) for i, (c, b, r) in enumerate(zip(classes, net_now, ranges))]
+    focal = CFG.range_focal_px / table.net_camera.fx       # the head is normalised to focal length F
+    objs = [NetBox(c, b, i, float(np.log(r * focal))) for i, (c, b, r) in enumerate(zip(classes, net_now, ranges))]
     prev = {i: (b[:2] + b[2:]) / 2 for i, b in enumerate(net_prev)}
     targets = render_targets(objs, prev, len(CLASSES), (H, W), CFG.stride)
     decoder = Decoder(CONTRACT, [table], DecodeConfig.for_classes(CLASSES, 0.5))
@@ -84,17 +85,21 @@ def test_perfect_heads_decode_to_the_source_boxes(tables, camera):
         np.testing.assert_allclose(dets.image_velocity[det_i], [-400.0, 100.0], rtol=0.1, atol=20.0)
 
 
-def test_boxes_are_clipped_to_the_image_and_letterbox_bars_map_nowhere_else(tables):
+def test_boxes_are_clipped_to_the_image_edges(tables):
     table = tables[0]
-    centre = np.array([[10.0, 2.0]])                                   # in the top letterbox bar region
     hm = np.zeros((1, 4, H, W), np.float32)
-    hm[0, 0, 0, 1] = 0.9
+    hm[0, 0, 0, 1] = 0.9                    # a 40-px box centred in the top-left corner cell: sticks out
     heads = Heads(hm, np.full((1, 2, H, W), 40.0, np.float32), np.zeros((1, 2, H, W), np.float32),
                   np.zeros((1, 2, H, W), np.float32), np.zeros((1, 1, H, W), np.float32), np.zeros(1, np.float32))
     dets = Decoder(CONTRACT, [table], DecodeConfig.for_classes(CLASSES, 0.5))(heads)
-    assert len(dets) == 1 and centre.shape == (1, 2)
+    assert len(dets) == 1
     x0, y0, x1, y1 = dets.box[0]
-    assert x0 >= 0 and y0 >= 0 and x1 <= table.source_camera.width - 1 and y1 > y0
+    # the top edge is clipped to the network image's top edge (row 2 - 0.5 below the letterbox bar), which
+    # the lens maps a little inside the source image
+    centre_x = (1 + 0.5) * CFG.stride - 0.5
+    top = table.net_to_source(np.array([[centre_x, 1.5]]))[0, 1]
+    assert y0 == pytest.approx(top, abs=1e-3) and -0.5 <= y0 < 20
+    assert -0.5 <= x0 < x1 <= table.source_camera.width - 0.5 and y1 > y0
     assert np.isnan(dets.image_velocity).all()                          # no history -> unknown velocity
 
 

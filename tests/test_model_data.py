@@ -54,9 +54,10 @@ def test_label_rules():
                    (4, "car", (-400, 100, -300, 180), 0.0)], {1: 20.0})
     assert is_ignored(frame.boxes, TABLE, TRAIN_RULES).tolist() == [False, False, False, True]
     assert is_ignored(frame.boxes, TABLE, EVAL_RULES).tolist() == [False, True, True, True]
-    objs = net_objects(frame, TABLE, CFG.classes)
+    objs = net_objects(frame, TABLE, CFG.classes, CFG.range_focal_px)
     np.testing.assert_allclose(objs[0].box, [25 - 0.375, 25 - 0.375, 50 - 0.375, 45 - 0.375], atol=1e-6)
-    assert objs[0].log_range == pytest.approx(np.log(20.0)) and np.isnan(objs[1].log_range)
+    focal = CFG.range_focal_px / TABLE.net_camera.fx          # 400 / 100: range normalised to focal length F
+    assert objs[0].log_range == pytest.approx(np.log(20.0 * focal)) and np.isnan(objs[1].log_range)
 
 
 def moving_sequence(n: int = 12, fps: float = 10.0, step: int = 40) -> CameraSequence:
@@ -68,7 +69,7 @@ def moving_sequence(n: int = 12, fps: float = 10.0, step: int = 40) -> CameraSeq
         images[i, 20:40, (x0 // 4):(x0 // 4) + 10] = 220
         labels.append(gt(int(i * 1e9 / fps), [(5, "car", (x0 - 0.5, 80 - 0.5, x0 + 39.5, 160 - 0.5), 0.0)], {5: 15.0}))
     seq = CameraSequence("mem", "front", TABLE, images, (np.arange(n) * 1e9 / fps).astype(np.int64), labels)
-    seq.objects = [net_objects(g, TABLE, CFG.classes) for g in labels]
+    seq.objects = [net_objects(g, TABLE, CFG.classes, CFG.range_focal_px) for g in labels]
     return seq
 
 
@@ -98,7 +99,8 @@ def test_flip_negates_velocity_and_zoom_scales_it_and_the_range():
     clip = zoomed.clip(np.random.default_rng(0))
     np.testing.assert_allclose(peak_displacement(clip, 2), [12.5, 0.0], atol=1e-5)
     c, y, x = np.argwhere(clip.heatmap[2] == 1.0)[0]
-    assert clip.regression[2, LOG_RANGE, y, x] == pytest.approx(np.log(15.0 / 1.25), abs=1e-6)
+    focal = CFG.range_focal_px / TABLE.net_camera.fx
+    assert clip.regression[2, LOG_RANGE, y, x] == pytest.approx(np.log(15.0 * focal / 1.25), abs=1e-6)
 
 
 def test_dropped_frames_and_stale_steps():

@@ -7,8 +7,10 @@ Grid convention (pixel centres at integers): feature cell (i, j) of stride s is 
 
 Boxes go back to the source image through the camera's remap table (undo the letterbox, re-apply the
 lens distortion): each side is mapped at its midpoint (as training maps boxes the other way) and the box
-is clipped to the image. Velocities are mapped with the local Jacobian of that
-mapping at the box centre.
+is clipped to the image. Boxes are pixel-edge extents, like the ground truth: a box covering the whole
+image is [-0.5, -0.5, W - 0.5, H - 0.5]. Velocities are mapped with the local Jacobian of that
+mapping at the box centre. Range = exp(log_range) * fx / range_focal_px (the head is normalised to a
+reference focal length so that one network serves cameras of any focal length).
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ class Decoder:
         self.tables = list(tables)
         self.config = config
         self._thresholds = np.asarray(config.score_thresholds, np.float32)
-        self._extents = [_valid_extent(t) for t in self.tables]
+        self._extents = [image_extent(t) for t in self.tables]
+        # the range head is normalised to a reference focal length (docs/model.md)
+        self._range_scale = [t.net_camera.fx / contract.range_focal_px for t in self.tables]
 
     def __call__(self, heads: Heads, fresh: np.ndarray | None = None) -> Detections:
         """Detections of every fresh camera (stale cameras' heads are not meaningful and are skipped)."""
@@ -111,7 +115,7 @@ class Decoder:
                 velocity = _velocity_to_source(centre, v_net.astype(np.float64), self.tables[n])
             else:
                 velocity = np.full((score.size, 2), np.nan)
-            rng = np.exp(heads.log_range[n, 0, row, col].astype(np.float64))
+            rng = np.exp(heads.log_range[n, 0, row, col].astype(np.float64)) * self._range_scale[n]
             parts.append(Detections(np.full(int(ok.sum()), n, np.int32), cls[ok].astype(np.int32),
                                     score[ok].astype(np.float32), box[ok].astype(np.float32),
                                     rng[ok].astype(np.float32), velocity[ok].astype(np.float32)))
@@ -126,9 +130,9 @@ def _box_to_source(centre: np.ndarray, size: np.ndarray, table, extent: tuple) -
     pts = centre[:, None, :] + (_EDGE_MIDPOINTS[None] - 0.5) * size[:, None, :]      # [M,4,2]
     pts = np.clip(pts, lo, hi)
     src = table.net_to_source(pts.reshape(-1, 2)).reshape(pts.shape)
-    w, h = table.source_camera.width, table.source_camera.height
-    return np.stack([np.clip(src[:, 0, 0], 0, w - 1), np.clip(src[:, 1, 1], 0, h - 1),
-                     np.clip(src[:, 2, 0], 0, w - 1), np.clip(src[:, 3, 1], 0, h - 1)], 1)
+    w, h = table.source_camera.width - 0.5, table.source_camera.height - 0.5
+    return np.stack([np.clip(src[:, 0, 0], -0.5, w), np.clip(src[:, 1, 1], -0.5, h),
+                     np.clip(src[:, 2, 0], -0.5, w), np.clip(src[:, 3, 1], -0.5, h)], 1)
 
 
 def _velocity_to_source(centre: np.ndarray, v_net: np.ndarray, table, step: float = 0.5) -> np.ndarray:
@@ -142,12 +146,14 @@ def _velocity_to_source(centre: np.ndarray, v_net: np.ndarray, table, step: floa
     return jx * v_net[:, :1] + jy * v_net[:, 1:]
 
 
-def _valid_extent(table) -> tuple[np.ndarray, np.ndarray]:
-    """Bounding rectangle (network pixels) of the table entries that sample the source image."""
+def image_extent(table) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) x, y bounds, in network pixels at pixel edges, of the part of the network input that shows
+    the source image (its letterbox bars excluded). Boxes live between pixel edges (docs/drive_format.md)."""
     rows, cols = np.nonzero(table.valid)
     if rows.size == 0:
         raise ConfigError(f"decode: camera {table.source_camera.name}: remap table samples nothing of the image")
-    return np.array([cols.min(), rows.min()], np.float64), np.array([cols.max(), rows.max()], np.float64)
+    return (np.array([cols.min(), rows.min()], np.float64) - 0.5,
+            np.array([cols.max(), rows.max()], np.float64) + 0.5)
 
 
 def _nms(dets: Detections, num_classes: int, iou: float) -> np.ndarray:

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from perception.contract import MAX_MODEL_BYTES, ModelExpectation, load_model
-from perception.engine.base import Engine
+from perception.engine.base import Engine, EngineInputError
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -32,7 +32,6 @@ class OnnxRuntimeEngine(Engine):
         available = ort.get_available_providers()
         chosen = [p for p in (providers or PREFERRED_PROVIDERS) if p in available]
         if not chosen:
-            from perception.engine.base import EngineInputError
             raise EngineInputError(f"{path}: none of the execution providers {providers} is available "
                                    f"(this onnxruntime has {available})")
         self.session = ort.InferenceSession(loaded.data, options, providers=chosen)

@@ -10,7 +10,8 @@ network pixels, too occluded or truncated, or mostly outside the part of the ima
 lenses lose their periphery to the distortion-free network camera). Training uses looser rules than
 evaluation (EVAL_RULES: KITTI "moderate"-like, >= 10 network pixels = 25 px of a 1242-px-wide image), so
 the network also learns from small objects that the metrics leave out. Range labels are the object's
-`range` (m, from the vehicle origin); a box without an object has none.
+`range` (m, from the vehicle origin) normalised to the reference focal length (ln(range * F / fx)); a box
+without an object has none. Zooming a clip by s scales fx by s, so its range labels move by -ln(s).
 
 No torch here: batches are numpy arrays.
 """
@@ -83,20 +84,22 @@ class CameraSequence:
         return int(self.t_ns.shape[0])
 
 
-def net_objects(gt: GroundTruth, table: RemapTable, classes: Sequence[str],
+def net_objects(gt: GroundTruth, table: RemapTable, classes: Sequence[str], range_focal_px: float,
                 rules: LabelRules = TRAIN_RULES) -> list[NetBox]:
-    """Ground truth of one frame -> network-pixel boxes with ignore flags and log-range labels."""
+    """Ground truth of one frame -> network-pixel boxes with ignore flags and log-range labels
+    (ln(range * range_focal_px / fx), fx = the network camera's focal length)."""
     boxes = [b for b in gt.boxes if b.cls in classes]
     if not boxes:
         return []
     net = source_boxes_to_net(np.array([b.box for b in boxes], np.float64), table)
     ignored = is_ignored(boxes, table, rules)
     ranges = {o.id: o.range for o in gt.objects}
+    focal = np.log(range_focal_px / table.net_camera.fx)
     out = []
     for b, box, ignore in zip(boxes, net, ignored):
         rng = ranges.get(b.id)
         out.append(NetBox(list(classes).index(b.cls), box, b.id,
-                          float(np.log(rng)) if rng is not None and rng > 0 else float("nan"), bool(ignore)))
+                          float(np.log(rng) + focal) if rng is not None and rng > 0 else float("nan"), bool(ignore)))
     return out
 
 
@@ -126,7 +129,7 @@ def load_sequences(drive_path: str | os.PathLike, cfg: ModelConfig, cache_dir: P
                                  f"(first at {missing[0]} ns)")
             ordered = [by_time[t] for t in t_ns.tolist()]
             seq = CameraSequence(str(path), camera, table, images, t_ns, ordered)
-            seq.objects = [net_objects(gt, table, cfg.classes) for gt in ordered]
+            seq.objects = [net_objects(gt, table, cfg.classes, cfg.range_focal_px) for gt in ordered]
             sequences.append(seq)
     return sequences
 
@@ -190,7 +193,7 @@ class Augmentation:
     """Per-clip random changes; every frame of a clip gets the same ones."""
 
     flip_p: float = 0.5
-    zoom: tuple[float, float] = (0.8, 1.25)      # about the network camera's principal point
+    zoom: tuple[float, float] = (0.75, 2.0)      # about the network camera's principal point (log-uniform)
     brightness: float = 0.25
     contrast: float = 0.25
     saturation: float = 0.3

@@ -18,7 +18,7 @@ import contextlib
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -57,17 +57,16 @@ class EvalResult:
 
 
 @dataclass
-class _Frame:
+class FrameResult:
     dets: Detections
     gt_boxes: np.ndarray        # [G,4]
     gt_cls: np.ndarray          # [G]
     gt_ignore: np.ndarray       # [G] bool
     gt_range: np.ndarray        # [G] NaN unknown
     gt_velocity: np.ndarray     # [G,2] NaN unknown
-    extra: dict = field(default_factory=dict)
 
 
-def run_sequences(engine: Engine, sequences: Sequence[CameraSequence], decode: DecodeConfig) -> list[_Frame]:
+def run_sequences(engine: Engine, sequences: Sequence[CameraSequence], decode: DecodeConfig) -> list[FrameResult]:
     """Stream every sequence through `engine` (one camera per call) and decode each frame."""
     classes = list(engine.contract.classes)
     frames = []
@@ -88,7 +87,7 @@ def run_sequences(engine: Engine, sequences: Sequence[CameraSequence], decode: D
             dt = (seq.t_ns[i] - prev_t) * 1e-9 if prev_t is not None else None
             vel = np.array([(centres[b.id] - prev_centres[b.id]) / dt if dt and b.id in prev_centres else (np.nan, np.nan)
                             for b in boxes], np.float64).reshape(-1, 2)
-            frames.append(_Frame(
+            frames.append(FrameResult(
                 dets, gb, np.array([classes.index(b.cls) for b in boxes], np.int64),
                 is_ignored(boxes, seq.table, EVAL_RULES),
                 np.array([ranges.get(b.id, np.nan) for b in boxes], np.float64), vel))
@@ -96,7 +95,7 @@ def run_sequences(engine: Engine, sequences: Sequence[CameraSequence], decode: D
     return frames
 
 
-def score(frames: list[_Frame], classes: Sequence[str]) -> EvalResult:
+def score(frames: list[FrameResult], classes: Sequence[str]) -> EvalResult:
     ap, counts = _coco_ap(frames, classes)
     rel, rel_all, verr, vgt, matched = [], [], [], [], 0
     for f in frames:
@@ -129,7 +128,7 @@ def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
 
 
-def _greedy_matches(f: _Frame, iou_min: float = 0.5) -> list[tuple[int, int]]:
+def _greedy_matches(f: FrameResult, iou_min: float = 0.5) -> list[tuple[int, int]]:
     """(detection, ground truth) pairs: by descending score, each to its best unmatched same-class,
     non-ignored box with IoU >= iou_min."""
     keep = np.flatnonzero(~f.gt_ignore)
@@ -148,7 +147,7 @@ def _greedy_matches(f: _Frame, iou_min: float = 0.5) -> list[tuple[int, int]]:
     return pairs
 
 
-def _coco_ap(frames: list[_Frame], classes: Sequence[str]) -> tuple[dict[str, float], dict[str, int]]:
+def _coco_ap(frames: list[FrameResult], classes: Sequence[str]) -> tuple[dict[str, float], dict[str, int]]:
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from perception.contract import INPUTS
 from perception.model.config import ModelConfig
 
 EMPTY_AGE = 1.0e4   # seconds; the age of a slot that holds no frame (reset state), never reached by real data
 MIN_AGE = 1.0e-3    # seconds; floor for the velocity division
-HEAD_LAYOUT = (("heatmap", None), ("size", 2), ("offset", 2), ("velocity", 2), ("log_range", 1))
-INPUT_NAMES = ("images", "state_features", "state_ages", "dt", "fresh")
+INPUT_NAMES = INPUTS
 OUTPUT_NAMES = ("heatmap", "size", "offset", "velocity", "log_range", "velocity_valid",
                 "state_features_out", "state_ages_out")
 

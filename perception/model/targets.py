@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from perception.decode.centernet import image_extent
+
 # regression channels of `FrameTargets.regression`
 OFFSET, LOG_SIZE, DISPLACEMENT, LOG_RANGE = slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 7)
 REGRESSION_CHANNELS = 7
@@ -33,10 +35,8 @@ def source_boxes_to_net(boxes: np.ndarray, table, with_visibility: bool = False)
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     net = edge_points(boxes, table.source_to_net)
     full = np.stack([net[:, 0, 0], net[:, 1, 1], net[:, 2, 0], net[:, 3, 1]], 1)
-    rows, cols = np.nonzero(table.valid)
-    lo = np.array([cols.min(), rows.min()] * 2, np.float64) - 0.5
-    hi = np.array([cols.max(), rows.max()] * 2, np.float64) + 0.5
-    clipped = np.clip(full, lo, hi)
+    lo, hi = image_extent(table)
+    clipped = np.clip(full, np.tile(lo, 2), np.tile(hi, 2))
     if not with_visibility:
         return clipped
     with np.errstate(invalid="ignore", divide="ignore"):

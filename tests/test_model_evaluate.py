@@ -1,0 +1,61 @@
+"""Evaluation metrics: COCO mAP@0.5 with crowd (ignored) regions, range and velocity errors of matches."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pycocotools")
+
+from perception.detections import Detections  # noqa: E402
+from perception.labels import CLASSES  # noqa: E402
+from perception.model.evaluate import FrameResult, score  # noqa: E402
+
+
+def frame(gt: list[tuple[int, list[float], bool, float, tuple]], dets: list[tuple[int, list[float], float, float, tuple]]):
+    """gt: (cls, box, ignore, range, velocity); dets: (cls, box, score, range, velocity)."""
+    d = Detections(np.zeros(len(dets), np.int32), np.array([x[0] for x in dets], np.int32),
+                   np.array([x[2] for x in dets], np.float32), np.array([x[1] for x in dets], np.float32).reshape(-1, 4),
+                   np.array([x[3] for x in dets], np.float32), np.array([x[4] for x in dets], np.float32).reshape(-1, 2))
+    return FrameResult(d, np.array([g[1] for g in gt], np.float64).reshape(-1, 4), np.array([g[0] for g in gt]),
+                       np.array([g[2] for g in gt], bool), np.array([g[3] for g in gt], np.float64),
+                       np.array([g[4] for g in gt], np.float64).reshape(-1, 2))
+
+
+CAR, PED = CLASSES.index("car"), CLASSES.index("pedestrian")
+NAN2 = (math.nan, math.nan)
+
+
+def test_perfect_detections_score_one_and_exact_errors():
+    frames = [frame([(CAR, [10, 10, 60, 40], False, 20.0, (5.0, 0.0)), (PED, [100, 10, 110, 40], False, 8.0, NAN2)],
+                    [(CAR, [10, 10, 60, 40], 0.9, 21.0, (8.0, 4.0)), (PED, [100, 10, 110, 40], 0.8, 8.0, (1.0, 1.0))])]
+    r = score(frames, CLASSES)
+    assert r.ap["car"] == pytest.approx(1.0) and r.ap["pedestrian"] == pytest.approx(1.0)
+    assert math.isnan(r.ap["truck"]) and r.gt_counts == {"car": 1, "truck": 0, "pedestrian": 1, "cyclist": 0}
+    assert r.mean_ap == pytest.approx(1.0)
+    assert r.range_rel_error_median_under_40m == pytest.approx((0.05 + 0.0) / 2)
+    assert r.velocity_error_median_px_s == pytest.approx(5.0)        # |(8,4)-(5,0)|; the pedestrian has no GT velocity
+    assert r.matched == 2
+
+
+def test_misses_false_positives_and_crowd_regions():
+    gt = [(CAR, [10, 10, 60, 40], False, 20.0, NAN2), (CAR, [200, 10, 250, 40], False, 50.0, NAN2),
+          (CAR, [300, 10, 310, 15], True, 90.0, NAN2)]                  # tiny: ignored (crowd)
+    dets = [(CAR, [10, 10, 60, 40], 0.9, 20.0, NAN2),                  # hit
+            (CAR, [300, 10, 310, 15], 0.8, 90.0, NAN2),                # on the ignored box: neither hit nor FP
+            (CAR, [400, 10, 450, 40], 0.7, 10.0, NAN2)]                # false positive
+    r = score([frame(gt, dets)], CLASSES)
+    # ranked: hit (P=1, R=.5), FP (P=.5) -> the second car is never found: AP = 0.5 over 101 recall points
+    assert r.ap["car"] == pytest.approx(51 / 101, abs=1e-6)
+    assert r.gt_counts["car"] == 2 and r.matched == 1
+    assert r.range_rel_error_median == pytest.approx(0.0)
+
+
+def test_wrong_class_does_not_match_and_no_detections_give_zero():
+    gt = [(CAR, [10, 10, 60, 40], False, 20.0, NAN2)]
+    r = score([frame(gt, [(PED, [10, 10, 60, 40], 0.9, 20.0, NAN2)])], CLASSES)
+    assert r.ap["car"] == 0.0 and r.matched == 0
+    r = score([frame(gt, [])], CLASSES)
+    assert r.ap["car"] == 0.0 and math.isnan(r.range_rel_error_median)
