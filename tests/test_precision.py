@@ -219,3 +219,17 @@ def test_quantize_command_writes_a_loadable_int8_model(tiny, tmp_path, capsys):
     assert count_qdq(onnx.load(out))[0] > 0 and load_model(out).contract.model_id.endswith("+int8-percentile")
     assert main(["quantize", str(tiny), "--precision", "int8", "--out", str(out)]) == 2
     assert "needs --drives" in capsys.readouterr().err
+
+
+def test_calibration_methods_give_different_ranges(tiny, calib, tmp_path):
+    """quantize_static's own entropy setup (128 bins for 128 quantized bins) equals minmax; ours must not."""
+    scales = {}
+    for method in ("minmax", "entropy", "percentile"):
+        quantize_int8(tiny, tmp_path / f"{method}.onnx", calib.samples, method, target="tensorrt", histogram_bins=512)
+        g = onnx.load(tmp_path / f"{method}.onnx").graph
+        inits = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
+        scales[method] = {n.name: float(inits[n.input[1]]) for n in g.node if n.op_type == "QuantizeLinear"}
+    for method in ("entropy", "percentile"):
+        ratios = np.array([scales[method][k] / scales["minmax"][k] for k in scales["minmax"]])
+        assert (ratios <= 1.0 + 1e-6).all(), method          # both clip inside the observed range ...
+        assert (ratios < 0.95).any(), method                 # ... and really clip somewhere
