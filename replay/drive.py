@@ -31,13 +31,13 @@ from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
 from mcap_protobuf.schema import build_file_descriptor_set
 
 from calib.camera import CameraModel
-from calib.rig import Rig, rig_from_yaml_str, rig_to_yaml_str
+from calib.rig import Rig, rig_to_yaml_str
 from perception.errors import ConfigError, DriveError
 from perception.frame import ColorMatrix, ColorRange, ColorSpec, Frame, PixelFormat
 from perception.labels import CLASSES, GroundTruth
 from replay.drive_common import CameraFrame, Drive, check_frame_size, select_cameras
 from replay.drive_images import compressed_size, encode_jpeg, frame_from_compressed, frame_from_raw
-from replay.drive_mcap import McapFile, TruncatedDriveWarning
+from replay.drive_mcap import McapFile, McapReader, TruncatedDriveWarning
 from replay.ros2bag import Ros2BagReader
 from replay.video import VideoDrive
 
@@ -256,7 +256,7 @@ class DriveWriter:
         self._mcap.add_message(channel.id, log_time=t_ns, data=data, publish_time=t_ns)
 
 
-class DriveReader:
+class DriveReader(McapReader):
     """Reads a drive written by DriveWriter (or anything with the same topics and a rig.yaml attachment).
 
     Frames come decoded: raw images as their Frame (same format, size, row pitch and colour spec), JPEG/PNG
@@ -272,31 +272,6 @@ class DriveReader:
         except BaseException:
             self._mcap.close()
             raise
-
-    @property
-    def path(self) -> Path:
-        return self._mcap.path
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        return self.rig.names
-
-    @property
-    def start_ns(self) -> int | None:
-        """Log time of the first message (any topic); None for an empty drive."""
-        time_range = self._mcap.time_range
-        return None if time_range is None else time_range[0]
-
-    @property
-    def end_ns(self) -> int | None:
-        """Log time of the last message (any topic); None for an empty drive."""
-        time_range = self._mcap.time_range
-        return None if time_range is None else time_range[1]
-
-    @property
-    def duration_ns(self) -> int:
-        time_range = self._mcap.time_range
-        return 0 if time_range is None else time_range[1] - time_range[0]
 
     def frames(self, cameras: Iterable[str] | None = None, start_ns: int | None = None,
                end_ns: int | None = None, on_bad_frame: Callable[[DriveError], None] | None = None
@@ -352,24 +327,8 @@ class DriveReader:
         for channel, message, value in self._mcap.messages(topics, start_ns, end_ns):
             yield DriveMessage(channel.topic, message.log_time, value)
 
-    def close(self) -> None:
-        self._mcap.close()
-
-    def __enter__(self) -> "DriveReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _read_rig(self) -> Rig:
-        texts = [a.data for a in self._mcap.attachments() if a.name == RIG_ATTACHMENT]
-        if len(texts) != 1:
-            raise DriveError(f"{self.path}: expected one {RIG_ATTACHMENT} attachment (the camera rig), "
-                             f"found {len(texts)}")
-        try:
-            return rig_from_yaml_str(texts[0].decode(), f"{self.path}:{RIG_ATTACHMENT}")
-        except UnicodeDecodeError:
-            raise DriveError(f"{self.path}: {RIG_ATTACHMENT} is not UTF-8 text") from None
+        return self._rig_attachment(RIG_ATTACHMENT, "the camera rig")
 
     def _check_channels(self) -> None:
         """Every camera topic belongs to a rig camera; image topics carry an image schema."""

@@ -24,6 +24,7 @@ from mcap.records import Attachment, AttachmentIndex, Channel, Chunk, ChunkIndex
 from mcap.stream_reader import MAGIC_SIZE, breakup_chunk
 from mcap.summary import Summary
 
+from calib.rig import Rig, rig_from_yaml_str
 from perception.errors import DriveError
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
@@ -210,3 +211,55 @@ def _index_record(summary: Summary, opcode: int, body: bytes, offset: int) -> No
             summary.schemas[record.id] = record
         elif isinstance(record, Channel):
             summary.channels[record.id] = record
+
+
+class McapReader:
+    """What every reader wrapping one McapFile in `self._mcap` shares (drives, ROS 2 bags, run files):
+    the path, the camera names of `self.rig`, the log-time range, closing."""
+
+    _mcap: McapFile
+    rig: Rig
+
+    @property
+    def path(self) -> Path:
+        return self._mcap.path
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return self.rig.names
+
+    @property
+    def start_ns(self) -> int | None:
+        """Log time of the first message (any topic); None for an empty file."""
+        time_range = self._mcap.time_range
+        return None if time_range is None else time_range[0]
+
+    @property
+    def end_ns(self) -> int | None:
+        """Log time of the last message (any topic); None for an empty file."""
+        time_range = self._mcap.time_range
+        return None if time_range is None else time_range[1]
+
+    @property
+    def duration_ns(self) -> int:
+        time_range = self._mcap.time_range
+        return 0 if time_range is None else time_range[1] - time_range[0]
+
+    def close(self) -> None:
+        self._mcap.close()
+
+    def __enter__(self) -> "McapReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rig_attachment(self, name: str, what: str) -> Rig:
+        """The rig stored as the attachment `name`; `what` says in errors what the file should be."""
+        texts = [a.data for a in self._mcap.attachments() if a.name == name]
+        if len(texts) != 1:
+            raise DriveError(f"{self.path}: expected one {name} attachment ({what}), found {len(texts)}")
+        try:
+            return rig_from_yaml_str(texts[0].decode(), f"{self.path}:{name}")
+        except UnicodeDecodeError:
+            raise DriveError(f"{self.path}: {name} is not UTF-8 text") from None

@@ -15,7 +15,7 @@ from perception.errors import CalibrationError, DriveError
 from replay.drive_common import (DEFAULT_T_VEHICLE_CAMERA, CameraFrame, check_frame_size, default_camera,
                                   select_cameras)
 from replay.drive_images import check_size, compressed_size, frame_from_compressed, frame_from_raw
-from replay.drive_mcap import McapFile
+from replay.drive_mcap import McapFile, McapReader
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
@@ -36,7 +36,7 @@ def camera_name(topic: str) -> str:
     return camera_namespace(topic).strip("/").replace("/", "_")
 
 
-class Ros2BagReader:
+class Ros2BagReader(McapReader):
     """Cameras are the bag's image topics, named by `camera_name` unless `image_topics` (camera -> topic)
     picks them. A camera's calibration is the first message on `<namespace>/camera_info`; without one (or
     with K[0] == 0, ROS's "uncalibrated") it gets `default_camera`. t_ns = the MCAP log time."""
@@ -53,29 +53,6 @@ class Ros2BagReader:
         except BaseException:
             self._mcap.close()
             raise
-
-    @property
-    def path(self) -> Path:
-        return self._mcap.path
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        return self.rig.names
-
-    @property
-    def start_ns(self) -> int | None:
-        time_range = self._mcap.time_range
-        return None if time_range is None else time_range[0]
-
-    @property
-    def end_ns(self) -> int | None:
-        time_range = self._mcap.time_range
-        return None if time_range is None else time_range[1]
-
-    @property
-    def duration_ns(self) -> int:
-        time_range = self._mcap.time_range
-        return 0 if time_range is None else time_range[1] - time_range[0]
 
     def frames(self, cameras: Iterable[str] | None = None, start_ns: int | None = None,
                end_ns: int | None = None, on_bad_frame: Callable[[DriveError], None] | None = None
@@ -96,15 +73,6 @@ class Ros2BagReader:
                 on_bad_frame(e)
                 continue
             yield CameraFrame(camera, message.log_time, frame)
-
-    def close(self) -> None:
-        self._mcap.close()
-
-    def __enter__(self) -> "Ros2BagReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def _schema_name(self, topic: str) -> str | None:
         channel = self._mcap.channels.get(topic)

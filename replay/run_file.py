@@ -31,13 +31,13 @@ from mcap.exceptions import McapError
 from mcap.reader import SeekingReader
 from mcap.records import Schema
 
-from calib.rig import Rig, rig_from_yaml_str
+from calib.rig import Rig
 from perception.errors import DriveError, MessageError
 from perception.messaging.codec import decode
 from perception.messaging.schemas import DetectionsMessage, Envelope, HintsMessage, Message
 from perception.messaging.services import SERVICES, topic_prefix
 from replay.drive import RIG_ATTACHMENT, image_topic
-from replay.drive_mcap import RECORD_SIZE_LIMIT, McapFile
+from replay.drive_mcap import RECORD_SIZE_LIMIT, McapFile, McapReader
 
 RUN_FORMAT = "perception.run.v1"
 RUN_METADATA = "perception.run"
@@ -74,7 +74,7 @@ class RecordedMessage:
         return self.envelope.message
 
 
-class RunReader:
+class RunReader(McapReader):
     """Reads a run file: the rig, the run's metadata and the recorded messages, decoded and checked."""
 
     def __init__(self, path: str | Path):
@@ -86,14 +86,6 @@ class RunReader:
         except BaseException:
             self._mcap.close()
             raise
-
-    @property
-    def path(self) -> Path:
-        return self._mcap.path
-
-    @property
-    def cameras(self) -> tuple[str, ...]:
-        return self.rig.names
 
     @property
     def has_inputs(self) -> bool:
@@ -128,24 +120,8 @@ class RunReader:
                 raise DriveError(f"{where}: frame_ns {envelope.message.frame_ns} differs from the log time")
             yield RecordedMessage(topic, message.log_time, envelope)
 
-    def close(self) -> None:
-        self._mcap.close()
-
-    def __enter__(self) -> "RunReader":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _read_rig(self) -> Rig:
-        texts = [a.data for a in self._mcap.attachments() if a.name == RIG_ATTACHMENT]
-        if len(texts) != 1:
-            raise DriveError(f"{self.path}: expected one {RIG_ATTACHMENT} attachment (the rig the node ran "
-                             f"with), found {len(texts)}; is this a run file?")
-        try:
-            return rig_from_yaml_str(texts[0].decode(), f"{self.path}:{RIG_ATTACHMENT}")
-        except UnicodeDecodeError:
-            raise DriveError(f"{self.path}: {RIG_ATTACHMENT} is not UTF-8 text") from None
+        return self._rig_attachment(RIG_ATTACHMENT, "the rig the node ran with; is this a run file?")
 
     def _read_info(self) -> dict[str, str]:
         """The `perception.run` metadata record; empty when the file has no readable summary (truncated)."""
