@@ -6,7 +6,7 @@ setup(
     description="Streaming multi-camera perception node: CUDA preprocessing, temporal CNN, ZeroMQ output, replay",
     python_requires=">=3.10",
     packages=find_packages(include=["perception*", "calib*", "replay*", "kernels*"]),
-    package_data={"kernels": ["*.cu", "*.h", "*.cpp"], "perception": ["data/*"]},
+    package_data={"kernels": ["*.cu", "*.h", "*.cpp"]},
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",

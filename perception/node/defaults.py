@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "demo.onnx"
+# the bundled model lives in the checkout (models/, with its manifest and build script): run from a
+# checkout installed with `pip install -e .`, as the README does
+DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo.onnx"
 
 # 3 cameras (front, front-left, front-right of calib.defaults.default_rig) at 960x540 JPEG, 20 Hz, 10 s.
 DEMO_DRIVE = dict(seed=2026, seconds=10.0, fps=20.0, num_cameras=3, scenario="mixed", width=960, height=540,
