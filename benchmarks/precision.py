@@ -85,7 +85,7 @@ def main() -> int:
     from perception.model.dataset import load_sequences
     from perception.model.evaluate import evaluate
     from perception.precision.calibration import calibration_set
-    from perception.precision.int8 import quantize_int8
+    from perception.precision.int8 import DEFAULT_PERCENTILE, quantize_int8
     from replay.synth import cached_drive
 
     contract = load_model(args.model).contract
@@ -122,8 +122,8 @@ def main() -> int:
         aps = " | ".join(f"{r.get(f'AP@0.5/{c}', float('nan')):.3f}" for c in CLASS_COLUMNS)
         print(f"| {name} | {r['mAP@0.5']:.4f} | {100 * (base_map - r['mAP@0.5']):+.2f} | {aps} | "
               f"{r['range_rel_error_median_under_40m']:.3f} | {latency[name]:.1f} | {base_ms / latency[name]:.2f}x |")
-    print(f"\nbest calibration method by held-out mAP: {best}; model {contract.model_id}, "
-          f"{len(calib.samples)} calibration frame sets, latency median of {args.rounds} rounds")
+    print(f"\nbest calibration method by held-out mAP: {best} (percentile = {DEFAULT_PERCENTILE:g}); model "
+          f"{contract.model_id}, {len(calib.samples)} calibration frame sets, latency median of {args.rounds} rounds")
     if args.json:
         args.json.write_text(json.dumps({"model": contract.model_id, "results": results, "latency_ms": latency,
                                          "best_method": best, "calibration": calib.describe(),
