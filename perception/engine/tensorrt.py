@@ -179,6 +179,8 @@ class TensorRTEngine(Engine):
     EngineBuildError instead of a build. `stream`: a pycuda Stream to run on (pass the preprocessing
     kernels' stream so their output needs no synchronisation)."""
 
+    reads_device_images = True  # run() takes the CUDA preprocessor's DeviceOutput without a host copy
+
     name = "tensorrt"
 
     def __init__(self, path: str | os.PathLike, expected: ModelExpectation | None = None, *,

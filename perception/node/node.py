@@ -60,6 +60,9 @@ class Node:
                        for cam in self.camera_models]
         self.preprocessor = make_preprocessor(config.preprocess, self.tables,
                                               Normalization(contract.mean, contract.std))
+        # TensorRT reads the CUDA kernel's output buffer in place; every other pairing goes through the host
+        self._device_images = (hasattr(self.preprocessor, "enqueue")
+                               and getattr(engine, "reads_device_images", False))
         self.decoder = Decoder(contract, self.tables, DecodeConfig.for_classes(
             contract.classes, config.decode.score_threshold, nms_iou=config.decode.nms_iou))
         self.tracker = MultiCameraTracker(self.camera_models, config.tracker, config.ranging)
@@ -81,7 +84,8 @@ class Node:
         t_ns = np.where(fresh, self.capture_ns, frame_set.t_ns).astype(np.int64)
 
         with timer("preprocess"):
-            images = self.preprocessor.run(self._last_frames)
+            images = (self.preprocessor.enqueue(self._last_frames) if self._device_images
+                      else self.preprocessor.run(self._last_frames))
         engine_ok = True
         with timer("engine"):
             try:
