@@ -9,7 +9,9 @@ One step = one frame set of N cameras (default 3) -> heads + new state, via `Onn
 - floor:          the graph's convolution multiply-accumulates x 2 / the best float32 GEMM rate ONNX
                   Runtime reaches here (same thread count): what the arithmetic alone costs at full speed
 
-Variants take turns within every round, so load from other processes hits them alike.
+Variants take turns within every round, so load from other processes hits them alike. Engines are made
+with the default `spin=False` (idle ONNX Runtime threads sleep): with spinning, one session's idle threads
+would steal the cores from the next variant.
 
     python benchmarks/model.py [--model models/demo.onnx] [--cameras 3] [--runs 200] [--threads 2]
 """

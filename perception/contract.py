@@ -42,8 +42,8 @@ def head_specs(num_classes: int) -> tuple[HeadSpec, ...]:
         HeadSpec("size", 2, "box width, height in network-input pixels"),
         HeadSpec("offset", 2, "box centre x, y minus the cell index, in cells"),
         HeadSpec("velocity", 2, "box-centre velocity x, y in network-input pixels per second"),
-        HeadSpec("log_range", 1, "ln(range_m * range_focal_px / fx): range in metres at a focal length of "
-                                  "range_focal_px, fx = the camera's network-input focal length in pixels"),
+        HeadSpec("log_depth", 1, "ln(z * depth_focal_px / fx): z = depth of the object's centre along the camera's "
+                                  "optical axis (m), fx = the camera's network-input focal length (px)"),
     )
 
 
@@ -63,7 +63,7 @@ class ModelContract:
     window: int                  # frames fused: current + window-1 stored
     state_shape: tuple[int, int, int, int]   # per camera: [window-1, channels, h, w]
     max_age_s: float
-    range_focal_px: float        # reference focal length of the log_range head (pixels)
+    depth_focal_px: float        # reference focal length F of the log_depth head (pixels)
     heads: tuple[HeadSpec, ...]
 
     @property
@@ -98,7 +98,7 @@ class ModelContract:
                 color_order=_str(d["color_order"]), mean=_floats(d["mean"], 3), std=_floats(d["std"], 3),
                 stride=_int(d["stride"]), window=_int(d["window"]),
                 state_shape=tuple(_int(x) for x in d["state_shape"]),  # type: ignore[arg-type]
-                max_age_s=float(d["max_age_s"]), range_focal_px=float(d["range_focal_px"]),
+                max_age_s=float(d["max_age_s"]), depth_focal_px=float(d["depth_focal_px"]),
                 heads=tuple(HeadSpec(_str(h["name"]), _int(h["channels"]), _str(h["units"])) for h in d["heads"]),
             )
         except (KeyError, TypeError, ValueError) as e:
@@ -125,8 +125,8 @@ class ModelContract:
                             f"feature size {list(self.feature_size)}")
         if not (math.isfinite(self.max_age_s) and self.max_age_s > 0):
             problems.append(f"max_age_s must be positive, got {self.max_age_s}")
-        if not (math.isfinite(self.range_focal_px) and self.range_focal_px > 0):
-            problems.append(f"range_focal_px must be positive, got {self.range_focal_px}")
+        if not (math.isfinite(self.depth_focal_px) and self.depth_focal_px > 0):
+            problems.append(f"depth_focal_px must be positive, got {self.depth_focal_px}")
         if tuple(self.heads) != head_specs(len(self.classes)):
             problems.append(f"heads {[(h.name, h.channels) for h in self.heads]} are not layout {HEAD_LAYOUT!r} "
                             f"for {len(self.classes)} classes")

@@ -47,7 +47,7 @@ def test_export_writes_the_config_into_the_contract(tiny_path):
     assert c.classes == TINY.classes
     assert (c.input_height, c.input_width, c.stride, c.window) == (64, 96, 8, 3)
     assert c.state_shape == TINY.state_shape and c.mean == TINY.mean and c.std == TINY.std
-    assert [h.name for h in c.heads] == ["heatmap", "size", "offset", "velocity", "log_range"]
+    assert [h.name for h in c.heads] == ["heatmap", "size", "offset", "velocity", "log_depth"]
     assert c.model_id.startswith("tiny-") and len(c.graph_sha256) == 64
     assert loaded.data == tiny_path.read_bytes()
     assert ModelContract.from_json(c.to_json(), "x") == c

@@ -13,7 +13,7 @@ from perception.engine.base import Heads
 from perception.errors import ConfigError
 from perception.labels import CLASSES
 from perception.model.config import ModelConfig
-from perception.model.targets import (DISPLACEMENT, LOG_RANGE, LOG_SIZE, OFFSET, NetBox, render_targets,
+from perception.model.targets import (DISPLACEMENT, LOG_DEPTH, LOG_SIZE, OFFSET, NetBox, render_targets,
                                       source_boxes_to_net)
 
 CFG = ModelConfig()
@@ -39,7 +39,7 @@ def heads_from_targets(per_camera: list, gap_s: float) -> Heads:
     hm = np.stack([t.heatmap for t in per_camera])
     reg = np.stack([t.regression for t in per_camera])
     return Heads(hm, (np.exp(reg[:, LOG_SIZE]) * CFG.stride).astype(np.float32), reg[:, OFFSET],
-                 (reg[:, DISPLACEMENT] * CFG.stride / gap_s).astype(np.float32), reg[:, LOG_RANGE],
+                 (reg[:, DISPLACEMENT] * CFG.stride / gap_s).astype(np.float32), reg[:, LOG_DEPTH],
                  np.ones(n, np.float32))
 
 
@@ -60,17 +60,23 @@ def test_peaks_equal_max_pool_reference():
 
 @pytest.mark.parametrize("camera", [0, 1, 3])   # front (mild), front_left (wide, strong barrel), rear (rational)
 def test_perfect_heads_decode_to_the_source_boxes(tables, camera):
+    """Objects placed in 3-D, imaged through the real lens model: boxes, classes, range and image velocity
+    come back from heads rendered from their labels."""
     table = tables[camera]
     src = table.source_camera
-    w, h = src.width, src.height
-    boxes = np.array([[0.30 * w, 0.45 * h, 0.42 * w, 0.60 * h],     # car-sized
-                      [0.62 * w, 0.40 * h, 0.65 * w, 0.52 * h],     # pedestrian-sized
-                      [0.12 * w, 0.55 * h, 0.30 * w, 0.85 * h]])    # big, towards the distorted edge
-    classes, ranges = [0, 2, 1], [22.0, 9.0, 6.5]
+    cam_to_vehicle = src.T_vehicle_camera
+    # object centres in the camera frame (x right, y down, z forward, m) and their extents in pixels
+    centres_cam = np.array([[-2.0, 0.5, 18.0], [3.0, 0.4, 9.0], [-2.0, 0.6, 7.0]])
+    half = np.array([[60.0, 45.0], [12.0, 40.0], [130.0, 110.0]])
+    classes = [0, 2, 1]
+    centres_vehicle = centres_cam @ cam_to_vehicle[:3, :3].T + cam_to_vehicle[:3, 3]
+    uv, ok = src.project(centres_vehicle)
+    assert ok.all()
+    boxes = np.concatenate([uv - half, uv + half], 1)
     moved = boxes + np.array([40.0, -10.0, 40.0, -10.0])             # where they were 0.1 s earlier
+    focal = CFG.depth_focal_px / table.net_camera.fx       # the depth head is normalised to focal length F
     net_now, net_prev = source_boxes_to_net(boxes, table), source_boxes_to_net(moved, table)
-    focal = CFG.range_focal_px / table.net_camera.fx       # the head is normalised to focal length F
-    objs = [NetBox(c, b, i, float(np.log(r * focal))) for i, (c, b, r) in enumerate(zip(classes, net_now, ranges))]
+    objs = [NetBox(c, b, i, float(np.log(z * focal))) for i, (c, b, z) in enumerate(zip(classes, net_now, centres_cam[:, 2]))]
     prev = {i: (b[:2] + b[2:]) / 2 for i, b in enumerate(net_prev)}
     targets = render_targets(objs, prev, len(CLASSES), (H, W), CFG.stride)
     decoder = Decoder(CONTRACT, [table], DecodeConfig.for_classes(CLASSES, 0.5))
@@ -80,7 +86,8 @@ def test_perfect_heads_decode_to_the_source_boxes(tables, camera):
         k = int(np.argmax([iou(dets.box[det_i], b) for b in boxes]))
         assert iou(dets.box[det_i], boxes[k]) > 0.9, (dets.box[det_i], boxes[k])
         assert dets.cls[det_i] == classes[k]
-        assert dets.range_m[det_i] == pytest.approx(ranges[k], rel=1e-5)
+        # range from the vehicle origin; the box centre's ray passes within a pixel or so of the 3-D centre
+        assert dets.range_m[det_i] == pytest.approx(np.hypot(*centres_vehicle[k, :2]), rel=0.01)
         # centre moved from `moved` to `boxes` in 0.1 s: (-40, +10) px / 0.1 s in source pixels
         np.testing.assert_allclose(dets.image_velocity[det_i], [-400.0, 100.0], rtol=0.1, atol=20.0)
 

@@ -11,7 +11,7 @@ from perception.labels import GroundTruth, GroundTruthBox, GroundTruthObject
 from perception.model.config import ModelConfig
 from perception.model.dataset import (EVAL_RULES, TRAIN_RULES, Augmentation, CameraSequence, ClipSampler,
                                       is_ignored, net_objects)
-from perception.model.targets import (DISPLACEMENT, LOG_RANGE, LOG_SIZE, MASK_BOX, MASK_DISPLACEMENT, OFFSET,
+from perception.model.targets import (DISPLACEMENT, LOG_DEPTH, LOG_SIZE, MASK_BOX, MASK_DISPLACEMENT, OFFSET,
                                       NetBox, cell_of, render_targets)
 
 CFG = ModelConfig(input_height=64, input_width=128, window=3, max_age_s=0.35)
@@ -27,7 +27,7 @@ def test_render_targets_centre_offset_size():
     assert t.heatmap[2, cy, cx] == 1.0 and (t.heatmap == 1.0).sum() == 1 and t.heatmap[[0, 1, 3]].max() == 0
     np.testing.assert_allclose(t.regression[OFFSET, cy, cx], off, atol=1e-6)
     np.testing.assert_allclose(t.regression[LOG_SIZE, cy, cx], np.log([20 / 8, 30 / 8]), atol=1e-6)
-    np.testing.assert_allclose(t.regression[LOG_RANGE, cy, cx], np.log(12.0), atol=1e-6)
+    np.testing.assert_allclose(t.regression[LOG_DEPTH, cy, cx], np.log(12.0), atol=1e-6)
     assert t.masks[MASK_BOX].sum() == 1 and t.masks[MASK_DISPLACEMENT].sum() == 0   # no history: no velocity
     moved = render_targets([NetBox(2, box, 7)], {7: np.array([36.0, 25.0])}, 4, (8, 16), 8)
     np.testing.assert_allclose(moved.regression[DISPLACEMENT, cy, cx], [0.5, 0.0])   # 4 px = half a cell
@@ -43,7 +43,8 @@ def test_ignored_boxes_are_neither_positive_nor_negative():
 def gt(t_ns: int, boxes: list[tuple[int, str, tuple, float]], ranges: dict[int, float]) -> GroundTruth:
     return GroundTruth("front", t_ns,
                        tuple(GroundTruthBox(i, c, b, 0.0, occ) for i, c, b, occ in boxes),
-                       tuple(GroundTruthObject(i, "car", (r, 0.0, 0.5), (0, 0, 0), (4, 2, 1.5), 0.0)
+                       # CAM has identity extrinsics: vehicle z = the optical axis, so these sit r metres deep
+                       tuple(GroundTruthObject(i, "car", (0.0, 0.0, r), (0, 0, 0), (4, 2, 1.5), 0.0)
                              for i, r in ranges.items()), 10.0)
 
 
@@ -54,10 +55,10 @@ def test_label_rules():
                    (4, "car", (-400, 100, -300, 180), 0.0)], {1: 20.0})
     assert is_ignored(frame.boxes, TABLE, TRAIN_RULES).tolist() == [False, False, False, True]
     assert is_ignored(frame.boxes, TABLE, EVAL_RULES).tolist() == [False, True, True, True]
-    objs = net_objects(frame, TABLE, CFG.classes, CFG.range_focal_px)
+    objs = net_objects(frame, TABLE, CFG.classes, CFG.depth_focal_px)
     np.testing.assert_allclose(objs[0].box, [25 - 0.375, 25 - 0.375, 50 - 0.375, 45 - 0.375], atol=1e-6)
-    focal = CFG.range_focal_px / TABLE.net_camera.fx          # 400 / 100: range normalised to focal length F
-    assert objs[0].log_range == pytest.approx(np.log(20.0 * focal)) and np.isnan(objs[1].log_range)
+    focal = CFG.depth_focal_px / TABLE.net_camera.fx          # 400 / 100: depth normalised to focal length F
+    assert objs[0].log_depth == pytest.approx(np.log(20.0 * focal)) and np.isnan(objs[1].log_depth)
 
 
 def moving_sequence(n: int = 12, fps: float = 10.0, step: int = 40) -> CameraSequence:
@@ -69,7 +70,7 @@ def moving_sequence(n: int = 12, fps: float = 10.0, step: int = 40) -> CameraSeq
         images[i, 20:40, (x0 // 4):(x0 // 4) + 10] = 220
         labels.append(gt(int(i * 1e9 / fps), [(5, "car", (x0 - 0.5, 80 - 0.5, x0 + 39.5, 160 - 0.5), 0.0)], {5: 15.0}))
     seq = CameraSequence("mem", "front", TABLE, images, (np.arange(n) * 1e9 / fps).astype(np.int64), labels)
-    seq.objects = [net_objects(g, TABLE, CFG.classes, CFG.range_focal_px) for g in labels]
+    seq.objects = [net_objects(g, TABLE, CFG.classes, CFG.depth_focal_px) for g in labels]
     return seq
 
 
@@ -99,8 +100,8 @@ def test_flip_negates_velocity_and_zoom_scales_it_and_the_range():
     clip = zoomed.clip(np.random.default_rng(0))
     np.testing.assert_allclose(peak_displacement(clip, 2), [12.5, 0.0], atol=1e-5)
     c, y, x = np.argwhere(clip.heatmap[2] == 1.0)[0]
-    focal = CFG.range_focal_px / TABLE.net_camera.fx
-    assert clip.regression[2, LOG_RANGE, y, x] == pytest.approx(np.log(15.0 * focal / 1.25), abs=1e-6)
+    focal = CFG.depth_focal_px / TABLE.net_camera.fx
+    assert clip.regression[2, LOG_DEPTH, y, x] == pytest.approx(np.log(15.0 * focal / 1.25), abs=1e-6)
 
 
 def test_dropped_frames_and_stale_steps():

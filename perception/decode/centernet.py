@@ -9,8 +9,10 @@ Boxes go back to the source image through the camera's remap table (undo the let
 lens distortion): each side is mapped at its midpoint (as training maps boxes the other way) and the box
 is clipped to the image. Boxes are pixel-edge extents, like the ground truth: a box covering the whole
 image is [-0.5, -0.5, W - 0.5, H - 0.5]. Velocities are mapped with the local Jacobian of that
-mapping at the box centre. Range = exp(log_range) * fx / range_focal_px (the head is normalised to a
-reference focal length so that one network serves cameras of any focal length).
+mapping at the box centre. Range: the depth head gives z = exp(log_depth) * fx / depth_focal_px (normalised
+to a reference focal length, so one network serves cameras of any focal length); the point at depth z on
+the box centre's viewing ray of the (distortion-free) network camera goes through the camera's extrinsics
+into the vehicle frame, and range = hypot(x, y) there, as in the ground truth (perception/labels.py).
 """
 
 from __future__ import annotations
@@ -89,8 +91,8 @@ class Decoder:
         self.config = config
         self._thresholds = np.asarray(config.score_thresholds, np.float32)
         self._extents = [image_extent(t) for t in self.tables]
-        # the range head is normalised to a reference focal length (docs/model.md)
-        self._range_scale = [t.net_camera.fx / contract.range_focal_px for t in self.tables]
+        # the depth head is normalised to a reference focal length (docs/model.md)
+        self._depth_scale = [t.net_camera.fx / contract.depth_focal_px for t in self.tables]
 
     def __call__(self, heads: Heads, fresh: np.ndarray | None = None) -> Detections:
         """Detections of every fresh camera (stale cameras' heads are not meaningful and are skipped)."""
@@ -115,7 +117,8 @@ class Decoder:
                 velocity = _velocity_to_source(centre, v_net.astype(np.float64), self.tables[n])
             else:
                 velocity = np.full((score.size, 2), np.nan)
-            rng = np.exp(heads.log_range[n, 0, row, col].astype(np.float64)) * self._range_scale[n]
+            depth = np.exp(heads.log_depth[n, 0, row, col].astype(np.float64)) * self._depth_scale[n]
+            rng = _range_from_depth(centre, depth, self.tables[n].net_camera)
             parts.append(Detections(np.full(int(ok.sum()), n, np.int32), cls[ok].astype(np.int32),
                                     score[ok].astype(np.float32), box[ok].astype(np.float32),
                                     rng[ok].astype(np.float32), velocity[ok].astype(np.float32)))
@@ -133,6 +136,16 @@ def _box_to_source(centre: np.ndarray, size: np.ndarray, table, extent: tuple) -
     w, h = table.source_camera.width - 0.5, table.source_camera.height - 0.5
     return np.stack([np.clip(src[:, 0, 0], -0.5, w), np.clip(src[:, 1, 1], -0.5, h),
                      np.clip(src[:, 2, 0], -0.5, w), np.clip(src[:, 3, 1], -0.5, h)], 1)
+
+
+def _range_from_depth(centre: np.ndarray, depth: np.ndarray, net_camera) -> np.ndarray:
+    """Range (m, from the vehicle origin, in the ground plane) of the points at optical-axis depth `depth`
+    on the viewing rays of network pixels `centre` [M,2]."""
+    x = (centre[:, 0] - net_camera.cx) / net_camera.fx * depth
+    y = (centre[:, 1] - net_camera.cy) / net_camera.fy * depth
+    T = net_camera.T_vehicle_camera
+    p = np.stack([x, y, depth], 1) @ T[:3, :3].T + T[:3, 3]
+    return np.hypot(p[:, 0], p[:, 1])
 
 
 def _velocity_to_source(centre: np.ndarray, v_net: np.ndarray, table, step: float = 0.5) -> np.ndarray:

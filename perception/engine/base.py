@@ -37,7 +37,7 @@ class Heads:
     size: np.ndarray            # [N, 2, h, w] box w, h in network pixels
     offset: np.ndarray          # [N, 2, h, w] centre minus cell index, in cells
     velocity: np.ndarray        # [N, 2, h, w] network pixels per second
-    log_range: np.ndarray       # [N, 1, h, w] ln(metres)
+    log_depth: np.ndarray       # [N, 1, h, w] ln(z * depth_focal_px / fx), docs/model.md
     velocity_valid: np.ndarray  # [N] 1.0 where the camera had a usable previous frame
 
     def as_dict(self) -> dict[str, np.ndarray]:
@@ -106,7 +106,7 @@ class Engine(ABC):
         dt = np.where(started, (t_ns - np.where(started, state.t_ns, 0)) * 1e-9, 0.0).astype(np.float32)
         out = self._infer({"images": images, "state_features": state.features, "state_ages": state.ages,
                            "dt": dt, "fresh": fresh.astype(np.float32)})
-        heads = Heads(out["heatmap"], out["size"], out["offset"], out["velocity"], out["log_range"],
+        heads = Heads(out["heatmap"], out["size"], out["offset"], out["velocity"], out["log_depth"],
                       out["velocity_valid"])
         return heads, EngineState(out["state_features_out"], out["state_ages_out"], t_ns.copy())
 

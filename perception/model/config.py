@@ -29,7 +29,7 @@ class ModelConfig:
     head_channels: int = 48
     window: int = 3                                             # K: frames fused (current + K-1 stored)
     max_age_s: float = 0.5
-    range_focal_px: float = 400.0                               # F: log_range = ln(range * F / fx), see docs
+    depth_focal_px: float = 400.0                               # F: log_depth = ln(z * F / fx), see docs/model.md
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classes", tuple(str(c) for c in self.classes))
@@ -55,8 +55,8 @@ class ModelConfig:
             problems.append(f"window must be an integer >= 2 (current frame + history), got {self.window!r}")
         if not (math.isfinite(self.max_age_s) and self.max_age_s > 0):
             problems.append(f"max_age_s must be a positive number of seconds, got {self.max_age_s}")
-        if not (math.isfinite(self.range_focal_px) and self.range_focal_px > 0):
-            problems.append(f"range_focal_px must be a positive number of pixels, got {self.range_focal_px}")
+        if not (math.isfinite(self.depth_focal_px) and self.depth_focal_px > 0):
+            problems.append(f"depth_focal_px must be a positive number of pixels, got {self.depth_focal_px}")
         if problems:
             raise ConfigError("model config: " + "; ".join(problems))
 
@@ -79,7 +79,7 @@ class ModelConfig:
             version=CONTRACT_VERSION, model_id=model_id, graph_sha256=graph_sha256, head_layout=HEAD_LAYOUT,
             classes=self.classes, input_height=self.input_height, input_width=self.input_width,
             color_order="RGB", mean=self.mean, std=self.std, stride=self.stride, window=self.window,
-            state_shape=self.state_shape, max_age_s=self.max_age_s, range_focal_px=self.range_focal_px,
+            state_shape=self.state_shape, max_age_s=self.max_age_s, depth_focal_px=self.depth_focal_px,
             heads=head_specs(len(self.classes)))
 
     def to_dict(self) -> dict:

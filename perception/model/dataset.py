@@ -9,9 +9,10 @@ positive nor negative in training; a crowd region in mAP) when it breaks the lab
 network pixels, too occluded or truncated, or mostly outside the part of the image the network sees (wide
 lenses lose their periphery to the distortion-free network camera). Training uses looser rules than
 evaluation (EVAL_RULES: KITTI "moderate"-like, >= 10 network pixels = 25 px of a 1242-px-wide image), so
-the network also learns from small objects that the metrics leave out. Range labels are the object's
-`range` (m, from the vehicle origin) normalised to the reference focal length (ln(range * F / fx)); a box
-without an object has none. Zooming a clip by s scales fx by s, so its range labels move by -ln(s).
+the network also learns from small objects that the metrics leave out. Depth labels: the object centre's
+depth z along the camera's optical axis, normalised to the reference focal length (ln(z * F / fx)); a box
+without an object has none. Zooming a clip by s scales fx by s, so its depth labels move by -ln(s). The
+decoder turns depth into range through the box centre's viewing ray and the camera's extrinsics.
 
 No torch here: batches are numpy arrays.
 """
@@ -35,6 +36,7 @@ from perception.model.config import ModelConfig
 from perception.model.targets import NetBox, render_targets, source_boxes_to_net
 
 CACHE_VERSION = 1
+MIN_DEPTH_M = 0.5     # objects whose centre is nearer than this along the optical axis get no depth label
 
 
 @dataclass(frozen=True)
@@ -84,22 +86,23 @@ class CameraSequence:
         return int(self.t_ns.shape[0])
 
 
-def net_objects(gt: GroundTruth, table: RemapTable, classes: Sequence[str], range_focal_px: float,
+def net_objects(gt: GroundTruth, table: RemapTable, classes: Sequence[str], depth_focal_px: float,
                 rules: LabelRules = TRAIN_RULES) -> list[NetBox]:
-    """Ground truth of one frame -> network-pixel boxes with ignore flags and log-range labels
-    (ln(range * range_focal_px / fx), fx = the network camera's focal length)."""
+    """Ground truth of one frame -> network-pixel boxes with ignore flags and depth labels:
+    ln(z * depth_focal_px / fx), z = the object centre's depth along the camera's optical axis."""
     boxes = [b for b in gt.boxes if b.cls in classes]
     if not boxes:
         return []
     net = source_boxes_to_net(np.array([b.box for b in boxes], np.float64), table)
     ignored = is_ignored(boxes, table, rules)
-    ranges = {o.id: o.range for o in gt.objects}
-    focal = np.log(range_focal_px / table.net_camera.fx)
+    camera_from_vehicle = np.linalg.inv(table.net_camera.T_vehicle_camera)
+    depths = {o.id: float((camera_from_vehicle @ np.array([*o.position, 1.0]))[2]) for o in gt.objects}
+    focal = np.log(depth_focal_px / table.net_camera.fx)
     out = []
     for b, box, ignore in zip(boxes, net, ignored):
-        rng = ranges.get(b.id)
+        z = depths.get(b.id)
         out.append(NetBox(list(classes).index(b.cls), box, b.id,
-                          float(np.log(rng) + focal) if rng is not None and rng > 0 else float("nan"), bool(ignore)))
+                          float(np.log(z) + focal) if z is not None and z > MIN_DEPTH_M else float("nan"), bool(ignore)))
     return out
 
 
@@ -129,7 +132,7 @@ def load_sequences(drive_path: str | os.PathLike, cfg: ModelConfig, cache_dir: P
                                  f"(first at {missing[0]} ns)")
             ordered = [by_time[t] for t in t_ns.tolist()]
             seq = CameraSequence(str(path), camera, table, images, t_ns, ordered)
-            seq.objects = [net_objects(gt, table, cfg.classes, cfg.range_focal_px) for gt in ordered]
+            seq.objects = [net_objects(gt, table, cfg.classes, cfg.depth_focal_px) for gt in ordered]
             sequences.append(seq)
     return sequences
 
@@ -305,7 +308,7 @@ def _transform_objects(objs: list[NetBox], affine: np.ndarray, flip: bool, zoom:
         visible = (cx1 - cx0) * (cy1 - cy0) / full
         box = np.array([cx0, cy0, cx1, cy1])
         ignore = o.ignore or visible < TRAIN_RULES.min_visible or (cy1 - cy0) < TRAIN_RULES.min_height_px
-        out.append(NetBox(o.cls, box, o.track_id, o.log_range - float(np.log(zoom)), ignore))
+        out.append(NetBox(o.cls, box, o.track_id, o.log_depth - float(np.log(zoom)), ignore))
     return out
 
 

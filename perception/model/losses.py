@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from perception.model.targets import DISPLACEMENT, LOG_RANGE, LOG_SIZE, MASK_BOX, MASK_DISPLACEMENT, MASK_RANGE, OFFSET
+from perception.model.targets import DISPLACEMENT, LOG_DEPTH, LOG_SIZE, MASK_BOX, MASK_DISPLACEMENT, MASK_DEPTH, OFFSET
 
-WEIGHTS = {"heatmap": 1.0, "offset": 1.0, "size": 1.0, "displacement": 1.0, "range": 1.0}
+WEIGHTS = {"heatmap": 1.0, "offset": 1.0, "size": 1.0, "displacement": 1.0, "depth": 1.0}
 
 
 def focal_loss(pred: Tensor, target: Tensor, weight: Tensor) -> Tensor:
@@ -36,7 +36,7 @@ def detection_loss(heads: dict[str, Tensor], heatmap: Tensor, heatmap_weight: Te
         "offset": _masked_l1(heads["offset"], regression[:, OFFSET], masks[:, MASK_BOX]),
         "size": _masked_l1(heads["log_size"], regression[:, LOG_SIZE], masks[:, MASK_BOX]),
         "displacement": _masked_l1(heads["displacement"], regression[:, DISPLACEMENT], masks[:, MASK_DISPLACEMENT]),
-        "range": _masked_l1(heads["log_range"], regression[:, LOG_RANGE], masks[:, MASK_RANGE]),
+        "depth": _masked_l1(heads["log_depth"], regression[:, LOG_DEPTH], masks[:, MASK_DEPTH]),
     }
     terms["total"] = sum(WEIGHTS[k] * v for k, v in terms.items())
     return terms

@@ -5,7 +5,7 @@ explicit state, so each frame costs exactly one backbone pass:
 
     inputs   images [N,3,H,W]  state_features [N,K-1,C,h,w]  state_ages [N,K-1]  dt [N]  fresh [N]
     outputs  heatmap [N,classes,h,w]  size [N,2,h,w]  offset [N,2,h,w]  velocity [N,2,h,w]
-             log_range [N,1,h,w]  velocity_valid [N]  state_features_out  state_ages_out
+             log_depth [N,1,h,w]  velocity_valid [N]  state_features_out  state_ages_out
 
 Time handling (docs/model.md): `dt` is the time since this camera's previous call (s). Stored ages grow by
 `dt`; slots older than `max_age_s` (and all slots after a reset, whose age is EMPTY_AGE) are masked.
@@ -26,7 +26,7 @@ from perception.model.config import ModelConfig
 EMPTY_AGE = 1.0e4   # seconds; the age of a slot that holds no frame (reset state), never reached by real data
 MIN_AGE = 1.0e-3    # seconds; floor for the velocity division
 INPUT_NAMES = INPUTS
-OUTPUT_NAMES = ("heatmap", "size", "offset", "velocity", "log_range", "velocity_valid",
+OUTPUT_NAMES = ("heatmap", "size", "offset", "velocity", "log_depth", "velocity_valid",
                 "state_features_out", "state_ages_out")
 
 
@@ -101,7 +101,7 @@ class TemporalCenterNet(nn.Module):
             "size": torch.exp(torch.clamp(log_size, -6.0, 8.0)) * float(self.cfg.stride),
             "offset": out[:, n_cls + 2:n_cls + 4],
             "velocity": displacement * float(self.cfg.stride) * valid[:, :1, None, None] / gap,
-            "log_range": out[:, n_cls + 6:n_cls + 7],
+            "log_depth": out[:, n_cls + 6:n_cls + 7],
             "velocity_valid": valid[:, 0],
             "displacement": displacement,   # training only: cells moved since the newest stored frame
             "log_size": log_size,           # training only

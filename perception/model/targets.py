@@ -13,10 +13,10 @@ import numpy as np
 from perception.decode.centernet import image_extent
 
 # regression channels of `FrameTargets.regression`
-OFFSET, LOG_SIZE, DISPLACEMENT, LOG_RANGE = slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 7)
+OFFSET, LOG_SIZE, DISPLACEMENT, LOG_DEPTH = slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 7)
 REGRESSION_CHANNELS = 7
 # mask channels of `FrameTargets.masks`: box regression (offset + size), displacement, range
-MASK_BOX, MASK_DISPLACEMENT, MASK_RANGE = 0, 1, 2
+MASK_BOX, MASK_DISPLACEMENT, MASK_DEPTH = 0, 1, 2
 
 # edge midpoints (left, top, right, bottom) as fractions of (w, h) from the top-left corner
 EDGE_MIDPOINTS = np.array([[0, 0.5], [0.5, 0], [1, 0.5], [0.5, 1]], np.float64)
@@ -62,7 +62,7 @@ class NetBox:
     cls: int
     box: np.ndarray                   # [4] x0 y0 x1 y1
     track_id: int
-    log_range: float = float("nan")   # NaN: unknown
+    log_depth: float = float("nan")   # ln(z * F / fx) (perception.model.dataset); NaN: unknown
     ignore: bool = False              # too small / occluded: neither positive nor negative
 
 
@@ -70,7 +70,7 @@ class NetBox:
 class FrameTargets:
     heatmap: np.ndarray      # [C,h,w] gaussian peaks, exactly 1 at centre cells
     heatmap_weight: np.ndarray  # [h,w] 0 around ignored boxes, else 1
-    regression: np.ndarray   # [7,h,w] offset(2) log(size/stride)(2) displacement in cells(2) log_range(1)
+    regression: np.ndarray   # [7,h,w] offset(2) log(size/stride)(2) displacement in cells(2) log_depth(1)
     masks: np.ndarray        # [3,h,w] box / displacement / range supervision at centre cells
 
 
@@ -127,9 +127,9 @@ def render_targets(objects: list[NetBox], previous: dict[int, np.ndarray] | None
             masks[MASK_DISPLACEMENT, cy, cx] = 1.0
         else:
             masks[MASK_DISPLACEMENT, cy, cx] = 0.0
-        if np.isfinite(obj.log_range):
-            reg[LOG_RANGE, cy, cx] = obj.log_range
-            masks[MASK_RANGE, cy, cx] = 1.0
+        if np.isfinite(obj.log_depth):
+            reg[LOG_DEPTH, cy, cx] = obj.log_depth
+            masks[MASK_DEPTH, cy, cx] = 1.0
         else:
-            masks[MASK_RANGE, cy, cx] = 0.0
+            masks[MASK_DEPTH, cy, cx] = 0.0
     return FrameTargets(heatmap, weight, reg, masks)

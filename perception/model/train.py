@@ -33,7 +33,7 @@ from perception.model.evaluate import evaluate
 from perception.model.losses import detection_loss
 from perception.model.network import TemporalCenterNet
 
-LOG_FIELDS = ("epoch", "lr", "loss", "heatmap", "offset", "size", "displacement", "range", "mAP@0.5",
+LOG_FIELDS = ("epoch", "lr", "loss", "heatmap", "offset", "size", "displacement", "depth", "mAP@0.5",
               "range_rel_error_median_under_40m", "velocity_error_median_px_s", "seconds")
 
 
@@ -190,7 +190,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                         train_config=_plain(cfg.to_dict()))
         n = cfg.steps_per_epoch
         row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "loss": sums.get("total", 0.0) / n,
-               **{k: sums.get(k, 0.0) / n for k in ("heatmap", "offset", "size", "displacement", "range")},
+               **{k: sums.get(k, 0.0) / n for k in ("heatmap", "offset", "size", "displacement", "depth")},
                **{k: metrics[k] for k in ("mAP@0.5", "range_rel_error_median_under_40m", "velocity_error_median_px_s")},
                "seconds": time.perf_counter() - t0}
         with log_path.open("a", newline="") as f:
@@ -230,7 +230,7 @@ def train_step(model: TemporalCenterNet, batch: dict, optimizer: torch.optim.Opt
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         outs = model.forward_clip(batch["images"], batch["dt"], batch["fresh"])
     heads = {k: torch.stack([o[k] for o in outs], 1).flatten(0, 1).float()
-             for k in ("heatmap", "offset", "log_size", "displacement", "log_range")}
+             for k in ("heatmap", "offset", "log_size", "displacement", "log_depth")}
     flat = lambda x: x.reshape((b * t,) + tuple(x.shape[2:]))  # noqa: E731
     terms = detection_loss(heads, flat(batch["heatmap"]), flat(batch["heatmap_weight"]), flat(batch["regression"]),
                            flat(batch["masks"]))

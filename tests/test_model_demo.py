@@ -1,0 +1,84 @@
+"""The bundled demo model: manifest matches the file, contract matches the default config, and it finds
+the cars of a synthetic drive it was not trained on, through the node's preprocessing and decoding."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calib.remap import build_remap
+from perception.contract import ModelExpectation, load_model
+from perception.decode import DecodeConfig, Decoder
+from perception.labels import CLASSES
+from perception.preprocess import FastPreprocessor, Normalization
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "demo.onnx"
+MANIFEST = ROOT / "models" / "demo.json"
+pytestmark = pytest.mark.skipif(not MODEL.exists(), reason="models/demo.onnx not built (python models/build_demo.py)")
+
+
+def test_manifest_describes_the_file():
+    manifest = json.loads(MANIFEST.read_text())
+    data = MODEL.read_bytes()
+    assert manifest["sha256"] == hashlib.sha256(data).hexdigest() and manifest["bytes"] == len(data)
+    assert len(data) < 5 * 2**20
+    assert manifest["model_id"] == load_model(MODEL).contract.model_id
+    held_out = manifest["metrics"]["held_out_test"]
+    assert {"AP@0.5/car", "AP@0.5/pedestrian", "range_rel_error_median_under_40m",
+            "velocity_error_median_px_s"} <= set(held_out)
+    assert manifest["command"] == "python models/build_demo.py"
+
+
+def test_contract_matches_the_default_configuration():
+    from perception.model.config import ModelConfig
+
+    cfg = ModelConfig()
+    load_model(MODEL, ModelExpectation(classes=CLASSES, input_height=cfg.input_height, input_width=cfg.input_width,
+                                       mean=cfg.mean, std=cfg.std, stride=cfg.stride, window=cfg.window))
+
+
+def test_demo_model_finds_the_cars_of_an_unseen_drive():
+    synth = pytest.importorskip("replay.synth")
+    from perception.engine.onnxruntime import OnnxRuntimeEngine
+    from replay.drive import DriveReader
+
+    drive = synth.cached_drive(seed=77, seconds=1.0, fps=10.0, num_cameras=1, width=960, height=540,
+                               scenario="lead_brake")
+    engine = OnnxRuntimeEngine(MODEL, threads=1)
+    c = engine.contract
+    with DriveReader(drive) as reader:
+        camera = reader.rig["front"]
+        table = build_remap(camera, c.input_width, c.input_height)
+        pre = FastPreprocessor([table], Normalization(c.mean, c.std))
+        decoder = Decoder(c, [table], DecodeConfig.for_classes(c.classes, 0.3))
+        labels = {gt.t_ns: gt for gt in reader.ground_truth("front")}
+        state = engine.initial_state(1)
+        hits = misses = 0
+        for cf in reader.frames(["front"]):
+            heads, state = engine.run(pre.run([cf.frame]), np.array([cf.t_ns]), state)
+            dets = decoder(heads)
+            ranges = {o.id: o.range for o in labels[cf.t_ns].objects}
+            for box in labels[cf.t_ns].boxes:
+                x0, y0, x1, y1 = box.box
+                if box.cls != "car" or box.occlusion > 0.3 or box.truncation > 0.3 or y1 - y0 < 40:
+                    continue                                                  # clearly visible cars only
+                cars = dets.select(dets.cls == CLASSES.index("car"))
+                ious = [_iou(b, box.box) for b in cars.box]
+                k = int(np.argmax(ious)) if ious else -1
+                if k >= 0 and ious[k] >= 0.5 and abs(cars.range_m[k] - ranges[box.id]) < 0.2 * ranges[box.id]:
+                    hits += 1
+                else:
+                    misses += 1
+    assert hits >= 10 and hits >= 3 * misses, (hits, misses)
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
