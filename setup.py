@@ -28,7 +28,7 @@ setup(
         "matplotlib>=3.6",  # perception replay report (Agg backend, no display)
     ],
     extras_require={
-        "train": ["torch==2.13.0", "onnx", "onnxscript"],
+        "train": ["torch==2.13.0", "onnx", "onnxscript", "pycocotools"],  # pycocotools: validation mAP
         "gpu": ["pycuda", "tensorrt", "cuda-python"],
         "dev": ["pytest", "torch==2.13.0", "onnx", "onnxscript", "pycocotools", "motmetrics", "matplotlib"],
     },
