@@ -198,6 +198,18 @@ class LoadedModel:
     data: bytes          # the validated file contents: hand these (not the path) to the runtime
 
 
+def save_model(proto, out: str | os.PathLike) -> None:
+    """Check an ONNX model (onnx.checker) and write it as one file (no external data), atomically."""
+    import onnx
+
+    onnx.checker.check_model(proto)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    onnx.save_model(proto, str(tmp), save_as_external_data=False)
+    os.replace(tmp, out)
+
+
 def load_model(path: str | os.PathLike, expected: ModelExpectation | None = None,
                max_bytes: int = MAX_MODEL_BYTES) -> LoadedModel:
     """Read an untrusted ONNX file: size limit, protobuf parse, contract, graph I/O, hash, expectation."""

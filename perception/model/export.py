@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import os
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from perception.contract import INPUTS, ModelContract, embed_contract, graph_sha256
-from perception.model.config import ModelConfig
+from perception.contract import INPUTS, ModelContract, embed_contract, graph_sha256, save_model
 from perception.model.config import ModelConfig
 from perception.model.network import OUTPUT_NAMES, TemporalCenterNet
 
@@ -28,8 +26,6 @@ def example_inputs(cfg: ModelConfig, n: int, seed: int = 0) -> tuple[torch.Tenso
 
 def export_onnx(model: TemporalCenterNet, out: str | os.PathLike, name: str) -> ModelContract:
     """Write `model` (eval mode) to `out` as one ONNX file with a dynamic camera batch and its contract."""
-    import onnx
-
     model = model.eval()
     cams = torch.export.Dim("cameras", min=1, max=MAX_CAMERAS)
     dynamic = {k: {0: cams} for k in INPUTS}
@@ -44,12 +40,7 @@ def export_onnx(model: TemporalCenterNet, out: str | os.PathLike, name: str) -> 
     contract = model.cfg.contract(f"{name}-{digest[:12]}", digest)
     embed_contract(proto, contract)
     proto.producer_name = "perception export"
-    onnx.checker.check_model(proto)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    onnx.save_model(proto, str(tmp), save_as_external_data=False)
-    os.replace(tmp, out)
+    save_model(proto, out)
     return contract
 
 

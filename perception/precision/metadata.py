@@ -12,9 +12,8 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from perception.contract import METADATA_KEY, ModelContract, embed_contract, graph_sha256
+from perception.contract import METADATA_KEY, ModelContract, embed_contract, graph_sha256, save_model
 from perception.errors import ModelContractError
 
 PRECISION_KEY = "perception.precision"
@@ -82,8 +81,6 @@ def read_precision(path: str | os.PathLike) -> PrecisionInfo:
 
 def finish_converted(model, source: ModelContract, info: PrecisionInfo, out: str | os.PathLike) -> ModelContract:
     """Re-embed the contract for the new graph, record `info`, check and write `model` to `out` atomically."""
-    import onnx
-
     props = [p for p in model.metadata_props if p.key not in (METADATA_KEY, PRECISION_KEY)]
     del model.metadata_props[:]
     model.metadata_props.extend(props)
@@ -94,10 +91,5 @@ def finish_converted(model, source: ModelContract, info: PrecisionInfo, out: str
     embed_contract(model, contract)
     entry = model.metadata_props.add()
     entry.key, entry.value = PRECISION_KEY, info.to_json()
-    onnx.checker.check_model(model)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    onnx.save_model(model, str(tmp), save_as_external_data=False)
-    os.replace(tmp, out)
+    save_model(model, out)
     return contract
