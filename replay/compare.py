@@ -31,7 +31,7 @@ from perception.messaging.schemas import DetectionsMessage, HealthMessage, Hints
 from perception.config_base import ConfigBase, param
 from replay.metrics.latency import stage_times_ms
 from replay.metrics.matching import box_iou, match_boxes
-from replay.run_file import Run, as_run
+from perception.io.run_file import Run, as_run
 
 MAX_CONFIG_BYTES = 1 << 20
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from replay.run_file import RecordedMessage, Run, as_run
+from perception.io.run_file import RecordedMessage, Run, as_run
 
 # paths are "<topic>.<field>.<subfield>"; an entry without the topic applies to every topic
 WALL_TIME_FIELDS = frozenset({"publish_ns", "diag.stage_ns", "health.latency_p50_ms", "health.latency_p99_ms"})

@@ -17,7 +17,7 @@ from pathlib import Path
 from perception.engine.base import Engine
 from perception.node.config import NodeConfig
 from perception.node.process import NodeProcess, RunSummary
-from replay.record import RunRecorder
+from perception.io.record import RunRecorder
 
 
 def replay_drive(drive_path: str | Path, out_path: str | Path, config: NodeConfig | None = None, *,

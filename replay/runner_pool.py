@@ -133,7 +133,7 @@ def _replay_one(replay: ReplayFn, drive: Path, run: Path, config: Any) -> DriveR
 
 def _summarize(drive: Path, run: Path, seconds: float) -> DriveResult:
     from replay.metrics.latency import stage_times_ms
-    from replay.run_file import load_run
+    from perception.io.run_file import load_run
 
     recorded = load_run(run)
     engine = stage_times_ms(recorded.detections).get("engine")

@@ -18,9 +18,9 @@ from calib.rig import Rig
 from perception.errors import ConfigError, DriveError
 from perception.frame import ColorMatrix, ColorRange, ColorSpec, Frame, PixelFormat, buffer_rows, min_stride
 from perception.labels import GroundTruth, GroundTruthBox, GroundTruthObject
-from replay.drive import DriveReader, DriveWriter, open_drive
-from replay.drive_images import MAX_IMAGE_SIDE
-from replay.drive_mcap import McapFile, TruncatedDriveWarning
+from perception.io.drive import DriveReader, DriveWriter, open_drive
+from perception.io.drive_images import MAX_IMAGE_SIDE
+from perception.io.drive_mcap import McapFile, TruncatedDriveWarning
 
 W, H = 64, 48
 MS = 1_000_000

@@ -11,10 +11,10 @@ from mcap_ros2.writer import Writer as Ros2Writer
 
 from perception.errors import DriveError
 from perception.frame import PixelFormat
-from replay.drive import open_drive
-from replay.drive_common import default_camera
-from replay.ros2bag import Ros2BagReader
-from replay.video import VideoDrive
+from perception.io.drive import open_drive
+from perception.io.drive_common import default_camera
+from perception.io.ros2bag import Ros2BagReader
+from perception.io.video import VideoDrive
 
 W, H = 64, 48
 MS = 1_000_000

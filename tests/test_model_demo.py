@@ -45,7 +45,7 @@ def test_contract_matches_the_default_configuration():
 def test_demo_model_finds_the_cars_of_an_unseen_drive():
     synth = pytest.importorskip("replay.synth")
     from perception.engine.onnxruntime import OnnxRuntimeEngine
-    from replay.drive import DriveReader
+    from perception.io.drive import DriveReader
 
     drive = synth.cached_drive(seed=77, seconds=1.0, fps=10.0, num_cameras=1, width=960, height=540,
                                scenario="lead_brake")

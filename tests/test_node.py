@@ -20,7 +20,7 @@ from perception.node.process import NodeProcess  # noqa: E402
 from perception.engine.onnxruntime import OnnxRuntimeEngine  # noqa: E402
 from perception.sources import LockstepSynchronizer, SyncConfig  # noqa: E402
 from perception.sources.slot import CapturedFrame  # noqa: E402
-from replay.drive import open_drive  # noqa: E402
+from perception.io.drive import open_drive  # noqa: E402
 from replay.synth import cached_drive  # noqa: E402
 from tests.test_model import exported_tiny  # noqa: E402
 
@@ -203,7 +203,7 @@ def test_run_command_on_a_drive(tiny_model_path, drive_path, tmp_path, capsys):
 
 def test_replay_is_deterministic_and_recorded_at_drive_time(tiny_model_path, drive_path, tmp_path):
     from replay.determinism import assert_runs_identical
-    from replay.run_file import RunReader
+    from perception.io.run_file import RunReader
     from replay.runner import replay_drive
 
     config = _config(tiny_model_path, drive_path, tmp_path)

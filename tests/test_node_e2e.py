@@ -20,7 +20,7 @@ import pytest
 from perception.messaging.subscriber import Subscriber
 from perception.node.config import NodeConfig
 from perception.node.process import NodeProcess
-from replay.drive import open_drive
+from perception.io.drive import open_drive
 from replay.synth import cached_drive
 
 EGO_FRONT_M = 3.7  # replay.synth's ego geometry (also TrackerConfig.ego_front_m)

@@ -20,7 +20,7 @@ from perception.precision.fp16 import convert_fp16, write_fp16  # noqa: E402
 from perception.precision.graph import elem_types, feature_tensors, output_nodes, time_valued_tensors  # noqa: E402
 from perception.precision.int8 import count_qdq, quantize_int8  # noqa: E402
 from perception.preprocess import Normalization, preprocess_reference  # noqa: E402
-from replay.drive import open_drive  # noqa: E402
+from perception.io.drive import open_drive  # noqa: E402
 from tests.test_model import exported_tiny  # noqa: E402
 
 FP16_TOLERANCE = 2e-3    # |fp16 - fp32| / max(1, |fp32|) on every head (docs/tensorrt.md)

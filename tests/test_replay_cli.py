@@ -8,7 +8,7 @@ import json
 import pytest
 
 from perception.cli import main
-from replay.run_file import load_run
+from perception.io.run_file import load_run
 from replay.runner_pool import replay_drives, run_paths
 from tests.test_replay_support import record, simulated_outputs, simulated_replay, small_rig, write_drive
 

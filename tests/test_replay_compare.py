@@ -11,7 +11,7 @@ from perception.errors import ConfigError
 from perception.messaging.schemas import DetectionsMessage, HintsMessage
 from replay.compare import CompareConfig, TimingGates, compare_runs, format_diff, update_golden
 from replay.determinism import assert_runs_identical, run_differences
-from replay.run_file import load_run
+from perception.io.run_file import load_run
 from tests.test_replay_support import T0, record, simulated_outputs, small_rig, write_drive
 
 
@@ -170,7 +170,7 @@ def test_determinism_check(drive, tmp_path):
     messages = simulated_outputs(drive)
     a = record(tmp_path / "a.mcap", rig, messages, drive)
     b = tmp_path / "b.mcap"
-    from replay.record import RunRecorder
+    from perception.io.record import RunRecorder
 
     clock = iter(range(10**9, 2 * 10**9, 1234567))
     with RunRecorder(b, rig, drive_path=drive, clock=lambda: next(clock)) as recorder:

@@ -17,7 +17,7 @@ from replay.metrics.config import DISTANCE_BANDS
 from replay.metrics.detection import IOU_THRESHOLDS, evaluate_detections
 from replay.metrics.hints import _events
 from replay.metrics.tracking import evaluate_tracking
-from replay.run_file import load_run
+from perception.io.run_file import load_run
 from tests.test_replay_support import T0, record, simulated_outputs, small_rig, write_drive
 
 

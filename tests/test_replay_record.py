@@ -17,10 +17,10 @@ from calib.rig import rig_to_yaml_str
 from perception.errors import ConfigError, DriveError
 from perception.messaging.codec import encode
 from perception.messaging.schemas import DetectionsMessage, Diagnostics, HealthMessage, HintsMessage
-from replay.drive import DriveReader
-from replay.drive_mcap import TruncatedDriveWarning
-from replay.record import RunRecorder
-from replay.run_file import OUTPUT_TOPICS, RunReader, annotations_topic, load_run, schema_name
+from perception.io.drive import DriveReader
+from perception.io.drive_mcap import TruncatedDriveWarning
+from perception.io.record import RunRecorder
+from perception.io.run_file import OUTPUT_TOPICS, RunReader, annotations_topic, load_run, schema_name
 from tests.test_replay_support import T0, record, simulated_outputs, small_rig, write_drive
 
 

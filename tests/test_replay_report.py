@@ -12,7 +12,7 @@ import pytest
 
 from perception.errors import DriveError
 from perception.messaging.schemas import DetectionsMessage, Diagnostics, HintsMessage
-from replay.drive import open_drive
+from perception.io.drive import open_drive
 from replay.report import build_report
 from replay.report.frames import frame_errors
 from tests.test_replay_support import objects_of, record, simulated_outputs, small_rig, write_drive

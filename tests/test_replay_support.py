@@ -22,9 +22,9 @@ from perception.labels import CLASSES, GroundTruth, GroundTruthBox, GroundTruthO
 from perception.messaging.schemas import (
     OBJECT_FIELDS, DetectionsMessage, Diagnostics, HealthMessage, HintsMessage, Lead, Message, TrackedObjects,
 )
-from replay.drive import DriveReader, DriveWriter
+from perception.io.drive import DriveReader, DriveWriter
 from replay.metrics.align import gap_and_ttc
-from replay.record import RunRecorder
+from perception.io.record import RunRecorder
 
 T0 = 1_700_000_000_000_000_000
 FPS = 10.0

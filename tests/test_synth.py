@@ -13,8 +13,8 @@ from calib.defaults import default_rig
 from calib.rig import Rig, save_rig
 from perception.cli import main
 from perception.errors import ConfigError
-from replay.drive import DriveReader
-from replay.drive_images import frame_to_bgr
+from perception.io.drive import DriveReader
+from perception.io.drive_images import frame_to_bgr
 from replay.synth import SynthConfig, cached_drive, generate_drive
 from replay.synth.scenarios import SCENARIOS
 from replay.synth.sensor import Sensor

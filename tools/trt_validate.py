@@ -49,7 +49,7 @@ def make_variants(model: Path, out: Path, calib_drive: Path, samples: int) -> di
 
 def frame_sets(drive_path: Path, contract, steps: int) -> tuple[list, list]:
     from perception.precision.calibration import frame_set_inputs
-    from replay.drive import open_drive
+    from perception.io.drive import open_drive
 
     drive = open_drive(drive_path)
     try:

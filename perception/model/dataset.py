@@ -109,7 +109,7 @@ def net_objects(gt: GroundTruth, table: RemapTable, classes: Sequence[str], dept
 def load_sequences(drive_path: str | os.PathLike, cfg: ModelConfig, cache_dir: Path | None = None,
                    cameras: Sequence[str] | None = None, progress: bool = False) -> list[CameraSequence]:
     """Every camera of a drive with ground truth, preprocessed (cached) and labelled."""
-    from replay.drive import DriveReader
+    from perception.io.drive import DriveReader
 
     path = Path(drive_path).resolve()
     cache_dir = cache_dir or default_cache_dir()

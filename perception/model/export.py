@@ -66,7 +66,7 @@ def parity_inputs(cfg: ModelConfig, cameras: int, drive: str | os.PathLike | Non
         return np.ascontiguousarray(images.transpose(0, 1, 4, 2, 3), dtype=np.float32), t_ns
     from calib.remap import build_remap
     from perception.preprocess import FastPreprocessor, Normalization
-    from replay.drive import open_drive
+    from perception.io.drive import open_drive
 
     reader = open_drive(drive)
     try:

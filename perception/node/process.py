@@ -25,7 +25,7 @@ from perception.errors import ConfigError, DriveError
 from perception.messaging.curve import CurveServerKeys
 from perception.messaging.publisher import Publisher
 from perception.node.config import NodeConfig
-from perception.node.defaults import DEMO_MODEL, demo_drive
+from perception.node.defaults import DEMO_MODEL
 from perception.node.node import Node, NodeOutputs
 from perception.sources.capture import capture_frames
 from perception.sources.framebus import FrameBusReceiver
@@ -59,11 +59,6 @@ def open_engine(config: NodeConfig) -> Engine:
     return OnnxRuntimeEngine(model, threads=config.engine.threads)
 
 
-def drive_path(config: NodeConfig) -> str:
-    """The configured drive, or the bundled demo drive (generated deterministically on first use)."""
-    return config.source.drive if config.source.drive is not None else str(demo_drive())
-
-
 class NodeProcess:
     def __init__(self, config: NodeConfig, engine: Engine | None = None,
                  on_outputs: Callable[[NodeOutputs], None] | None = None) -> None:
@@ -86,7 +81,7 @@ class NodeProcess:
                 curve = CurveServerKeys(Path(config.publish.curve_secret_key), Path(config.publish.curve_clients_dir))
             self.publisher = Publisher(config.publish.endpoint, sndhwm=config.publish.sndhwm, curve=curve)
             if config.record is not None:
-                from replay.record import RunRecorder
+                from perception.io.record import RunRecorder
 
                 self.recorder = RunRecorder(config.record, rig, drive_path=self._drive_path)
         except BaseException:
@@ -199,9 +194,12 @@ class NodeProcess:
         rig = load_rig(self.config.rig) if self.config.rig is not None else None
         self._drive_path = None
         if src.kind == "drive":
-            from replay.drive import open_drive
+            from perception.io.drive import open_drive
 
-            self._drive_path = drive_path(self.config)
+            if src.drive is None:
+                raise ConfigError("source.drive: a drive source needs a drive file (`perception run` fills in "
+                                  "the demo drive when none is given)")
+            self._drive_path = src.drive
             self._drive = open_drive(self._drive_path)
             return rig or self._drive.rig
         assert rig is not None  # config validation requires a rig for live sources

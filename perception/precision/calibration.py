@@ -101,7 +101,7 @@ def calibration_set(model: str | os.PathLike, drives: Sequence[str | os.PathLike
                     every: int = 2, cameras: Sequence[str] | None = None, threads: int | None = None) -> CalibrationSet:
     """Stream each drive through the float32 `model` and keep the inputs of every `every`-th frame set,
     up to `max_samples` in all (shared evenly between the drives)."""
-    from replay.drive import open_drive
+    from perception.io.drive import open_drive
 
     if max_samples < 1 or every < 1:
         raise ValueError("max_samples and every must be >= 1")

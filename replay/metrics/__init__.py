@@ -20,7 +20,7 @@ from replay.metrics.hints import HintMetrics, evaluate_hints
 from replay.metrics.kinematics import KinematicErrors, evaluate_kinematics
 from replay.metrics.latency import LatencyMetrics, latency_metrics
 from replay.metrics.tracking import TrackingMetrics, evaluate_tracking
-from replay.run_file import Run
+from perception.io.run_file import Run
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def drive_for(run: Run, drive: str | Path | None = None) -> Path | None:
 def ground_truth_for(run: Run, drive: str | Path | None = None) -> list[GroundTruth] | None:
     """The ground truth of the run's drive (see drive_for); None when there is no drive or it has no labels
     (ROS 2 bags and video files have none)."""
-    from replay.drive import DriveReader, open_drive
+    from perception.io.drive import DriveReader, open_drive
 
     path = drive_for(run, drive)
     if path is None:

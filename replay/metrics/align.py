@@ -17,7 +17,7 @@ import numpy as np
 
 from perception.labels import CLASS_INDEX, GroundTruth, GroundTruthObject
 from perception.messaging.schemas import DetectionsMessage
-from replay.run_file import RecordedMessage
+from perception.io.run_file import RecordedMessage
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import numpy as np
 from perception.labels import GroundTruth, GroundTruthObject
 from replay.metrics.align import gap_and_ttc
 from replay.metrics.config import MetricsConfig
-from replay.run_file import RecordedMessage
+from perception.io.run_file import RecordedMessage
 
 STAGES = ("none", "prepare", "brake")
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from replay.run_file import RecordedMessage
+from perception.io.run_file import RecordedMessage
 
 TOTAL = "total"  # a stage the node may report itself; otherwise end to end = the sum of the stages
 

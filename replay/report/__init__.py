@@ -12,7 +12,7 @@ from pathlib import Path
 
 from perception.errors import DriveError
 from replay.metrics import MetricsConfig, RunMetrics, drive_for, evaluate_run, ground_truth_for
-from replay.run_file import load_run
+from perception.io.run_file import load_run
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,7 @@ def build_report(run_path: str | Path, out: str | Path, *, drive: str | Path | N
     """Writes the report of `run_path` to `out` (HTML). Frames and ground truth come from `drive`, else from
     the run itself when its inputs were copied, else from the drive its metadata names; without any, the
     report has the latency and output plots only (and no video can be drawn)."""
-    from replay.drive import DriveReader, open_drive
+    from perception.io.drive import DriveReader, open_drive
     from replay.report.frames import contact_sheet, write_video
     from replay.report.html import render
     from replay.report.plots import plot_all

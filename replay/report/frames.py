@@ -12,13 +12,13 @@ import numpy as np
 from perception.errors import DriveError
 from perception.labels import CLASSES, GroundTruth
 from perception.messaging.schemas import DetectionsMessage, HintsMessage
-from replay.drive_common import Drive
-from replay.drive_images import frame_to_bgr
+from perception.io.drive_common import Drive
+from perception.io.drive_images import frame_to_bgr
 from replay.metrics import RunMetrics
 from replay.metrics.align import EvalImage, detections_of
 from replay.metrics.matching import box_iou, match_boxes
-from replay.overlay import FALSE_COLOR, GT_COLOR, MISSED_COLOR, class_color, draw_box, object_label
-from replay.run_file import Run
+from perception.io.overlay import FALSE_COLOR, GT_COLOR, MISSED_COLOR, class_color, draw_box, object_label
+from perception.io.run_file import Run
 
 TILE_WIDTH = 480
 VIDEO_HEIGHT = 360

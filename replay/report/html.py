@@ -15,7 +15,7 @@ from replay.metrics import RunMetrics
 from replay.metrics.config import MetricsConfig
 from replay.metrics.hints import STAGES
 from replay.report.frames import Tile
-from replay.run_file import Run
+from perception.io.run_file import Run
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1180px;

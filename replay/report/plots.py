@@ -13,8 +13,8 @@ from perception.labels import CLASSES
 from replay.metrics import RunMetrics
 from replay.metrics.detection import IOU_THRESHOLDS, RECALL_THRESHOLDS
 from replay.metrics.hints import STAGES
-from replay.overlay import class_color
-from replay.run_file import Run
+from perception.io.overlay import class_color
+from perception.io.run_file import Run
 
 _STAGE_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974",
                  "#64b5cd")

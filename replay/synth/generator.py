@@ -134,7 +134,7 @@ def generate_drive(path: str | Path, config: SynthConfig | None = None, *,
     """Write a synthetic drive to `path`, from a SynthConfig or its fields as keywords (seed, seconds, fps,
     num_cameras, scenario, width, height, image_format, jpeg_quality, drop_prob, jitter_ms, start_ns, rig).
     `progress(done, total)` is called after every frame tick. A failed run leaves no file behind."""
-    from replay.drive import DriveWriter
+    from perception.io.drive import DriveWriter
 
     if config is not None and params:
         raise ConfigError("synth: pass either a SynthConfig or its fields, not both")
@@ -221,7 +221,7 @@ def ground_truth(camera: str, t_ns: int, snap: Snapshot, seen: dict) -> GroundTr
 # ---- cache ---------------------------------------------------------------------------------------------
 _SOURCES = ("replay.synth.generator", "replay.synth.motion", "replay.synth.render", "replay.synth.scenarios",
             "replay.synth.sensor", "replay.synth.texture", "replay.synth.world", "calib.camera", "calib.defaults",
-            "calib.formats", "replay.drive", "replay.drive_images", "perception.labels", "perception.frame")
+            "calib.formats", "perception.io.drive", "perception.io.drive_images", "perception.labels", "perception.frame")
 
 
 def cache_dir() -> Path:
@@ -244,7 +244,7 @@ def cached_drive(**params: object) -> Path:
     """Path of the drive for these SynthConfig fields, generated into `cache_dir()/drives/` on first use.
     The file name hashes the parameters and the generator's code; writes are atomic (safe for parallel
     test processes)."""
-    import replay.drive  # noqa: F401  (its source is part of the fingerprint)
+    import perception.io.drive  # noqa: F401  (its source is part of the fingerprint)
 
     config = SynthConfig(**params)  # type: ignore[arg-type]
     key = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "rig"}

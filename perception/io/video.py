@@ -16,8 +16,8 @@ import cv2
 from calib.rig import Rig
 from perception.errors import DriveError
 from perception.frame import Frame
-from replay.drive_common import CameraFrame, default_camera, select_cameras
-from replay.drive_images import check_size
+from perception.io.drive_common import CameraFrame, default_camera, select_cameras
+from perception.io.drive_images import check_size
 
 
 class VideoDrive:

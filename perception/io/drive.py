@@ -35,11 +35,11 @@ from calib.rig import Rig, rig_to_yaml_str
 from perception.errors import ConfigError, DriveError
 from perception.frame import ColorMatrix, ColorRange, ColorSpec, Frame, PixelFormat
 from perception.labels import CLASSES, GroundTruth
-from replay.drive_common import CameraFrame, Drive, check_frame_size, select_cameras
-from replay.drive_images import compressed_size, encode_jpeg, frame_from_compressed, frame_from_raw
-from replay.drive_mcap import McapFile, McapReader, TruncatedDriveWarning
-from replay.ros2bag import Ros2BagReader
-from replay.video import VideoDrive
+from perception.io.drive_common import CameraFrame, Drive, check_frame_size, select_cameras
+from perception.io.drive_images import compressed_size, encode_jpeg, frame_from_compressed, frame_from_raw
+from perception.io.drive_mcap import McapFile, McapReader, TruncatedDriveWarning
+from perception.io.ros2bag import Ros2BagReader
+from perception.io.video import VideoDrive
 
 __all__ = ["CameraFrame", "Drive", "DriveMessage", "DriveReader", "DriveWriter", "EgoState", "open_drive"]
 

@@ -11,7 +11,7 @@ Layout (written by replay/record.py, read here):
   the latest time recorded so far);
 - `/camera/<name>/annotations`: Foxglove `ImageAnnotations` of the boxes, at that camera's capture time;
 - with `inputs: copied` also the drive's own channels (images, calibration, ground truth, ego), so the run
-  opens as a drive (`replay.drive.DriveReader`).
+  opens as a drive (`perception.io.drive.DriveReader`).
 
 Reading treats the file as untrusted: payloads are decoded by `perception.messaging.codec.decode` (size and
 msgpack limits, schema version, every field's type and shape) and checked against their channel's schema
@@ -36,8 +36,8 @@ from perception.errors import DriveError, MessageError
 from perception.messaging.codec import decode
 from perception.messaging.schemas import DetectionsMessage, Envelope, HintsMessage, Message
 from perception.messaging.services import SERVICES, topic_prefix
-from replay.drive import RIG_ATTACHMENT, image_topic
-from replay.drive_mcap import RECORD_SIZE_LIMIT, McapFile, McapReader
+from perception.io.drive import RIG_ATTACHMENT, image_topic
+from perception.io.drive_mcap import RECORD_SIZE_LIMIT, McapFile, McapReader
 
 RUN_FORMAT = "perception.run.v1"
 RUN_METADATA = "perception.run"

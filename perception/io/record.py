@@ -36,10 +36,10 @@ from perception.errors import ConfigError, DriveError, MessageError
 from perception.messaging.codec import decode, encode
 from perception.messaging.schemas import TOPIC_OF, DetectionsMessage, Envelope, Message
 from perception.messaging.services import topic_prefix
-from replay.drive import RIG_ATTACHMENT
-from replay.drive_mcap import McapFile
-from replay.overlay import class_color, object_label
-from replay.run_file import (
+from perception.io.drive import RIG_ATTACHMENT
+from perception.io.drive_mcap import McapFile
+from perception.io.overlay import class_color, object_label
+from perception.io.run_file import (
     MESSAGE_ENCODING, OUTPUT_TOPICS, RUN_FORMAT, RUN_METADATA, annotations_topic, message_time, schema_name,
 )
 

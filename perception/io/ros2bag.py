@@ -12,10 +12,10 @@ from mcap_ros2.decoder import DecoderFactory as Ros2DecoderFactory
 from calib.camera import CameraModel
 from calib.rig import Rig
 from perception.errors import CalibrationError, DriveError
-from replay.drive_common import (DEFAULT_T_VEHICLE_CAMERA, CameraFrame, check_frame_size, default_camera,
+from perception.io.drive_common import (DEFAULT_T_VEHICLE_CAMERA, CameraFrame, check_frame_size, default_camera,
                                   select_cameras)
-from replay.drive_images import check_size, compressed_size, frame_from_compressed, frame_from_raw
-from replay.drive_mcap import McapFile, McapReader
+from perception.io.drive_images import check_size, compressed_size, frame_from_compressed, frame_from_raw
+from perception.io.drive_mcap import McapFile, McapReader
 
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
