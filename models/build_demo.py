@@ -143,7 +143,7 @@ def stage_evaluate() -> None:
         "config": best["config"], "best_epoch": best["epoch"], "epochs_run": len(log),
         "training_seconds": round(sum(float(r["seconds"]) for r in log)),
         "metrics": {"held_out_test": metrics["test"], "validation": metrics["val"], "unseen_seeds": unseen,
-                    "protocol": "perception/model/evaluate.py (EVAL_RULES of perception/model/dataset.py)"},
+                    "protocol": "perception/eval, moderate level (docs/evaluation.md)"},
         "targets": {"AP@0.5/car": 0.8, "AP@0.5/pedestrian": 0.6, "range_rel_error_median_under_40m": 0.05},
         "environment": {"python": platform.python_version(), "machine": platform.machine()},
     }

@@ -9,7 +9,7 @@ from calib.camera import CameraModel
 from calib.remap import build_remap
 from perception.labels import GroundTruth, GroundTruthBox, GroundTruthObject
 from perception.model.config import ModelConfig
-from perception.model.dataset import (EVAL_RULES, TRAIN_RULES, Augmentation, CameraSequence, ClipSampler,
+from perception.model.dataset import (TRAIN_RULES, Augmentation, CameraSequence, ClipSampler,
                                       is_ignored, net_objects)
 from perception.model.targets import (DISPLACEMENT, LOG_DEPTH, LOG_SIZE, MASK_BOX, MASK_DISPLACEMENT, OFFSET,
                                       NetBox, cell_of, render_targets)
@@ -54,7 +54,6 @@ def test_label_rules():
                    (3, "pedestrian", (400, 60, 420, 160), 0.6),  # occluded 60 %
                    (4, "car", (-400, 100, -300, 180), 0.0)], {1: 20.0})
     assert is_ignored(frame.boxes, TABLE, TRAIN_RULES).tolist() == [False, False, False, True]
-    assert is_ignored(frame.boxes, TABLE, EVAL_RULES).tolist() == [False, True, True, True]
     objs = net_objects(frame, TABLE, CFG.classes, CFG.depth_focal_px)
     np.testing.assert_allclose(objs[0].box, [25 - 0.375, 25 - 0.375, 50 - 0.375, 45 - 0.375], atol=1e-6)
     focal = CFG.depth_focal_px / TABLE.net_camera.fx          # 400 / 100: depth normalised to focal length F

@@ -1,4 +1,4 @@
-"""Evaluation metrics: COCO mAP@0.5 with crowd (ignored) regions, range and velocity errors of matches."""
+"""Evaluation metrics: mAP@0.5 by the evaluation protocol (ignored boxes), range and velocity errors of matches."""
 
 from __future__ import annotations
 
@@ -7,21 +7,20 @@ import math
 import numpy as np
 import pytest
 
-pytest.importorskip("pycocotools")
-
 from perception.detections import Detections  # noqa: E402
 from perception.labels import CLASSES  # noqa: E402
 from perception.model.evaluate import FrameResult, score  # noqa: E402
 
 
 def frame(gt: list[tuple[int, list[float], bool, float, tuple]], dets: list[tuple[int, list[float], float, float, tuple]]):
-    """gt: (cls, box, ignore, range, velocity); dets: (cls, box, score, range, velocity)."""
+    """gt: (cls, box, ignore, range, velocity); dets: (cls, box, score, range, velocity). An ignored box is
+    mostly occluded (outside every level but hard); images are 1242 px wide (KITTI's)."""
     d = Detections(np.zeros(len(dets), np.int32), np.array([x[0] for x in dets], np.int32),
                    np.array([x[2] for x in dets], np.float32), np.array([x[1] for x in dets], np.float32).reshape(-1, 4),
                    np.array([x[3] for x in dets], np.float32), np.array([x[4] for x in dets], np.float32).reshape(-1, 2))
     return FrameResult(d, np.array([g[1] for g in gt], np.float64).reshape(-1, 4), np.array([g[0] for g in gt]),
-                       np.array([g[2] for g in gt], bool), np.array([g[3] for g in gt], np.float64),
-                       np.array([g[4] for g in gt], np.float64).reshape(-1, 2))
+                       np.array([g[3] for g in gt], np.float64), np.array([g[4] for g in gt], np.float64).reshape(-1, 2),
+                       np.array([0.7 if g[2] else 0.0 for g in gt]), np.zeros(len(gt)), np.ones(len(gt)), 1242)
 
 
 CAR, PED = CLASSES.index("car"), CLASSES.index("pedestrian")
@@ -42,15 +41,17 @@ def test_perfect_detections_score_one_and_exact_errors():
 
 def test_misses_false_positives_and_crowd_regions():
     gt = [(CAR, [10, 10, 60, 40], False, 20.0, NAN2), (CAR, [200, 10, 250, 40], False, 50.0, NAN2),
-          (CAR, [300, 10, 310, 15], True, 90.0, NAN2)]                  # tiny: ignored (crowd)
+          (CAR, [300, 10, 340, 45], True, 90.0, NAN2)]                  # occluded: ignored
     dets = [(CAR, [10, 10, 60, 40], 0.9, 20.0, NAN2),                  # hit
-            (CAR, [300, 10, 310, 15], 0.8, 90.0, NAN2),                # on the ignored box: neither hit nor FP
+            (CAR, [300, 10, 340, 45], 0.8, 90.0, NAN2),                # on the ignored box: neither hit nor FP
             (CAR, [400, 10, 450, 40], 0.7, 10.0, NAN2)]                # false positive
     r = score([frame(gt, dets)], CLASSES)
     # ranked: hit (P=1, R=.5), FP (P=.5) -> the second car is never found: AP = 0.5 over 101 recall points
     assert r.ap["car"] == pytest.approx(51 / 101, abs=1e-6)
     assert r.gt_counts["car"] == 2 and r.matched == 1
     assert r.range_rel_error_median == pytest.approx(0.0)
+    # the hard level scores the occluded car: found, so hard mAP is above moderate's
+    assert r.map_by_level["hard"] > r.map_by_level["moderate"] == pytest.approx(51 / 101, abs=1e-6)
 
 
 def test_wrong_class_does_not_match_and_no_detections_give_zero():

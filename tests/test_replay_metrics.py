@@ -3,8 +3,6 @@ recorded run against its labelled drive."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 
 import numpy as np
@@ -14,7 +12,6 @@ from perception.labels import CLASSES, GroundTruth, GroundTruthBox
 from replay.metrics import MetricsConfig, evaluate_run, ground_truth_for
 from replay.metrics.align import EvalImage, ImageDetections
 from replay.metrics.config import DISTANCE_BANDS
-from replay.metrics.detection import IOU_THRESHOLDS, evaluate_detections
 from replay.metrics.hints import _events
 from replay.metrics.tracking import evaluate_tracking
 from perception.io.run_file import load_run
@@ -35,85 +32,6 @@ def _random_boxes(rng, n, size=640.0):
     xy = rng.uniform(0, size * 0.8, (n, 2))
     wh = rng.uniform(8, size * 0.25, (n, 2))
     return np.concatenate([xy, xy + wh], axis=1)
-
-
-def _random_detection_images(seed: int, n_images: int = 40) -> list[EvalImage]:
-    """Detections near (and far from) the ground truth, over-detections, duplicates, score ties, an image
-    beyond 100 detections; class 1 (truck) has detections but no ground truth."""
-    rng = np.random.default_rng(seed)
-    images = []
-    for i in range(n_images):
-        g = rng.integers(0, 8)
-        gt_boxes = _random_boxes(rng, g)
-        gt_cls = rng.choice([0, 2, 3], g)
-        det_boxes, det_cls = [], []
-        for b, c in zip(gt_boxes, gt_cls):
-            for _ in range(rng.choice([0, 1, 1, 1, 2])):
-                box = b + rng.normal(0, 0.08 * (b[2] - b[0]), 4)
-                det_boxes.append([*np.minimum(box[:2], box[2:]), *np.maximum(box[:2], box[2:])])
-                det_cls.append(c if rng.random() > 0.1 else rng.integers(0, 4))
-        extra = rng.integers(0, 4) + (120 if i == 7 else 0)
-        det_boxes += list(_random_boxes(rng, extra))
-        det_cls += list(rng.integers(0, 4, extra))
-        scores = np.round(rng.uniform(0.05, 1.0, len(det_boxes)), 2)  # rounded: ties across images
-        images.append(_image("front", T0 + i, gt_boxes, gt_cls, np.arange(g) + 1, det_boxes, det_cls, scores,
-                             np.arange(len(det_boxes))))
-    return images
-
-
-def _pycocotools_precision(images: list[EvalImage]) -> np.ndarray:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    gt = {"images": [{"id": i + 1} for i in range(len(images))],
-          "categories": [{"id": k + 1, "name": name} for k, name in enumerate(CLASSES)], "annotations": []}
-    results = []
-    for i, im in enumerate(images):
-        for box, cls in zip(im.gt_boxes, im.gt_cls):
-            w, h = box[2] - box[0], box[3] - box[1]
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i + 1, "category_id": int(cls) + 1,
-                                      "bbox": [box[0], box[1], w, h], "area": w * h, "iscrowd": 0})
-        for box, cls, score in zip(im.det.box, im.det.cls, im.det.score):
-            results.append({"image_id": i + 1, "category_id": int(cls) + 1, "score": float(score),
-                            "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]]})
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO()
-        coco.dataset = gt
-        coco.createIndex()
-        evaluator = COCOeval(coco, coco.loadRes(results), "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-    return evaluator.eval["precision"][:, :, :, 0, -1]  # area "all", maxDets 100
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_map_equals_pycocotools(seed):
-    images = _random_detection_images(seed)
-    ours = evaluate_detections(images, CLASSES)
-    theirs = _pycocotools_precision(images)
-    assert ours.gt_count[1] == 0 and ours.det_count[1] > 0  # a class with detections only: not in the mean
-    np.testing.assert_allclose(ours.precision, theirs, atol=1e-6, rtol=0)
-    for k in range(len(CLASSES)):
-        valid = theirs[:, :, k] > -1
-        expected = theirs[:, :, k][valid].mean() if valid.any() else math.nan
-        assert ours.ap(k) == pytest.approx(expected, abs=1e-6, nan_ok=True)
-        expected50 = theirs[0, :, k][theirs[0, :, k] > -1].mean() if valid.any() else math.nan
-        assert ours.ap(k, 0) == pytest.approx(expected50, abs=1e-6, nan_ok=True)
-    assert ours.map == pytest.approx(theirs[theirs > -1].mean(), abs=1e-6)
-    assert ours.map50 == pytest.approx(theirs[0][theirs[0] > -1].mean(), abs=1e-6)
-    assert 0.05 < ours.map < ours.map50 < 1.0
-
-
-def test_map_perfect_and_empty_cases():
-    boxes = np.array([[10, 10, 50, 60], [100, 100, 180, 150]], float)
-    perfect = [_image("front", T0, boxes, [0, 2], [1, 2], boxes, [0, 2], [0.9, 0.8], [1, 2])]
-    result = evaluate_detections(perfect, CLASSES)
-    assert result.map == pytest.approx(1.0) and result.map50 == pytest.approx(1.0)
-    assert math.isnan(result.ap(1)) and math.isnan(result.ap(3))
-    missed = [_image("front", T0, boxes, [0, 2], [1, 2], np.zeros((0, 4)), [], [], [])]
-    result = evaluate_detections(missed, CLASSES)
-    assert result.map == 0.0 and result.map50 == 0.0 and list(result.recall[:, 0]) == [0.0] * 10
-    assert IOU_THRESHOLDS[0] == 0.5 and len(IOU_THRESHOLDS) == 10
 
 
 def _random_tracking_images(seed: int, cameras=("front", "rear"), frames: int = 60) -> list[EvalImage]:

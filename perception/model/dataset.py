@@ -5,11 +5,11 @@ letterbox), once, into a uint8 cache (~/.cache/perception/frames, one memory-map
 camera, see default_cache_dir; normalisation is applied when a clip is drawn, so the cache differs from the node's input only by
 rounding to 8 bits). Ground-truth boxes (source pixels)
 go through the same table into network pixels (perception.model.targets). A box is *ignored* (neither
-positive nor negative in training; a crowd region in mAP) when it breaks the label rules: too short in
+positive nor negative in training) when it breaks the label rules: too short in
 network pixels, too occluded or truncated, or mostly outside the part of the image the network sees (wide
-lenses lose their periphery to the distortion-free network camera). Training uses looser rules than
-evaluation (EVAL_RULES: KITTI "moderate"-like, >= 10 network pixels = 25 px of a 1242-px-wide image), so
-the network also learns from small objects that the metrics leave out. Depth labels: the object centre's
+lenses lose their periphery to the distortion-free network camera). Training uses looser rules than the
+evaluation protocol's moderate level (perception/eval: >= 25 px of a 1242-px-wide image), so the network
+also learns from small objects that the metrics leave out. Depth labels: the object centre's
 depth z along the camera's optical axis, normalised to the reference focal length (ln(z * F / fx)); a box
 without an object has none. Zooming a clip by s scales fx by s, so its depth labels move by -ln(s). The
 decoder turns depth into range through the box centre's viewing ray and the camera's extrinsics.
@@ -48,7 +48,6 @@ class LabelRules:
 
 
 TRAIN_RULES = LabelRules(min_height_px=6.0, max_occlusion=0.7, max_truncation=0.7, min_visible=0.5)
-EVAL_RULES = LabelRules(min_height_px=10.0, max_occlusion=0.5, max_truncation=0.5, min_visible=0.5)
 
 
 def is_ignored(boxes: Sequence, table: RemapTable, rules: LabelRules) -> np.ndarray:

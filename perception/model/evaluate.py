@@ -3,10 +3,12 @@
 Each camera sequence is streamed from a reset state, frame by frame with its real timestamps, exactly as
 the node runs. Detections (original camera pixels) are compared with the ground-truth boxes:
 
-- mAP@0.5 per class with pycocotools (101-point interpolation); ground truth outside the evaluation rules
-  (perception.model.dataset.EVAL_RULES: too small, occluded, truncated, or outside what the network sees)
-  is a crowd region: matching it is neither a hit nor a false positive;
-- range: relative error |r_pred - r_gt| / r_gt of true positives (IoU >= 0.5, same class, greedy by score),
+- mAP@0.5 per class by the one evaluation protocol (perception/eval, docs/evaluation.md): the COCO
+  procedure at each KITTI-style difficulty level (moderate is the headline); ground truth outside the level
+  (too small, occluded, truncated, or mostly outside what the network sees) is ignored: matching it is
+  neither a hit nor a false positive;
+- range: relative error |r_pred - r_gt| / r_gt of true positives at the moderate level (IoU >= 0.5, same
+  class, greedy by score),
   median over those with r_gt < 40 m (and over all);
 - image velocity: |v_pred - v_gt| in source pixels per second for true positives whose object was also
   labelled in the camera's previous frame (v_gt = box-centre displacement / time step), median.
@@ -14,8 +16,6 @@ the node runs. Detections (original camera pixels) are compared with the ground-
 
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,21 +25,25 @@ import numpy as np
 from perception.decode import DecodeConfig, Decoder
 from perception.detections import Detections
 from perception.engine.base import Engine
-from perception.model.dataset import EVAL_RULES, CameraSequence, is_ignored, normalise
+from perception.eval import LEVELS, MODERATE, Difficulty, ScoredFrame, evaluate_detections
+from perception.eval.detection import box_iou
+from perception.model.dataset import CameraSequence, normalise
+from perception.model.targets import source_boxes_to_net
 
 RANGE_LIMIT_M = 40.0
 
 
 @dataclass
 class EvalResult:
-    ap: dict[str, float]                       # per class; NaN where the data has no such object
-    gt_counts: dict[str, int]                  # evaluated (non-ignored) boxes per class
+    ap: dict[str, float]                       # AP@0.5 per class at the moderate level; NaN: no such object
+    gt_counts: dict[str, int]                  # scored (non-ignored) moderate boxes per class
     range_rel_error_median_under_40m: float
     range_rel_error_median: float
     velocity_error_median_px_s: float
     velocity_gt_median_px_s: float             # scale of the velocities being estimated
     frames: int
     matched: int
+    map_by_level: dict[str, float]             # mAP@0.5 at easy / moderate / hard
 
     @property
     def mean_ap(self) -> float:
@@ -53,7 +57,8 @@ class EvalResult:
                 "range_rel_error_median": self.range_rel_error_median,
                 "velocity_error_median_px_s": self.velocity_error_median_px_s,
                 "velocity_gt_median_px_s": self.velocity_gt_median_px_s,
-                "frames": self.frames, "matched": self.matched}
+                "frames": self.frames, "matched": self.matched,
+                **{f"mAP@0.5/{level}": v for level, v in self.map_by_level.items()}}
 
 
 @dataclass
@@ -61,9 +66,16 @@ class FrameResult:
     dets: Detections
     gt_boxes: np.ndarray        # [G,4]
     gt_cls: np.ndarray          # [G]
-    gt_ignore: np.ndarray       # [G] bool
     gt_range: np.ndarray        # [G] NaN unknown
     gt_velocity: np.ndarray     # [G,2] NaN unknown
+    occlusion: np.ndarray       # [G]
+    truncation: np.ndarray      # [G]
+    visible: np.ndarray         # [G] share of the box inside what the network sees
+    image_width: int            # source pixels
+
+    def scored(self, level: Difficulty) -> ScoredFrame:
+        return ScoredFrame.build(self.dets.box, self.dets.cls, self.dets.score, self.gt_boxes, self.gt_cls,
+                                 self.occlusion, self.truncation, self.image_width, level, self.visible)
 
 
 def run_sequences(engine: Engine, sequences: Sequence[CameraSequence], decode: DecodeConfig) -> list[FrameResult]:
@@ -87,19 +99,24 @@ def run_sequences(engine: Engine, sequences: Sequence[CameraSequence], decode: D
             dt = (seq.t_ns[i] - prev_t) * 1e-9 if prev_t is not None else None
             vel = np.array([(centres[b.id] - prev_centres[b.id]) / dt if dt and b.id in prev_centres else (np.nan, np.nan)
                             for b in boxes], np.float64).reshape(-1, 2)
+            visible = source_boxes_to_net(gb, seq.table, with_visibility=True)[1] if boxes else np.zeros(0)
             frames.append(FrameResult(
                 dets, gb, np.array([classes.index(b.cls) for b in boxes], np.int64),
-                is_ignored(boxes, seq.table, EVAL_RULES),
-                np.array([ranges.get(b.id, np.nan) for b in boxes], np.float64), vel))
+                np.array([ranges.get(b.id, np.nan) for b in boxes], np.float64), vel,
+                np.array([b.occlusion for b in boxes], np.float64), np.array([b.truncation for b in boxes], np.float64),
+                visible, seq.table.source_camera.width))
             prev_centres, prev_t = centres, seq.t_ns[i]
     return frames
 
 
 def score(frames: list[FrameResult], classes: Sequence[str]) -> EvalResult:
-    ap, counts = _coco_ap(frames, classes)
+    by_level = {level.name: evaluate_detections([f.scored(level) for f in frames], classes) for level in LEVELS}
+    moderate = by_level[MODERATE.name]
+    ap = moderate.ap50_by_class()
+    counts = {c: int(moderate.gt_count[k]) for k, c in enumerate(classes)}
     rel, rel_all, verr, vgt, matched = [], [], [], [], 0
     for f in frames:
-        for d, g in _greedy_matches(f):
+        for d, g in _greedy_matches(f, f.scored(MODERATE).gt_ignore):
             matched += 1
             r_gt = f.gt_range[g]
             if np.isfinite(r_gt) and r_gt > 0:
@@ -112,7 +129,8 @@ def score(frames: list[FrameResult], classes: Sequence[str]) -> EvalResult:
                 verr.append(float(np.linalg.norm(f.dets.image_velocity[d] - v_gt)))
                 vgt.append(float(np.linalg.norm(v_gt)))
     med = lambda v: float(np.median(v)) if v else float("nan")  # noqa: E731
-    return EvalResult(ap, counts, med(rel), med(rel_all), med(verr), med(vgt), len(frames), matched)
+    return EvalResult(ap, counts, med(rel), med(rel_all), med(verr), med(vgt), len(frames), matched,
+                      {name: m.map50 for name, m in by_level.items()})
 
 
 def evaluate(engine: Engine, sequences: Sequence[CameraSequence], decode: DecodeConfig | None = None) -> EvalResult:
@@ -120,21 +138,13 @@ def evaluate(engine: Engine, sequences: Sequence[CameraSequence], decode: Decode
     return score(run_sequences(engine, sequences, decode), engine.contract.classes)
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0, None), axis=1)  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-9)
-
-
-def _greedy_matches(f: FrameResult, iou_min: float = 0.5) -> list[tuple[int, int]]:
+def _greedy_matches(f: FrameResult, gt_ignore: np.ndarray, iou_min: float = 0.5) -> list[tuple[int, int]]:
     """(detection, ground truth) pairs: by descending score, each to its best unmatched same-class,
     non-ignored box with IoU >= iou_min."""
-    keep = np.flatnonzero(~f.gt_ignore)
+    keep = np.flatnonzero(~gt_ignore)
     if len(f.dets) == 0 or keep.size == 0:
         return []
-    iou = _iou_matrix(f.dets.box.astype(np.float64), f.gt_boxes[keep])
+    iou = box_iou(f.dets.box, f.gt_boxes[keep])
     iou[f.dets.cls[:, None] != f.gt_cls[keep][None, :]] = 0.0
     taken = np.zeros(keep.size, bool)
     pairs = []
@@ -145,46 +155,3 @@ def _greedy_matches(f: FrameResult, iou_min: float = 0.5) -> list[tuple[int, int
             taken[g] = True
             pairs.append((int(d), int(keep[g])))
     return pairs
-
-
-def _coco_ap(frames: list[FrameResult], classes: Sequence[str]) -> tuple[dict[str, float], dict[str, int]]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    images, anns, dets = [], [], []
-    counts = {c: 0 for c in classes}
-    for img_id, f in enumerate(frames):
-        images.append({"id": img_id})
-        for k in range(len(f.gt_cls)):
-            x0, y0, x1, y1 = (float(v) for v in f.gt_boxes[k])
-            crowd = int(f.gt_ignore[k])
-            anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": int(f.gt_cls[k]),
-                         "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": crowd})
-            if not crowd:
-                counts[classes[int(f.gt_cls[k])]] += 1
-        for d in range(len(f.dets)):
-            x0, y0, x1, y1 = (float(v) for v in f.dets.box[d])
-            dets.append({"image_id": img_id, "category_id": int(f.dets.cls[d]), "bbox": [x0, y0, x1 - x0, y1 - y0],
-                         "score": float(f.dets.score[d])})
-    ap = {c: (float("nan") if counts[c] == 0 else 0.0) for c in classes}
-    if not dets:
-        return ap, counts
-    with contextlib.redirect_stdout(io.StringIO()):
-        gt = COCO()
-        gt.dataset = {"images": images, "annotations": anns,
-                      "categories": [{"id": i, "name": c} for i, c in enumerate(classes)]}
-        gt.createIndex()
-        dt = gt.loadRes(dets)
-        ev = COCOeval(gt, dt, "bbox")
-        ev.params.iouThrs = np.array([0.5])
-        ev.params.areaRng = [[0, 1e10]]
-        ev.params.areaRngLbl = ["all"]
-        ev.params.maxDets = [100]
-        ev.evaluate()
-        ev.accumulate()
-    precision = ev.eval["precision"][0, :, :, 0, 0]     # [recall, class]
-    for k, c in enumerate(classes):
-        if counts[c]:
-            p = precision[:, k]
-            ap[c] = float(np.mean(np.where(p > -1, p, 0.0)))
-    return ap, counts

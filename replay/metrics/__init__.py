@@ -1,4 +1,5 @@
-"""Metrics of a run (docs/replay.md): latency always; with the drive's ground truth also detection mAP,
+"""Metrics of a run (docs/replay.md): latency always; with the drive's ground truth also detection mAP per
+difficulty level (the one protocol of perception/eval, docs/evaluation.md), invented objects per frame,
 tracking MOTA / IDF1 / ID switches, range / velocity / TTC errors by distance and brake-hint
 precision / recall.
 
@@ -12,10 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from perception.errors import DriveError
-from perception.labels import CLASSES, GroundTruth
+from perception.labels import GroundTruth
 from replay.metrics.align import EvalImage, align
 from replay.metrics.config import MetricsConfig
-from replay.metrics.detection import DetectionMetrics, evaluate_detections
+from perception.eval import MODERATE, DetectionMetrics, unmatched_per_frame
+from replay.metrics.detection import evaluate_levels, scored_frames
 from replay.metrics.hints import HintMetrics, evaluate_hints
 from replay.metrics.kinematics import KinematicErrors, evaluate_kinematics
 from replay.metrics.latency import LatencyMetrics, latency_metrics
@@ -28,7 +30,9 @@ class RunMetrics:
     latency: LatencyMetrics
     images: list[EvalImage]                 # labelled camera frames with their detections (empty: no labels)
     unused_frames: int                      # labelled frames no frame set used (dropped)
-    detection: DetectionMetrics | None      # None: no ground truth
+    detection: DetectionMetrics | None      # at the moderate level; None: no ground truth
+    detection_levels: dict[str, DetectionMetrics]  # easy / moderate / hard
+    unmatched_per_frame: float              # objects overlapping no labelled box (IoU < 0.3), per camera frame
     tracking: TrackingMetrics | None
     kinematics: KinematicErrors | None
     hints: HintMetrics | None
@@ -39,11 +43,13 @@ def evaluate_run(run: Run, ground_truth: Sequence[GroundTruth] | None,
     config = config or MetricsConfig()
     latency = latency_metrics(run.detections, run.health)
     if not ground_truth:
-        return RunMetrics(latency, [], 0, None, None, None, None)
+        return RunMetrics(latency, [], 0, None, {}, float("nan"), None, None, None)
     images = align(run.detections, ground_truth, run.rig.names)
+    widths = {name: run.rig[name].width for name in run.rig.names}
+    levels = evaluate_levels(images, widths, config.max_dets)
     return RunMetrics(
         latency, images, sum(1 for im in images if im.frame_ns is None),
-        evaluate_detections(images, CLASSES, config.max_dets),
+        levels[MODERATE.name], levels, unmatched_per_frame(scored_frames(images, widths, MODERATE)),
         evaluate_tracking(images, config.min_iou),
         evaluate_kinematics(images, config.min_iou, config.ego_front_m, config.ttc_horizon_s),
         evaluate_hints(run.hints, ground_truth, config))

@@ -106,7 +106,8 @@ def _maybe(plots: dict[str, bytes], title: str) -> str:
 def _summary_cards(run: Run, metrics: RunMetrics) -> str:
     cards = []
     if metrics.detection is not None:
-        cards += [_card(_f(metrics.detection.map50), "mAP@0.5"), _card(_f(metrics.detection.map), "mAP@[.5:.95]")]
+        cards += [_card(_f(metrics.detection.map50), "mAP@0.5 (moderate)"),
+                  _card(_f(metrics.detection.map), "mAP@[.5:.95] (moderate)")]
     if metrics.tracking is not None:
         t = metrics.tracking.total
         cards += [_card(_f(t.mota), "MOTA"), _card(_f(t.idf1), "IDF1"), _card(str(t.id_switches), "ID switches")]
@@ -124,15 +125,19 @@ def _summary_cards(run: Run, metrics: RunMetrics) -> str:
 
 
 def _detection_table(metrics: RunMetrics) -> str:
-    det = metrics.detection
-    rows = [[name, int(det.gt_count[k]), int(det.det_count[k]), _f(det.ap(k, 0)), _f(det.ap(k))]
-            for k, name in enumerate(CLASSES)]
-    rows.append(["all (mean over classes with ground truth)", int(det.gt_count.sum()), int(det.det_count.sum()),
-                 _f(det.map50), _f(det.map)])
-    note = (f"<p class='note'>COCO procedure (101-point interpolated AP, up to 100 detections per camera frame and "
-            f"class) on {len(metrics.images)} labelled camera frames; {metrics.unused_frames} of them were used by "
-            "no frame set and count as all missed.</p>")
-    return _table(["class", "ground-truth boxes", "detections", "AP@0.5", "AP@[.5:.95]"], rows) + note
+    rows = []
+    for level, det in metrics.detection_levels.items():
+        rows += [[level, name, int(det.gt_count[k]), int(det.det_count[k]), _f(det.ap(k, 0)), _f(det.ap(k))]
+                 for k, name in enumerate(CLASSES)]
+        rows.append([level, "all (mean over classes with ground truth)", int(det.gt_count.sum()),
+                     int(det.det_count.sum()), _f(det.map50), _f(det.map)])
+    note = (f"<p class='note'>The evaluation protocol of docs/evaluation.md: KITTI-style difficulty levels (boxes "
+            "outside a level are ignored, neither hit nor miss), COCO procedure (101-point interpolated AP, up to "
+            f"100 detections per camera frame and class) on {len(metrics.images)} labelled camera frames; "
+            f"{metrics.unused_frames} of them were used by no frame set and count as all missed. Objects "
+            f"overlapping no labelled box (IoU &lt; 0.3): {_f(metrics.unmatched_per_frame)} per camera frame.</p>")
+    return _table(["level", "class", "scored ground-truth boxes", "detections", "AP@0.5", "AP@[.5:.95]"],
+                  rows) + note
 
 
 def _tracking_table(metrics: RunMetrics) -> str:

@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from perception.labels import CLASSES
 from replay.metrics import RunMetrics
-from replay.metrics.detection import IOU_THRESHOLDS, RECALL_THRESHOLDS
+from perception.eval import IOU_THRESHOLDS, RECALL_THRESHOLDS
 from replay.metrics.hints import STAGES
 from perception.io.overlay import class_color
 from perception.io.run_file import Run
