@@ -30,7 +30,8 @@ setup(
     extras_require={
         "train": ["torch==2.13.0", "onnx", "onnxscript", "pycocotools"],  # pycocotools: validation mAP
         "gpu": ["pycuda", "tensorrt", "cuda-python"],
-        "dev": ["pytest", "torch==2.13.0", "onnx", "onnxscript", "pycocotools", "motmetrics", "matplotlib"],
+        "dev": ["pytest", "torch==2.13.0", "onnx", "onnxscript", "pycocotools", "motmetrics", "matplotlib",
+                "jsonschema", "websockets"],  # schema-only decoding of run files, live-server client
     },
     entry_points={
         "console_scripts": ["perception=perception.cli:main"],

@@ -5,14 +5,17 @@
             recorder.write(message)
 
 Each message is stored as its msgpack wire payload (`codec.encode`), at its frame time from the drive, never
-at wall time; detections also become Foxglove `ImageAnnotations` per camera, so Foxglove shows the boxes
-over the drive's images. `copy_inputs=True` copies the drive's channels (images, calibration, ground truth,
-ego) into the run, which then opens as a drive on its own; otherwise the run names the drive in its
-`perception.run` metadata record.
+at wall time, and also as messages any tool decodes from their own schemas (perception/io/foxglove_out.py,
+docs/foxglove.md): detections as a Foxglove `SceneUpdate` and `ImageAnnotations` per camera, hints and
+health as JSON, the rig as `FrameTransforms` (once, at the run's first time), and the drive's ground truth
+(when the drive has some) as its own scene and annotations. `copy_inputs=True` copies the drive's channels
+(images, calibration, ground truth, ego) into the run, which then opens as a drive on its own; otherwise
+the run names the drive in its `perception.run` metadata record.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import time
@@ -20,11 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from foxglove_schemas_protobuf.Color_pb2 import Color
-from foxglove_schemas_protobuf.ImageAnnotations_pb2 import ImageAnnotations
-from foxglove_schemas_protobuf.Point2_pb2 import Point2
-from foxglove_schemas_protobuf.PointsAnnotation_pb2 import PointsAnnotation
-from foxglove_schemas_protobuf.TextAnnotation_pb2 import TextAnnotation
+from google.protobuf.message import Message as ProtobufMessage
 from mcap.decoder import DecoderFactory
 from mcap.records import Schema
 from mcap.writer import CompressionType
@@ -34,13 +33,13 @@ from mcap_protobuf.schema import build_file_descriptor_set
 from calib.rig import Rig, rig_to_yaml_str
 from perception.errors import ConfigError, DriveError, MessageError
 from perception.messaging.codec import decode, encode
-from perception.messaging.schemas import TOPIC_OF, DetectionsMessage, Envelope, Message
+from perception.messaging.schemas import TOPIC_OF, DetectionsMessage, Envelope, HintsMessage, Message
 from perception.messaging.services import topic_prefix
-from perception.io.drive import RIG_ATTACHMENT
+from perception.io import foxglove_out as fox
+from perception.io.drive import RIG_ATTACHMENT, DriveReader
 from perception.io.drive_mcap import McapFile
-from perception.io.overlay import class_color, object_label
 from perception.io.run_file import (
-    MESSAGE_ENCODING, OUTPUT_TOPICS, RUN_FORMAT, RUN_METADATA, annotations_topic, message_time, schema_name,
+    MESSAGE_ENCODING, OUTPUT_TOPICS, RUN_FORMAT, RUN_METADATA, derived_topics, message_time, schema_name,
 )
 
 _MAX_T_NS = 2**64 - 1
@@ -71,6 +70,8 @@ class RunRecorder:
         self._schemas: dict[str, int] = {}
         self._channels: dict[str, int] = {}
         self._closed = False
+        self._start_ns: int | None = None   # earliest log time written so far (inputs, ground truth)
+        self._transforms_written = False
         try:
             self._file = open(self.path, "wb")
         except OSError as e:
@@ -85,6 +86,8 @@ class RunRecorder:
             self._mcap.add_metadata(RUN_METADATA, info)
             if copy_inputs:
                 self._copy_inputs(Path(drive_path))  # type: ignore[arg-type]
+            if drive_path is not None:
+                self._write_ground_truth(Path(drive_path))
         except BaseException:
             self._file.close()
             raise
@@ -143,54 +146,64 @@ class RunRecorder:
             raise DriveError(f"{self.path}: {topic} at {t_ns} ns is not after the previous one at {last} ns "
                              "(the node publishes in frame-set order)")
         self._last_ns[topic] = t_ns
+        if not self._transforms_written:
+            self._transforms_written = True
+            start = t_ns if self._start_ns is None else min(self._start_ns, t_ns)
+            self._write_proto(fox.TRANSFORMS_TOPIC, start, fox.frame_transforms(self.rig, start))
         channel = self._channel(OUTPUT_TOPICS[topic], schema_name(topic), "", lambda: b"", MESSAGE_ENCODING)
         self._mcap.add_message(channel, log_time=t_ns, publish_time=t_ns, data=frame[len(topic_prefix(topic)):])
         self._seq[topic] = envelope.seq + 1
         if isinstance(message, DetectionsMessage):
-            self._annotate(message)
+            self._write_proto(fox.SCENE_TOPIC, t_ns, fox.scene_update(message))
+            for camera, (capture_ns, annotations) in fox.image_annotations(message).items():
+                self._write_proto(fox.annotations_topic(camera), capture_ns, annotations)
+        elif isinstance(message, HintsMessage):
+            self._write_json(fox.HINTS_JSON_TOPIC, t_ns, fox.hints_json(message), fox.HINTS_SCHEMA)
+        else:
+            self._write_json(fox.HEALTH_JSON_TOPIC, t_ns, fox.health_json(message), fox.HEALTH_SCHEMA)
 
-    def _annotate(self, message: DetectionsMessage) -> None:
-        """One ImageAnnotations per camera with a fresh frame in this frame set, at its capture time (so
-        Foxglove pairs it with that image); stale cameras were annotated with their frame already."""
-        o = message.objects
-        for c, camera in enumerate(message.diag.cameras):
-            t_ns = int(message.diag.capture_ns[c])
-            if t_ns < 0 or message.stale[c]:
-                continue
-            annotations = ImageAnnotations()
-            for i in map(int, (o.camera == c).nonzero()[0]):
-                cls = message.classes[o.cls[i]]
-                r, g, b = class_color(cls)
-                alpha = 0.5 if o.coasting[i] else 1.0
-                x0, y0, x1, y1 = (float(v) for v in o.box[i])
-                box = PointsAnnotation(type=PointsAnnotation.LINE_LOOP, thickness=2,
-                                       outline_color=Color(r=r, g=g, b=b, a=alpha),
-                                       points=[Point2(x=x0, y=y0), Point2(x=x1, y=y0), Point2(x=x1, y=y1),
-                                               Point2(x=x0, y=y1)])
-                box.timestamp.FromNanoseconds(t_ns)
-                text = TextAnnotation(position=Point2(x=x0, y=y0 - 2), font_size=14,
-                                      text=object_label(cls, int(o.track_id[i]), float(o.score[i]),
-                                                        float(o.range_m[i]), bool(o.coasting[i])),
-                                      text_color=Color(r=1.0, g=1.0, b=1.0, a=1.0),
-                                      background_color=Color(r=r, g=g, b=b, a=0.8 * alpha))
-                text.timestamp.FromNanoseconds(t_ns)
-                annotations.points.append(box)
-                annotations.texts.append(text)
-            cls = type(annotations)
-            channel = self._channel(annotations_topic(camera), cls.DESCRIPTOR.full_name, "protobuf",
-                                    lambda: build_file_descriptor_set(cls).SerializeToString(), "protobuf")
-            self._mcap.add_message(channel, log_time=t_ns, publish_time=t_ns, data=annotations.SerializeToString())
+    def _write_proto(self, topic: str, t_ns: int, message: ProtobufMessage) -> None:
+        cls = type(message)
+        channel = self._channel(topic, cls.DESCRIPTOR.full_name, "protobuf",
+                                lambda: build_file_descriptor_set(cls).SerializeToString(), "protobuf")
+        self._add(channel, t_ns, message.SerializeToString())
+
+    def _write_json(self, topic: str, t_ns: int, data: bytes, schema: dict) -> None:
+        channel = self._channel(topic, schema["title"], "jsonschema", lambda: json.dumps(schema).encode(), "json")
+        self._add(channel, t_ns, data)
+
+    def _add(self, channel: int, t_ns: int, data: bytes) -> None:
+        self._start_ns = t_ns if self._start_ns is None else min(self._start_ns, t_ns)
+        self._mcap.add_message(channel, log_time=t_ns, publish_time=t_ns, data=data)
+
+    def _write_ground_truth(self, drive_path: Path) -> None:
+        """The drive's labels as a scene and box annotations; drives without labels (or that are not MCAP
+        drives, e.g. ROS 2 bags and videos) add nothing."""
+        try:
+            drive = DriveReader(drive_path)
+        except DriveError:
+            return
+        try:
+            for gt in drive.ground_truth():
+                if gt.camera in self.rig:
+                    self._write_proto(fox.GROUND_TRUTH_SCENE_TOPIC, gt.t_ns, fox.ground_truth_scene(gt))
+                    self._write_proto(fox.ground_truth_annotations_topic(gt.camera), gt.t_ns,
+                                      fox.ground_truth_annotations(gt))
+        finally:
+            drive.close()
 
     def _copy_inputs(self, drive_path: Path) -> None:
         """Every channel of the drive, byte for byte (not the outputs of an earlier run in it)."""
         drive = McapFile(drive_path, (_KeepBytes(),))
         try:
-            ours = set(OUTPUT_TOPICS.values()) | {annotations_topic(c) for c in self.rig}
+            ours = derived_topics(self.rig)
             topics = [t for t in drive.channels if t not in ours]
             for channel, message, data in drive.messages(topics):
                 schema = drive.schema(channel)
                 channel_id = self._copied_channel(channel.topic, channel.message_encoding, schema,
                                                   dict(channel.metadata))
+                self._start_ns = message.log_time if self._start_ns is None else min(self._start_ns,
+                                                                                      message.log_time)
                 self._mcap.add_message(channel_id, log_time=message.log_time, publish_time=message.publish_time,
                                        data=data)
         finally:

@@ -9,7 +9,11 @@ Layout (written by replay/record.py, read here):
   message (`codec.encode` without its `topic\\0` prefix), log time = publish time = the message's frame
   time from the drive (`frame_ns`; for `health` the newest `diag.capture_ns`, or before any frame arrived
   the latest time recorded so far);
-- `/camera/<name>/annotations`: Foxglove `ImageAnnotations` of the boxes, at that camera's capture time;
+- the same outputs for any tool, decoded from their own schemas (perception/io/foxglove_out.py,
+  docs/foxglove.md): `/perception/scene` (Foxglove `SceneUpdate`), `/camera/<name>/annotations`
+  (`ImageAnnotations` of the boxes, at that camera's capture time), `/perception/hints/json` and
+  `/perception/health/json` (JSON schema), `/tf` (`FrameTransforms` of the rig, at the run's first time),
+  `/ground_truth/scene` and `/camera/<name>/ground_truth/annotations` (the drive's labels, when it has some);
 - with `inputs: copied` also the drive's own channels (images, calibration, ground truth, ego), so the run
   opens as a drive (`perception.io.drive.DriveReader`).
 
@@ -36,6 +40,7 @@ from perception.errors import DriveError, MessageError
 from perception.messaging.codec import decode
 from perception.messaging.schemas import DetectionsMessage, Envelope, HintsMessage, Message
 from perception.messaging.services import SERVICES, topic_prefix
+from perception.io import foxglove_out as fox
 from perception.io.drive import RIG_ATTACHMENT, image_topic
 from perception.io.drive_mcap import RECORD_SIZE_LIMIT, McapFile, McapReader
 
@@ -50,8 +55,15 @@ def schema_name(topic: str) -> str:
     return f"perception.{topic}.v{SERVICES[topic].schema_version}"
 
 
-def annotations_topic(camera: str) -> str:
-    return f"/camera/{camera}/annotations"
+annotations_topic = fox.annotations_topic
+
+
+def derived_topics(rig: Rig) -> set[str]:
+    """Every topic a run's recorder writes (the rest of a run with copied inputs is the drive's)."""
+    cameras = {t for c in rig for t in (fox.annotations_topic(c), fox.ground_truth_annotations_topic(c))}
+    return set(OUTPUT_TOPICS.values()) | cameras | {
+        fox.SCENE_TOPIC, fox.HINTS_JSON_TOPIC, fox.HEALTH_JSON_TOPIC, fox.TRANSFORMS_TOPIC,
+        fox.GROUND_TRUTH_SCENE_TOPIC}
 
 
 def message_time(message: Message) -> int:
@@ -185,4 +197,4 @@ class _BytesDecoderFactory(DecoderFactory):
 
 
 __all__ = ["MESSAGE_ENCODING", "OUTPUT_TOPICS", "RUN_FORMAT", "RUN_METADATA", "RecordedMessage", "Run",
-           "RunReader", "annotations_topic", "as_run", "load_run", "message_time", "schema_name"]
+           "RunReader", "annotations_topic", "as_run", "derived_topics", "load_run", "message_time", "schema_name"]
