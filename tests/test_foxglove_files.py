@@ -134,3 +134,33 @@ def test_a_run_decodes_from_its_schemas(run):
 
     # the copied drive channels decode too (images, calibration, ground truth JSON)
     assert len(topics[f"/camera/{rig.names[0]}/image"]) == 8
+
+
+def test_a_run_carries_autoware_and_vision_msgs(run):
+    topics = decode_by_schema(run)
+    detections = load_run(run).detections
+    objects = topics["/perception/objects"]
+    assert [t for t, _ in objects] == [m.t_ns for m in detections]
+    for recorded, (t_ns, msg) in zip(detections, objects):
+        o = recorded.message.objects
+        placed = np.isfinite(o.position).all(1)
+        assert msg.header.frame_id == "vehicle"
+        assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == t_ns
+        assert [int.from_bytes(bytes(x.object_id.uuid[:8]), "little", signed=True) for x in msg.objects] == \
+            o.track_id[placed].tolist()
+        for x, position, cls in zip(msg.objects, o.position[placed], o.cls[placed]):
+            p = x.kinematics.pose_with_covariance.pose.position
+            assert (p.x, p.y, p.z) == pytest.approx(tuple(position.tolist()))
+            label = {"car": 1, "truck": 2, "cyclist": 6, "pedestrian": 7}[recorded.message.classes[cls]]
+            assert x.classification[0].label == label
+    for c, camera in enumerate(small_rig().names):
+        arrays = topics[f"/camera/{camera}/detections_2d"]
+        assert len(arrays) == len(detections)
+        for recorded, (t_ns, msg) in zip(detections, arrays):
+            o = recorded.message.objects
+            mine = o.camera == c
+            assert msg.header.frame_id == camera and t_ns == recorded.message.diag.capture_ns[c]
+            assert [d.id for d in msg.detections] == [str(i) for i in o.track_id[mine]]
+            for d, box in zip(msg.detections, o.box[mine]):
+                assert d.bbox.center.position.x == pytest.approx((box[0] + box[2]) / 2, abs=1e-3)
+                assert d.bbox.size_y == pytest.approx(box[3] - box[1], abs=1e-3)

@@ -191,7 +191,7 @@ def test_truncated_run_reads_its_complete_chunks(drive, outputs, tmp_path):
             recorder.write(m)
     data = path.read_bytes()
     cut = tmp_path / "cut.mcap"
-    cut.write_bytes(data[: len(data) * 2 // 3])
+    cut.write_bytes(data[: len(data) // 3])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run = load_run(cut)

@@ -8,7 +8,8 @@ Each message is stored as its msgpack wire payload (`codec.encode`), at its fram
 at wall time, and also as messages any tool decodes from their own schemas (perception/io/foxglove_out.py,
 docs/foxglove.md): detections as a Foxglove `SceneUpdate` and `ImageAnnotations` per camera, hints and
 health as JSON, the rig as `FrameTransforms` (once, at the run's first time), and the drive's ground truth
-(when the drive has some) as its own scene and annotations. `copy_inputs=True` copies the drive's channels
+(when the drive has some) as its own scene and annotations; detections also as ROS 2 / Autoware messages
+(perception/io/ros2_out.py). `copy_inputs=True` copies the drive's channels
 (images, calibration, ground truth, ego) into the run, which then opens as a drive on its own; otherwise
 the run names the drive in its `perception.run` metadata record.
 """
@@ -36,6 +37,7 @@ from perception.messaging.codec import decode, encode
 from perception.messaging.schemas import TOPIC_OF, DetectionsMessage, Envelope, HintsMessage, Message
 from perception.messaging.services import topic_prefix
 from perception.io import foxglove_out as fox
+from perception.io import ros2_out as ros2
 from perception.io.drive import RIG_ATTACHMENT, DriveReader
 from perception.io.drive_mcap import McapFile
 from perception.io.run_file import (
@@ -157,6 +159,9 @@ class RunRecorder:
             self._write_proto(fox.SCENE_TOPIC, t_ns, fox.scene_update(message))
             for camera, (capture_ns, annotations) in fox.image_annotations(message).items():
                 self._write_proto(fox.annotations_topic(camera), capture_ns, annotations)
+            self._write_ros2(ros2.OBJECTS_TOPIC, t_ns, ros2.TRACKED_OBJECTS, ros2.tracked_objects(message))
+            for camera, (capture_ns, data) in ros2.detection_2d_arrays(message).items():
+                self._write_ros2(ros2.detections_2d_topic(camera), capture_ns, ros2.DETECTION_2D_ARRAY, data)
         elif isinstance(message, HintsMessage):
             self._write_json(fox.HINTS_JSON_TOPIC, t_ns, fox.hints_json(message), fox.HINTS_SCHEMA)
         else:
@@ -170,6 +175,10 @@ class RunRecorder:
 
     def _write_json(self, topic: str, t_ns: int, data: bytes, schema: dict) -> None:
         channel = self._channel(topic, schema["title"], "jsonschema", lambda: json.dumps(schema).encode(), "json")
+        self._add(channel, t_ns, data)
+
+    def _write_ros2(self, topic: str, t_ns: int, schema: str, data: bytes) -> None:
+        channel = self._channel(topic, schema, "ros2msg", lambda: ros2.SCHEMAS[schema].encode(), "cdr")
         self._add(channel, t_ns, data)
 
     def _add(self, channel: int, t_ns: int, data: bytes) -> None:
