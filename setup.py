@@ -20,6 +20,7 @@ setup(
         "mcap-protobuf-support>=0.5",
         "foxglove-schemas-protobuf>=0.3",
         "mcap-ros2-support>=0.5",
+        "rosbags>=0.10",  # sqlite3 rosbag2 input (perception/io/ros2bag.py)
         "PyYAML>=6",
         "Pillow>=10",
         "scipy>=1.10",
