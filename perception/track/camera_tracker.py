@@ -59,11 +59,6 @@ class CameraTracker:
         """[N, 4] x0 y0 x1 y1 of the tracks' current estimates."""
         return _to_corners(self.x[:, :4])
 
-    def rows(self, ids: np.ndarray) -> np.ndarray:
-        """Row of each given track id (all must exist)."""
-        order = np.argsort(self.ids)
-        return order[np.searchsorted(self.ids, ids, sorter=order)]
-
     def step(self, t_ns: int, dets: Detections) -> CameraStep:
         """Advance to this camera frame (t_ns after the previous one) and match its detections."""
         cfg = self.config
@@ -72,20 +67,21 @@ class CameraTracker:
         self.t_ns = t_ns
 
         det_boxes = _to_centre(dets.box.astype(np.float64))
-        high = np.flatnonzero(dets.score >= cfg.high_score)
-        low = np.flatnonzero((dets.score >= cfg.low_score) & (dets.score < cfg.high_score))
-        unmatched_tracks = np.arange(len(self.ids))
-        pairs_t: list[np.ndarray] = []
-        pairs_d: list[np.ndarray] = []
-        unmatched_high = high
-        for stage_dets in (high, low):
-            t_rows, d_rows = self._match(unmatched_tracks, stage_dets, dets)
-            pairs_t.append(t_rows)
-            pairs_d.append(d_rows)
-            unmatched_tracks = np.setdiff1d(unmatched_tracks, t_rows)
-            if stage_dets is high:
-                unmatched_high = np.setdiff1d(high, d_rows)
-        t_rows, d_rows = np.concatenate(pairs_t), np.concatenate(pairs_d)
+        track_boxes = self.boxes
+        det_box64 = dets.box.astype(np.float64)
+        high_mask = dets.score >= cfg.high_score
+        high = np.flatnonzero(high_mask)
+        low = np.flatnonzero((dets.score >= cfg.low_score) & ~high_mask)
+        track_free = np.ones(len(self.ids), bool)
+        t_high, d_high = self._match(np.flatnonzero(track_free), high, track_boxes, det_box64, dets.cls)
+        track_free[t_high] = False
+        high_free = np.zeros(len(dets), bool)
+        high_free[high] = True
+        high_free[d_high] = False
+        t_low, d_low = self._match(np.flatnonzero(track_free), low, track_boxes, det_box64, dets.cls)
+        track_free[t_low] = False
+        t_rows, d_rows = np.concatenate([t_high, t_low]), np.concatenate([d_high, d_low])
+        unmatched_tracks = np.flatnonzero(track_free)
 
         self._update(t_rows, det_boxes[d_rows], dets.image_velocity[d_rows], dets.score[d_rows])
         self.hits[t_rows] += 1
@@ -94,11 +90,9 @@ class CameraTracker:
         self.misses[unmatched_tracks] += 1
         matched_ids = self.ids[t_rows]
 
-        tentative_missed = np.zeros(len(self.ids), bool)
-        tentative_missed[unmatched_tracks] = ~self.confirmed[unmatched_tracks]
-        dropped = self._remove(tentative_missed | (self.misses > cfg.max_misses))
+        dropped = self._remove((track_free & (self.hits < cfg.confirm_hits)) | (self.misses > cfg.max_misses))
 
-        births = unmatched_high[dets.score[unmatched_high] >= cfg.new_track_score]
+        births = np.flatnonzero(high_free & (dets.score >= cfg.new_track_score))
         new_ids = self._start(births, det_boxes[births], dets, t_ns)
         return CameraStep(np.concatenate([matched_ids, new_ids]), np.concatenate([d_rows, births]), dropped)
 
@@ -109,11 +103,12 @@ class CameraTracker:
     def remove(self, ids: np.ndarray) -> None:
         self._remove(np.isin(self.ids, ids))
 
-    def _match(self, track_rows: np.ndarray, det_rows: np.ndarray, dets: Detections) -> tuple[np.ndarray, np.ndarray]:
+    def _match(self, track_rows: np.ndarray, det_rows: np.ndarray, track_boxes: np.ndarray,
+               det_boxes: np.ndarray, det_cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(track_rows) == 0 or len(det_rows) == 0:
             return np.zeros(0, np.intp), np.zeros(0, np.intp)
-        cost = 1.0 - box_iou(self.boxes[track_rows], dets.box[det_rows].astype(np.float64))
-        cost[self.cls[track_rows][:, None] != dets.cls[det_rows][None, :]] = np.inf
+        cost = 1.0 - box_iou(track_boxes[track_rows], det_boxes[det_rows])
+        cost[self.cls[track_rows][:, None] != det_cls[det_rows][None, :]] = np.inf
         r, c = gated_assignment(cost, 1.0 - self.config.min_iou)
         return track_rows[r], det_rows[c]
 
@@ -152,6 +147,8 @@ class CameraTracker:
     def _start(self, rows: np.ndarray, boxes: np.ndarray, dets: Detections, t_ns: int) -> np.ndarray:
         cfg = self.config
         n = len(rows)
+        if n == 0:
+            return np.zeros(0, np.int64)
         ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
         self._next_id += n
         velocity = dets.image_velocity[rows].astype(np.float64)
@@ -175,6 +172,8 @@ class CameraTracker:
 
     def _remove(self, mask: np.ndarray) -> np.ndarray:
         dropped = self.ids[mask]
+        if len(dropped) == 0:
+            return dropped
         keep = ~mask
         for name in ("ids", "cls", "x", "P", "hits", "misses", "score", "last_hit_ns"):
             setattr(self, name, getattr(self, name)[keep])

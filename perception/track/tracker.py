@@ -201,9 +201,11 @@ class MultiCameraTracker:
     def _output(self, t_ns: int, updated: set[int]) -> TrackedObjects:
         cfg = self.config
         published = []  # (object, [(camera, tracker row)]) of objects with at least one confirmed track
+        row_of = [{i: r for r, i in enumerate(tracker.ids.tolist())} for tracker in self.camera_trackers]
+        confirmed = [tracker.confirmed for tracker in self.camera_trackers]
         for obj in sorted(self.objects.values(), key=lambda o: o.id):
-            links = [(c, int(self.camera_trackers[c].rows(np.array([tid]))[0])) for c, tid in obj.links.items()]
-            if any(self.camera_trackers[c].confirmed[r] for c, r in links):
+            links = [(c, row_of[c][tid]) for c, tid in obj.links.items()]
+            if any(confirmed[c][r] for c, r in links):
                 published.append((obj, links))
         n = len(published)
         objs = [obj for obj, _ in published]
