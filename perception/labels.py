@@ -10,7 +10,17 @@ log time = that frame's capture time in ns); documented in docs/drive_format.md:
                   "position": [x, y, z],   # box centre, vehicle frame (ISO 8855), m
                   "velocity": [vx, vy, vz],  # relative to the ego vehicle, vehicle frame, m/s
                   "size": [length, width, height], "yaw": float}],  # m, rad (about +z)
-     "ego": {"speed": float}}               # m/s, forward
+     "ego": {"speed": float}}               # m/s, forward; absent where unknown (auto-labelled video)
+
+Automatic labels (`perception autolabel`, docs/autolabel.md) add to each box an optional
+
+    "auto": {"teacher": str,                # model id of the teacher that produced it
+             "score": float,                # teacher score of this box, [0, 1] (interpolated: between neighbours)
+             "track_score": float,          # mean teacher score over the box's track, [0, 1]
+             "origin": "teacher" | "interpolated" | "corrected"}
+
+and have no `objects` (no 3D labels). Readers that do not know the key ignore it; boxes without it are
+exact (synthetic) or hand labels.
 """
 
 from __future__ import annotations
@@ -22,6 +32,34 @@ from perception.errors import DriveError
 
 CLASSES: tuple[str, ...] = ("car", "truck", "pedestrian", "cyclist")
 CLASS_INDEX = {name: i for i, name in enumerate(CLASSES)}
+AUTO_ORIGINS: tuple[str, ...] = ("teacher", "interpolated", "corrected")
+
+
+@dataclass(frozen=True)
+class AutoLabel:
+    """Provenance of an automatic label: which teacher, how sure, and whether cleaning or a correction made it."""
+    teacher: str
+    score: float
+    track_score: float
+    origin: str  # one of AUTO_ORIGINS
+
+    def to_dict(self) -> dict:
+        return {"teacher": self.teacher, "score": self.score, "track_score": self.track_score, "origin": self.origin}
+
+    @staticmethod
+    def from_dict(d: object) -> "AutoLabel":
+        if not isinstance(d, dict):
+            raise ValueError("auto must be an object")
+        origin = d["origin"]
+        if origin not in AUTO_ORIGINS:
+            raise ValueError(f"auto.origin {origin!r} is not one of {', '.join(AUTO_ORIGINS)}")
+        teacher = d["teacher"]
+        if not isinstance(teacher, str):
+            raise ValueError(f"auto.teacher must be a string, got {teacher!r}")
+        score, track_score = _floats([d["score"], d["track_score"]], 2, "auto score and track_score")
+        if not (0.0 <= score <= 1.0 and 0.0 <= track_score <= 1.0):
+            raise ValueError(f"auto scores must be in [0, 1], got {score}, {track_score}")
+        return AutoLabel(teacher, score, track_score, str(origin))
 
 
 @dataclass(frozen=True)
@@ -31,6 +69,14 @@ class GroundTruthBox:
     box: tuple[float, float, float, float]
     truncation: float
     occlusion: float
+    auto: AutoLabel | None = None  # set on automatic labels only
+
+    def to_dict(self) -> dict:
+        d = {"id": self.id, "cls": self.cls, "box": list(self.box), "truncation": self.truncation,
+             "occlusion": self.occlusion}
+        if self.auto is not None:
+            d["auto"] = self.auto.to_dict()
+        return d
 
 
 @dataclass(frozen=True)
@@ -53,23 +99,22 @@ class GroundTruth:
     t_ns: int
     boxes: tuple[GroundTruthBox, ...]
     objects: tuple[GroundTruthObject, ...]
-    ego_speed: float
+    ego_speed: float | None  # None: unknown
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "camera": self.camera,
             "t_ns": self.t_ns,
-            "boxes": [
-                {"id": b.id, "cls": b.cls, "box": list(b.box), "truncation": b.truncation, "occlusion": b.occlusion}
-                for b in self.boxes
-            ],
+            "boxes": [b.to_dict() for b in self.boxes],
             "objects": [
                 {"id": o.id, "cls": o.cls, "position": list(o.position), "velocity": list(o.velocity),
                  "size": list(o.size), "yaw": o.yaw}
                 for o in self.objects
             ],
-            "ego": {"speed": self.ego_speed},
         }
+        if self.ego_speed is not None:
+            d["ego"] = {"speed": self.ego_speed}
+        return d
 
     @staticmethod
     def from_dict(d: object, where: str) -> "GroundTruth":
@@ -79,7 +124,8 @@ class GroundTruth:
                 raise ValueError("not an object")
             boxes = tuple(
                 GroundTruthBox(int(b["id"]), _cls(b["cls"]), _floats(b["box"], 4, "box"),
-                               float(b["truncation"]), float(b["occlusion"]))
+                               float(b["truncation"]), float(b["occlusion"]),
+                               AutoLabel.from_dict(b["auto"]) if "auto" in b else None)
                 for b in d["boxes"]
             )
             objects = tuple(
@@ -88,7 +134,8 @@ class GroundTruth:
                                   float(o["yaw"]))
                 for o in d["objects"]
             )
-            return GroundTruth(str(d["camera"]), int(d["t_ns"]), boxes, objects, float(d["ego"]["speed"]))
+            ego = float(d["ego"]["speed"]) if "ego" in d else None
+            return GroundTruth(str(d["camera"]), int(d["t_ns"]), boxes, objects, ego)
         except KeyError as e:
             raise DriveError(f"{where}: ground truth is missing key {e}") from None
         except (TypeError, ValueError) as e:

@@ -34,7 +34,7 @@ from calib.camera import CameraModel
 from calib.rig import Rig, rig_to_yaml_str
 from perception.errors import ConfigError, DriveError
 from perception.frame import ColorMatrix, ColorRange, ColorSpec, Frame, PixelFormat
-from perception.labels import CLASSES, GroundTruth
+from perception.labels import AUTO_ORIGINS, CLASSES, GroundTruth
 from perception.io.drive_common import CameraFrame, Drive, check_frame_size, select_cameras
 from perception.io.drive_images import compressed_size, encode_jpeg, frame_from_compressed, frame_from_raw
 from perception.io.drive_mcap import McapFile, McapReader, TruncatedDriveWarning
@@ -73,7 +73,7 @@ EGO_SCHEMA = {
 GROUND_TRUTH_SCHEMA = {
     "title": "perception.GroundTruth",
     "description": "Labels of one camera frame (perception/labels.py); log time = the frame's capture time",
-    "type": "object", "required": ["camera", "t_ns", "boxes", "objects", "ego"],
+    "type": "object", "required": ["camera", "t_ns", "boxes", "objects"],
     "properties": {
         "camera": {"type": "string"},
         "t_ns": {"type": "integer", "description": "capture time of the frame, ns"},
@@ -84,7 +84,14 @@ GROUND_TRUTH_SCHEMA = {
                 "cls": {"enum": list(CLASSES)},
                 "box": {**_vector(4), "description": "visible extent [x0, y0, x1, y1], pixels"},
                 "truncation": {"type": "number", "minimum": 0, "maximum": 1},
-                "occlusion": {"type": "number", "minimum": 0, "maximum": 1}}}},
+                "occlusion": {"type": "number", "minimum": 0, "maximum": 1},
+                "auto": {"type": "object", "description": "automatic label (perception autolabel)",
+                         "required": ["teacher", "score", "track_score", "origin"],
+                         "properties": {
+                             "teacher": {"type": "string", "description": "model id of the teacher"},
+                             "score": {"type": "number", "minimum": 0, "maximum": 1},
+                             "track_score": {"type": "number", "minimum": 0, "maximum": 1},
+                             "origin": {"enum": list(AUTO_ORIGINS)}}}}}},
         "objects": {"type": "array", "items": {
             "type": "object", "required": ["id", "cls", "position", "velocity", "size", "yaw"],
             "properties": {
@@ -94,7 +101,8 @@ GROUND_TRUTH_SCHEMA = {
                 "velocity": {**_vector(3), "description": "relative to the ego vehicle, vehicle frame, m/s"},
                 "size": {**_vector(3), "description": "length, width, height, m"},
                 "yaw": {"type": "number", "description": "rad, about +z"}}}},
-        "ego": {"type": "object", "required": ["speed"], "properties": {"speed": {"type": "number"}}},
+        "ego": {"type": "object", "required": ["speed"], "properties": {"speed": {"type": "number"}},
+                "description": "absent where the ego speed is unknown"},
     },
 }
 
