@@ -2,8 +2,8 @@
 
 Read: the project's rig YAML, ROS camera_info YAML, OpenCV FileStorage YAML, Kalibr camchain YAML.
 Every problem raises CalibrationError naming the file, the camera, the field and what is wrong.
-Files are parsed with yaml.SafeLoader (plus a constructor for OpenCV's `!!opencv-matrix` tag) and
-refused above MAX_FILE_BYTES.
+Files are read and parsed by perception.yaml_io (bounded size and depth, no anchors / aliases, core tags
+plus OpenCV's `!!opencv-matrix`), refused above MAX_FILE_BYTES.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import yaml
 
 from calib.camera import DISTORTION_COEFF_COUNT, CameraModel, mount_transform, transform_problem
 from perception.errors import CalibrationError
+from perception.yaml_io import brief, decode_utf8, parse_yaml, read_limited
 
 MAX_FILE_BYTES = 4 << 20
 RIG_FORMAT = "perception-rig"
@@ -26,7 +27,7 @@ _RIG_CAMERA_KEYS = ("name", "width", "height", "fx", "fy", "cx", "cy", "distorti
 # looking forward along x. Replace with the real mounting before using vehicle-frame geometry.
 UNKNOWN_MOUNT = mount_transform(0.0, 0.0, 0.0)
 _KALIBR_DISTORTION = {"radtan": "plumb_bob", "equidistant": "equidistant", "none": "none"}
-_KALIBR_CAMERA = re.compile(r"cam(\d+)")
+_KALIBR_CAMERA = re.compile(r"cam(0|[1-9]\d{0,3})")
 
 
 class _Where:
@@ -41,9 +42,9 @@ class _Where:
     def error(self, field: str | None, what: str) -> CalibrationError:
         parts = [self.file]
         if self.camera is not None:
-            parts.append(f"camera {self.camera!r}")
+            parts.append(f"camera {brief(self.camera)}")
         if field is not None:
-            parts.append(f"field {field!r}")
+            parts.append(f"field {brief(field)}")
         return CalibrationError(": ".join(parts + [what]))
 
 
@@ -59,27 +60,46 @@ def _get(d: dict, key: str, where: _Where) -> Any:
     return d[key]
 
 
+def _is_numbers(value: Any) -> bool:
+    """A number or a (nested) list of numbers: no strings, booleans or mappings that numpy would convert."""
+    if isinstance(value, list):
+        return all(_is_numbers(v) for v in value)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _floats(value: Any, shape: tuple[int, ...], where: _Where, field: str) -> np.ndarray:
     """A finite float array of exactly `shape` (a flat list of the right length is reshaped)."""
-    if isinstance(value, (str, bytes, dict)) or value is None:
-        raise where.error(field, f"expected numbers, got {value!r}")
+    if not isinstance(value, list) or not _is_numbers(value):
+        raise where.error(field, f"expected numbers, got {brief(value)}")
     try:
         array = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise where.error(field, f"expected numbers, got {value!r}") from None
+    except ValueError:  # ragged
+        raise where.error(field, f"expected numbers, got {brief(value)}") from None
     if array.size != int(np.prod(shape)) or (array.ndim > 1 and array.shape != shape):
         expected = f"{shape[0]} values" if len(shape) == 1 else f"a {'x'.join(map(str, shape))} matrix"
         raise where.error(field, f"expected {expected}, got {array.size} values"
                                  + (f" shaped {'x'.join(map(str, array.shape))}" if array.ndim > 1 else ""))
     if not np.all(np.isfinite(array)):
-        raise where.error(field, f"non-finite value in {array.ravel().tolist()}")
+        raise where.error(field, f"non-finite value in {brief(array.ravel().tolist())}")
     return array.reshape(shape)
 
 
 def _int(value: Any, where: _Where, field: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise where.error(field, f"expected a positive integer, got {value!r}")
+        raise where.error(field, f"expected a positive integer, got {brief(value)}")
     return value
+
+
+def _str(value: Any, where: _Where, field: str) -> str:
+    if not isinstance(value, str):
+        raise where.error(field, f"expected a string, got {brief(value)}")
+    return value
+
+
+def _number(value: Any, where: _Where, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise where.error(field, f"expected a number, got {brief(value)}")
+    return float(value)
 
 
 def _transform(value: Any, where: _Where, field: str) -> np.ndarray:
@@ -113,7 +133,7 @@ def cameras_to_yaml(cameras: tuple[CameraModel, ...]) -> str:
 
 def _read_rig(doc: dict, where: _Where) -> list[CameraModel]:
     if doc.get("version") != RIG_VERSION:
-        raise where.error("version", f"unsupported rig format version {doc.get('version')!r} "
+        raise where.error("version", f"unsupported rig format version {brief(doc.get('version'))} "
                                      f"(this build reads {RIG_VERSION})")
     cameras = _get(doc, "cameras", where)
     if not isinstance(cameras, list) or not cameras:
@@ -121,29 +141,26 @@ def _read_rig(doc: dict, where: _Where) -> list[CameraModel]:
     out = []
     for index, entry in enumerate(cameras):
         entry = _mapping(entry, where.at(f"#{index}"), None)
-        name = entry.get("name", f"#{index}")
-        here = where.at(str(name))
+        name = _str(entry.get("name", f"#{index}"), where.at(f"#{index}"), "name")
+        here = where.at(name)
         for key in _RIG_CAMERA_KEYS:
             _get(entry, key, here)
-        unknown = sorted(set(entry) - set(_RIG_CAMERA_KEYS))
+        unknown = sorted(str(k) for k in set(entry) - set(_RIG_CAMERA_KEYS))
         if unknown:
             raise here.error(unknown[0], f"unknown key (expected: {', '.join(_RIG_CAMERA_KEYS)})")
         coeffs = entry["coeffs"]
-        if not isinstance(coeffs, list):
-            raise here.error("coeffs", f"expected a list of numbers, got {coeffs!r}")
         out.append(_camera(
-            where, **{**entry, "coeffs": tuple(_floats(coeffs, (len(coeffs),), here, "coeffs")),
-                      "T_vehicle_camera": _transform(entry["T_vehicle_camera"], here, "T_vehicle_camera")}))
+            where, name=name, width=_int(entry["width"], here, "width"), height=_int(entry["height"], here, "height"),
+            **{k: _number(entry[k], here, k) for k in ("fx", "fy", "cx", "cy")},
+            distortion=_str(entry["distortion"], here, "distortion"),
+            coeffs=tuple(_floats(coeffs, (len(coeffs),) if isinstance(coeffs, list) else (0,), here, "coeffs")),
+            T_vehicle_camera=_transform(entry["T_vehicle_camera"], here, "T_vehicle_camera")))
     return out
 
 
 # ---- ROS camera_info / OpenCV FileStorage ---------------------------------------------------------------
-class _OpenCVLoader(yaml.SafeLoader):
-    """SafeLoader that reads `!!opencv-matrix` as the {rows, cols, dt, data} mapping ROS also uses."""
-
-
-_OpenCVLoader.add_constructor("tag:yaml.org,2002:opencv-matrix",
-                              lambda loader, node: loader.construct_mapping(node, deep=True))
+# OpenCV's `!!opencv-matrix` reads as the {rows, cols, dt, data} mapping ROS also uses.
+_OPENCV_TAGS = {"tag:yaml.org,2002:opencv-matrix": lambda loader, node: loader.construct_mapping(node, deep=True)}
 
 
 def _matrix_field(doc: dict, key: str, shape: tuple[int, int] | None, where: _Where) -> np.ndarray:
@@ -156,7 +173,7 @@ def _matrix_field(doc: dict, key: str, shape: tuple[int, int] | None, where: _Wh
         raise where.error(key, f"expected a single row or column, got {rows}x{cols}")
     data = _get(m, "data", where)
     if not isinstance(data, list):
-        raise where.error(f"{key}.data", f"expected a list of numbers, got {data!r}")
+        raise where.error(f"{key}.data", f"expected a list of numbers, got {brief(data)}")
     return _floats(data, (rows, cols), where, key)
 
 
@@ -164,8 +181,8 @@ def _read_camera_info(doc: dict, where: _Where, default_name: str) -> list[Camer
     """ROS camera_info YAML (camera_calibration_parsers) or OpenCV's calibration sample FileStorage.
     OpenCV files carry no model name: 4 or 5 coefficients are plumb_bob (OpenCV reads 4 as k3 = 0),
     8 rational_polynomial; a `distortion_model` key, where present, decides."""
-    name = doc.get("camera_name") or default_name
-    here = where.at(str(name))
+    name = _str(doc.get("camera_name") or default_name, where, "camera_name")
+    here = where.at(name)
     width, height = (_int(_get(doc, k, here), here, k) for k in ("image_width", "image_height"))
     K = _matrix_field(doc, "camera_matrix", (3, 3), here)
     if K[0, 1] != 0 or K[1, 0] != 0 or not np.array_equal(K[2], [0.0, 0.0, 1.0]):
@@ -173,7 +190,9 @@ def _read_camera_info(doc: dict, where: _Where, default_name: str) -> list[Camer
                                           f"(skew is not supported), got {K.tolist()}")
     coeffs = _matrix_field(doc, "distortion_coefficients", None, here).ravel()
     model = doc.get("distortion_model")
-    if model is None:
+    if model is not None:
+        model = _str(model, here, "distortion_model")
+    else:
         model = {0: "none", 4: "plumb_bob", 5: "plumb_bob", 8: "rational_polynomial"}.get(coeffs.size)
         if model is None:
             raise here.error("distortion_coefficients", f"{coeffs.size} coefficients: supported are 4/5 "
@@ -190,7 +209,7 @@ def _read_camera_info(doc: dict, where: _Where, default_name: str) -> list[Camer
     if coeffs.size != DISTORTION_COEFF_COUNT[model]:
         raise here.error("distortion_coefficients", f"{model} takes {DISTORTION_COEFF_COUNT[model]} "
                                                     f"coefficients, got {coeffs.size}")
-    return [_camera(where, name=str(name), width=width, height=height, fx=K[0, 0], fy=K[1, 1],
+    return [_camera(where, name=name, width=width, height=height, fx=K[0, 0], fy=K[1, 1],
                     cx=K[0, 2], cy=K[1, 2], distortion=model, coeffs=tuple(coeffs),
                     T_vehicle_camera=UNKNOWN_MOUNT)]
 
@@ -210,21 +229,19 @@ def _read_kalibr(doc: dict, where: _Where) -> list[CameraModel]:
         here = where.at(name)
         cam = _mapping(doc[name], here, None)
         if _get(cam, "camera_model", here) != "pinhole":
-            raise here.error("camera_model", f"unsupported projection {cam['camera_model']!r} (only pinhole)")
+            raise here.error("camera_model", f"unsupported projection {brief(cam['camera_model'])} (only pinhole)")
         fx, fy, cx, cy = _floats(_get(cam, "intrinsics", here), (4,), here, "intrinsics")
         width, height = _floats(_get(cam, "resolution", here), (2,), here, "resolution")
         if width != int(width) or height != int(height):
-            raise here.error("resolution", f"expected integer [width, height], got {cam['resolution']!r}")
-        kalibr_model = _get(cam, "distortion_model", here)
+            raise here.error("resolution", f"expected integer [width, height], got {brief(cam['resolution'])}")
+        kalibr_model = _str(_get(cam, "distortion_model", here), here, "distortion_model")
         model = _KALIBR_DISTORTION.get(kalibr_model)
         if model is None:
             raise here.error("distortion_model", f"unknown model {kalibr_model!r}, expected one of "
                                                  f"{sorted(_KALIBR_DISTORTION)}")
         expected = {"plumb_bob": 4, "equidistant": 4, "none": 0}[model]
         raw = cam.get("distortion_coeffs", [])
-        if not isinstance(raw, list):
-            raise here.error("distortion_coeffs", f"expected a list of numbers, got {raw!r}")
-        coeffs = _floats(raw, (len(raw),), here, "distortion_coeffs")
+        coeffs = _floats(raw, (len(raw),) if isinstance(raw, list) else (0,), here, "distortion_coeffs")
         if coeffs.size != expected:
             raise here.error("distortion_coeffs", f"{kalibr_model} takes {expected} coefficients, "
                                                   f"got {coeffs.size}")
@@ -255,11 +272,7 @@ def read_cameras_text(text: str, where: str) -> list[CameraModel]:
     opencv = text.lstrip().startswith("%YAML:") or "!!opencv-matrix" in text
     if opencv:
         text = re.sub(r"\A\s*%YAML:\d+\.\d+[^\n]*\n", "", text)  # PyYAML rejects OpenCV's directive
-    try:
-        doc = yaml.load(text, Loader=_OpenCVLoader) if opencv else yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise CalibrationError(f"{where}: not valid YAML: {e}") from None
-    doc = _mapping(doc, here, None)
+    doc = _mapping(parse_yaml(text, where, CalibrationError, _OPENCV_TAGS if opencv else None), here, None)
     if doc.get("format") == RIG_FORMAT:
         return _read_rig(doc, here)
     if {"camera_matrix", "image_width", "distortion_coefficients"} & doc.keys():
@@ -272,14 +285,5 @@ def read_cameras_text(text: str, where: str) -> list[CameraModel]:
 
 
 def read_cameras(path: str | Path) -> list[CameraModel]:
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise CalibrationError(f"{path}: file is larger than {MAX_FILE_BYTES} bytes; not a calibration file")
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise CalibrationError(f"{path}: cannot read: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise CalibrationError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
-    return read_cameras_text(text, str(path))
+    data = read_limited(path, MAX_FILE_BYTES, CalibrationError)
+    return read_cameras_text(decode_utf8(data, str(path), CalibrationError), str(path))

@@ -15,6 +15,7 @@ from dataclasses import field, fields
 from typing import Any, TypeVar
 
 from perception.errors import ConfigError
+from perception.yaml_io import brief
 
 C = TypeVar("C", bound="ConfigBase")
 
@@ -80,22 +81,22 @@ def _checked(key: str, type_name: str, meta: Mapping[str, Any], value: Any) -> A
     kind = _TYPES[type_name]
     if kind is bool:
         if not isinstance(value, bool):
-            raise _FieldError(key, f"must be true or false, got {value!r}")
+            raise _FieldError(key, f"must be true or false, got {brief(value)}")
         return value
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _FieldError(key, f"must be a number, got {value!r}")
+        raise _FieldError(key, f"must be a number, got {brief(value)}")
     if kind is int:
         if isinstance(value, float):
             if not value.is_integer():
-                raise _FieldError(key, f"must be an integer, got {value!r}")
+                raise _FieldError(key, f"must be an integer, got {brief(value)}")
             value = int(value)
     else:
         value = float(value)
         if not math.isfinite(value):
-            raise _FieldError(key, f"must be finite, got {value!r}")
+            raise _FieldError(key, f"must be finite, got {brief(value)}")
     unit = f" {meta['unit']}" if meta.get("unit") else ""
     for bound, symbol, holds in _BOUNDS:
         limit = meta.get(bound)
         if limit is not None and not holds(value, limit):
-            raise _FieldError(key, f"must be {symbol} {limit}{unit}, got {value!r}")
+            raise _FieldError(key, f"must be {symbol} {limit}{unit}, got {brief(value)}")
     return value

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from perception.errors import ModelContractError
+from perception.yaml_io import brief, read_limited
 
 METADATA_KEY = "perception.contract"
 CONTRACT_VERSION = 1
@@ -81,15 +82,17 @@ class ModelContract:
             d = json.loads(text)
         except json.JSONDecodeError as e:
             raise ModelContractError(f"{where}: contract metadata is not valid JSON: {e}") from None
+        except RecursionError:
+            raise ModelContractError(f"{where}: contract metadata is not valid JSON: nested too deeply") from None
         if not isinstance(d, dict):
             raise ModelContractError(f"{where}: contract metadata must be a JSON object")
         if d.get("version") != CONTRACT_VERSION:
             raise ModelContractError(
-                f"{where}: contract version {d.get('version')!r} is not supported (this build reads {CONTRACT_VERSION})")
+                f"{where}: contract version {brief(d.get('version'))} is not supported (this build reads {CONTRACT_VERSION})")
         expected = {f.name for f in fields(ModelContract)}
         missing, unknown = sorted(expected - set(d)), sorted(set(d) - expected)
         if missing or unknown:
-            raise ModelContractError(f"{where}: contract fields missing {missing}, unknown {unknown}")
+            raise ModelContractError(f"{where}: contract fields missing {missing}, unknown {brief(unknown)}")
         try:
             c = ModelContract(
                 version=int(d["version"]), model_id=_str(d["model_id"]), graph_sha256=_str(d["graph_sha256"]),
@@ -101,8 +104,8 @@ class ModelContract:
                 max_age_s=float(d["max_age_s"]), depth_focal_px=float(d["depth_focal_px"]),
                 heads=tuple(HeadSpec(_str(h["name"]), _int(h["channels"]), _str(h["units"])) for h in d["heads"]),
             )
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelContractError(f"{where}: malformed contract field: {e!r}") from None
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
+            raise ModelContractError(f"{where}: malformed contract field: {brief(str(e))}") from None
         c.check_consistent(where)
         return c
 
@@ -218,13 +221,7 @@ def load_model(path: str | os.PathLike, expected: ModelExpectation | None = None
 
     path = Path(path)
     where = str(path)
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise ModelContractError(f"{where}: cannot read model file: {e.strerror}") from None
-    if size > max_bytes:
-        raise ModelContractError(f"{where}: model file is {size} bytes, over the limit of {max_bytes}")
-    data = path.read_bytes()
+    data = read_limited(path, max_bytes, ModelContractError, "model file")
     try:
         model = onnx.load_model_from_string(data)
     except (DecodeError, ValueError, RuntimeError) as e:
@@ -289,20 +286,20 @@ def _show(v: object) -> str:
 
 def _str(v: object) -> str:
     if not isinstance(v, str):
-        raise TypeError(f"expected a string, got {v!r}")
+        raise TypeError(f"expected a string, got {brief(v)}")
     return v
 
 
 def _int(v: object) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"expected an integer, got {v!r}")
+        raise TypeError(f"expected an integer, got {brief(v)}")
     return v
 
 
 def _floats(v: object, n: int) -> tuple:
     if not isinstance(v, list) or len(v) != n:
-        raise TypeError(f"expected {n} numbers, got {v!r}")
+        raise TypeError(f"expected {n} numbers, got {brief(v)}")
     out = tuple(float(x) for x in v)
     if not all(math.isfinite(x) for x in out):
-        raise ValueError(f"expected finite numbers, got {v!r}")
+        raise ValueError(f"expected finite numbers, got {brief(v)}")
     return out

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from perception.errors import ConfigError
+from perception.yaml_io import load_yaml
 from perception.messaging.schemas import DetectionsMessage, HealthMessage, HintsMessage
 from perception.config_base import ConfigBase, param
 from replay.metrics.latency import stage_times_ms
@@ -124,21 +125,7 @@ class CompareConfig:
 
     @staticmethod
     def load(path: str | Path) -> "CompareConfig":
-        import yaml
-
-        path = Path(path)
-        try:
-            with open(path, "rb") as f:
-                data = f.read(MAX_CONFIG_BYTES + 1)
-        except OSError as e:
-            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-        if len(data) > MAX_CONFIG_BYTES:
-            raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a tolerances file")
-        try:
-            parsed = yaml.safe_load(data)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        return CompareConfig.from_dict(parsed, str(path))
+        return CompareConfig.from_dict(load_yaml(path, MAX_CONFIG_BYTES, ConfigError), str(path))
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {name: {f.name: getattr(getattr(self, name), f.name) for f in fields(cls)}

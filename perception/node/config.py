@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from perception.errors import ConfigError
 from perception.hints.config import HintsConfig
 from perception.messaging.services import DEFAULT_ENDPOINT
 from perception.config_base import ConfigBase, param
 from perception.track.config import TrackerConfig
 from perception.track.ranging import RangingConfig
+from perception.yaml_io import brief, load_yaml
 
 PACINGS = ("realtime", "fast", "lockstep")
 SOURCE_KINDS = ("drive", "cameras", "framebus")
@@ -66,7 +65,7 @@ class DecodeSection:
 
 @dataclass(frozen=True)
 class PublishSection:
-    endpoint: str = DEFAULT_ENDPOINT
+    endpoint: str | None = DEFAULT_ENDPOINT  # None: no socket (the outputs go to the other sinks only)
     sndhwm: int = 64
     curve_secret_key: str | None = None   # server secret key file (zmq.auth format)
     curve_clients_dir: str | None = None  # directory of authorised clients' public key files
@@ -106,16 +105,7 @@ def load_config(path: str | Path | None) -> NodeConfig:
     if path is None:
         return NodeConfig()
     p = Path(path)
-    try:
-        size = p.stat().st_size
-    except OSError as e:
-        raise ConfigError(f"{p}: cannot read the configuration ({e.strerror})") from None
-    if size > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{p}: configuration is {size} bytes, larger than {MAX_CONFIG_BYTES}")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML ({e})") from None
+    data = load_yaml(p, MAX_CONFIG_BYTES, ConfigError)
     return config_from_dict(data, str(p), base_dir=p.parent)
 
 
@@ -130,7 +120,7 @@ def config_from_dict(data: Any, where: str, base_dir: Path | None = None) -> Nod
         if value is None:
             return None
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}.{key}: must be a file path, got {value!r}")
+            raise ConfigError(f"{where}.{key}: must be a file path, got {brief(value)}")
         return str(base_dir / value) if base_dir is not None and not Path(value).is_absolute() else value
 
     src = _mapping(d.get("source"), f"{where}.source")
@@ -140,7 +130,7 @@ def config_from_dict(data: Any, where: str, base_dir: Path | None = None) -> Nod
     cameras = src.get("cameras") or {}
     if not isinstance(cameras, Mapping) or not all(isinstance(k, str) and isinstance(v, (str, int))
                                                     for k, v in cameras.items()):
-        raise ConfigError(f"{where}.source.cameras: must map camera names to source specs, got {cameras!r}")
+        raise ConfigError(f"{where}.source.cameras: must map camera names to source specs, got {brief(cameras)}")
     if kind == "cameras" and not cameras:
         raise ConfigError(f"{where}.source.cameras: kind 'cameras' needs at least one camera")
     endpoint = src.get("endpoint")
@@ -148,7 +138,7 @@ def config_from_dict(data: Any, where: str, base_dir: Path | None = None) -> Nod
         raise ConfigError(f"{where}.source.endpoint: kind 'framebus' needs an endpoint like tcp://127.0.0.1:7460")
     loop = src.get("loop", False)
     if not isinstance(loop, bool):
-        raise ConfigError(f"{where}.source.loop: must be true or false, got {loop!r}")
+        raise ConfigError(f"{where}.source.loop: must be true or false, got {brief(loop)}")
     source = SourceConfig(kind, path_or_none("source.drive", src.get("drive")), pacing, loop,
                           {k: str(v) for k, v in cameras.items()}, endpoint)
 
@@ -159,14 +149,14 @@ def config_from_dict(data: Any, where: str, base_dir: Path | None = None) -> Nod
     sync_d = dict(_mapping(d.get("sync"), f"{where}.sync"))
     anchor = sync_d.pop("anchor", None)
     if anchor is not None and not isinstance(anchor, str):
-        raise ConfigError(f"{where}.sync.anchor: must be a camera name, got {anchor!r}")
+        raise ConfigError(f"{where}.sync.anchor: must be a camera name, got {brief(anchor)}")
     sync = SyncSection.from_dict(sync_d, f"{where}.sync")
 
     eng = _mapping(d.get("engine"), f"{where}.engine")
     _known(eng, f"{where}.engine", list(EngineSection.__dataclass_fields__))
     threads = eng.get("threads", 2)
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ConfigError(f"{where}.engine.threads: must be a positive integer or null, got {threads!r}")
+        raise ConfigError(f"{where}.engine.threads: must be a positive integer or null, got {brief(threads)}")
     engine = EngineSection(_choice(eng.get("kind", "onnxruntime"), ENGINES, f"{where}.engine.kind"), threads)
 
     dec = _mapping(d.get("decode"), f"{where}.decode")
@@ -176,21 +166,22 @@ def config_from_dict(data: Any, where: str, base_dir: Path | None = None) -> Nod
     for name, value in scores.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
             raise ConfigError(f"{where}.decode.score_threshold{'' if name == '*' else '.' + str(name)}: "
-                              f"must be a number in (0, 1], got {value!r}")
+                              f"must be a number in (0, 1], got {brief(value)}")
     nms = dec.get("nms_iou", 0.5)
     if isinstance(nms, bool) or not isinstance(nms, (int, float)) or not 0 < nms <= 1:
-        raise ConfigError(f"{where}.decode.nms_iou: must be a number in (0, 1], got {nms!r}")
+        raise ConfigError(f"{where}.decode.nms_iou: must be a number in (0, 1], got {brief(nms)}")
     decode = DecodeSection(dict(score) if isinstance(score, Mapping) else float(score), float(nms))
 
     pub = _mapping(d.get("publish"), f"{where}.publish")
     _known(pub, f"{where}.publish", list(PublishSection.__dataclass_fields__))
     endpoint_out = pub.get("endpoint", DEFAULT_ENDPOINT)
-    if not isinstance(endpoint_out, str) or not endpoint_out.startswith(("tcp://", "ipc://", "inproc://")):
+    if endpoint_out is not None and (not isinstance(endpoint_out, str)
+                                     or not endpoint_out.startswith(("tcp://", "ipc://", "inproc://"))):
         raise ConfigError(f"{where}.publish.endpoint: must be a tcp://, ipc:// or inproc:// endpoint, "
-                          f"got {endpoint_out!r}")
+                          f"got {brief(endpoint_out)}")
     hwm = pub.get("sndhwm", 64)
     if not isinstance(hwm, int) or isinstance(hwm, bool) or hwm < 1:
-        raise ConfigError(f"{where}.publish.sndhwm: must be a positive integer, got {hwm!r}")
+        raise ConfigError(f"{where}.publish.sndhwm: must be a positive integer, got {brief(hwm)}")
     secret = path_or_none("publish.curve_secret_key", pub.get("curve_secret_key"))
     clients = path_or_none("publish.curve_clients_dir", pub.get("curve_clients_dir"))
     if (secret is None) != (clients is None):
@@ -227,5 +218,5 @@ def _known(d: Mapping, where: str, known: list[str]) -> None:
 
 def _choice(value: Any, allowed: tuple[str, ...], where: str) -> str:
     if value not in allowed:
-        raise ConfigError(f"{where}: must be one of {', '.join(allowed)}, got {value!r}")
+        raise ConfigError(f"{where}: must be one of {', '.join(allowed)}, got {brief(value)}")
     return value
