@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("perception.commands.quantize", "make an fp16 or int8 (Q/DQ, calibrated on drives) copy of a model"),
     "build-engine": ("perception.commands.build_engine", "build the TensorRT engine of a model for this GPU and exit"),
     "synth": ("perception.commands.synth", "generate a synthetic drive (MCAP) with exact ground truth"),
+    "autolabel": ("perception.commands.autolabel", "label videos or drives with a teacher model; review and correct"),
 }
 
 
