@@ -19,6 +19,7 @@ setup(
         "lz4",
         "mcap-protobuf-support>=0.5",
         "foxglove-schemas-protobuf>=0.3",
+        "foxglove-sdk>=0.30",  # live view: perception run --foxglove (perception/io/foxglove_live.py)
         "mcap-ros2-support>=0.5",
         "rosbags>=0.10",  # sqlite3 rosbag2 input (perception/io/ros2bag.py)
         "PyYAML>=6",
