@@ -26,21 +26,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perception.node.config import NodeConfig  # noqa: E402
 from perception.node.process import NodeProcess  # noqa: E402
+from perception.node.sinks import Sink  # noqa: E402
+
+
+class _Timings(Sink):
+    """Each frame set's stage times and the wall time its outputs were written."""
+
+    name = "timings"
+
+    def __init__(self) -> None:
+        self.stages: list[dict[str, int]] = []
+        self.marks: list[float] = []
+
+    def write(self, outputs) -> None:
+        self.stages.append(outputs.stage_ns)
+        self.marks.append(time.perf_counter())
 
 
 def run_node(config: NodeConfig, pacing: str, warmup: int = 5) -> dict:
     """One run of the node; the first `warmup` frame sets (first inference, caches) are left out."""
     config = dataclasses.replace(config, source=dataclasses.replace(config.source, pacing=pacing))
-    stages: list[dict[str, int]] = []
-    marks: list[float] = []
-
-    def record(out) -> None:
-        stages.append(out.stage_ns)
-        marks.append(time.perf_counter())
-
-    with NodeProcess(config, on_outputs=record) as process:
+    timings = _Timings()
+    with NodeProcess(config) as process:
+        process.attach(timings)
         summary = process.run()
-    stages, marks = stages[warmup:], marks[warmup:]
+    stages, marks = timings.stages[warmup:], timings.marks[warmup:]
     wall = marks[-1] - marks[0]
     sets = len(stages) - 1
     engine = np.array([s["engine"] for s in stages[1:]]) / 1e6

@@ -2,16 +2,17 @@
 (the lab GPUs), or on the CPU through the g++ shim (backend "shim": CI, which has no GPU).
 
 `CudaPreprocessor.run(frames)` has the shape of the CPU `FastPreprocessor.run` (returns the host batch
-[N, 3, H, W]); `enqueue(frames)` stops before the download and returns the device address of the batch
-so that a TensorRT engine reads it in place, on the same stream. Per call: frames are copied into one
-pinned staging buffer, uploaded with one async copy, and every camera is preprocessed by one launch per
-pixel format present (one for a usual rig). Remap tables are uploaded once, at construction.
+[N, 3, H, W]); `enqueue(frames)` stops before the download and returns the batch's `DeviceBatch` so that
+a TensorRT engine reads it in place (`Engine.run_device`) on the same stream: the preprocessor is created
+on the engine's stream (`stream=engine.stream`), so no synchronisation sits between the two. Per call:
+frames are copied into one pinned staging buffer, uploaded with one async copy, and every camera is
+preprocessed by one launch per pixel format present (one for a usual rig). Remap tables are uploaded once,
+at construction.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,6 +33,7 @@ from kernels.batch import (
     stage_frames,
     staged_addresses,
 )
+from perception.engine.base import DeviceBatch
 from perception.frame import Frame
 from perception.preprocess.common import (
     Normalization,
@@ -55,22 +57,12 @@ def kernel_source() -> str:
     return re.sub(r'^#include "cuda_compat.h"$', lambda _: header, source, count=1, flags=re.M)
 
 
-@dataclass(frozen=True)
-class DeviceOutput:
-    """The preprocessed batch on the GPU: valid once the work queued on `stream` before it has run."""
-
-    address: int  # device pointer of the C-contiguous [N, 3, H, W] array
-    shape: tuple[int, int, int, int]
-    dtype: np.dtype
-    stream: int  # CUstream / cudaStream_t handle the batch is written on
-
-
 class _Pycuda:
     """pycuda: SourceModule from the kernel source (pycuda caches the cubin), or a cubin built ahead."""
 
     name = "pycuda"
 
-    def __init__(self, cubin: Path | None) -> None:
+    def __init__(self, cubin: Path | None, stream: Any = None) -> None:
         import pycuda.autoprimaryctx  # noqa: F401 - the device's primary context, shared with TensorRT
         import pycuda.driver as cuda
 
@@ -82,7 +74,7 @@ class _Pycuda:
 
             module = SourceModule(kernel_source(), options=["-O3", "-std=c++17"], no_extern_c=True)
         self.functions = {name: module.get_function(name) for name in KERNEL_NAMES}
-        self.stream = cuda.Stream()
+        self.stream = stream if stream is not None else cuda.Stream()
         self.stream_handle = int(self.stream.handle)
         self._keep: list[Any] = []
 
@@ -115,7 +107,7 @@ class _Cupy:
 
     name = "cupy"
 
-    def __init__(self, cubin: Path | None) -> None:
+    def __init__(self, cubin: Path | None, stream: Any = None) -> None:
         import cupy
         import cupyx
 
@@ -125,7 +117,7 @@ class _Cupy:
         else:
             module = cupy.RawModule(code=kernel_source(), options=("-std=c++17",))
         self.functions = {name: module.get_function(name) for name in KERNEL_NAMES}
-        self.stream = cupy.cuda.Stream(non_blocking=True)
+        self.stream = stream if stream is not None else cupy.cuda.Stream(non_blocking=True)
         self.stream_handle = int(self.stream.ptr)
         self._keep: list[Any] = []
 
@@ -176,7 +168,7 @@ def available_backend() -> str | None:
     return None
 
 
-def _open_backend(backend: str | None, cubin: Path | None) -> Any:
+def _open_backend(backend: str | None, cubin: Path | None, stream: Any) -> Any:
     if backend is None:
         backend = available_backend()
         if backend is None:
@@ -190,7 +182,7 @@ def _open_backend(backend: str | None, cubin: Path | None) -> Any:
     if cubin is not None and not Path(cubin).is_file():
         raise KernelError(f"cubin {cubin} does not exist (build it with python -m kernels.nvcc)")
     try:
-        return _Pycuda(cubin) if backend == "pycuda" else _Cupy(cubin)
+        return _Pycuda(cubin, stream) if backend == "pycuda" else _Cupy(cubin, stream)
     except ImportError as e:
         raise KernelError(f"CUDA backend {backend} is not installed: {e}") from e
 
@@ -200,7 +192,8 @@ class CudaPreprocessor:
 
     `backend`: "pycuda", "cupy" (default: the first usable) or "shim" (the CPU). `cubin`: kernels built
     ahead by `python -m kernels.nvcc` instead of compiling the source at start. `grid` / `block` override
-    the launch geometry (tests; the kernels are correct for any).
+    the launch geometry (tests; the kernels are correct for any). `stream`: the backend's stream object to
+    queue on (a pycuda `Stream` / CuPy `Stream`; default a new one): the TensorRT engine's, to share it.
     """
 
     def __init__(
@@ -212,6 +205,7 @@ class CudaPreprocessor:
         cubin: Path | None = None,
         grid: Sequence[int] | None = None,
         block: Sequence[int] = BLOCK,
+        stream: Any = None,
     ) -> None:
         self.grid = tuple(grid) if grid is not None else None
         self.block = tuple(block)
@@ -221,7 +215,7 @@ class CudaPreprocessor:
         self.shape = (len(self.tables), 3, self.out_h, self.out_w)
         scale, bias = normalization_affine(norm)
         self._norm_args = [np.float32(v) for v in (*scale, *bias)]
-        self.gpu = _open_backend(backend, cubin)
+        self.gpu = _open_backend(backend, cubin, stream)
 
         pairs = np.stack([interleaved_table(t) for t in self.tables])  # [N, H, W, 2]
         self._tables = self.gpu.alloc(pairs.nbytes)
@@ -267,7 +261,7 @@ class CudaPreprocessor:
         self.gpu.upload(self._device_staging, self._staging[: plan.staging_bytes])
         self._uploaded = self.gpu.event()
 
-    def launch(self) -> DeviceOutput:
+    def launch(self) -> DeviceBatch:
         """Queue the kernels on the frames uploaded last; the batch stays on the GPU."""
         if self._plan is None:
             raise KernelError("launch() before any upload(frames)")
@@ -276,10 +270,10 @@ class CudaPreprocessor:
                     np.uint64(self._output), np.int32(self.out_w), np.int32(self.out_h), *self._norm_args]
             grid = self.grid or default_grid(self.out_w, self.out_h, step.count)
             self.gpu.launch(step.kernel, grid, self.block, args)
-        return DeviceOutput(self._output, self.shape, self.dtype, self.gpu.stream_handle)
+        return DeviceBatch(self._output, self.shape, self.dtype, self.gpu.stream_handle)
 
-    def enqueue(self, frames: Sequence[Frame]) -> DeviceOutput:
-        """upload + launch: the batch for a TensorRT engine to read in place, on `DeviceOutput.stream`."""
+    def enqueue(self, frames: Sequence[Frame]) -> DeviceBatch:
+        """upload + launch: the batch for a TensorRT engine to read in place, on `DeviceBatch.stream`."""
         self.upload(frames)
         return self.launch()
 

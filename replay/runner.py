@@ -10,14 +10,13 @@ recorded rate instead, dropping what the node cannot keep up with, to study late
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 from pathlib import Path
 
 from perception.engine.base import Engine
+from perception.io.record import RunRecorder
 from perception.node.config import NodeConfig
 from perception.node.process import NodeProcess, RunSummary
-from perception.io.record import RunRecorder
+from perception.node.sinks import RecorderSink
 
 
 def replay_drive(drive_path: str | Path, out_path: str | Path, config: NodeConfig | None = None, *,
@@ -25,22 +24,13 @@ def replay_drive(drive_path: str | Path, out_path: str | Path, config: NodeConfi
     """Run the node on `drive_path` and record its outputs (detections, hints, health, image annotations)
     into `out_path`. `copy_inputs` also copies the drive's images into the run (one self-contained file)."""
     config = config or NodeConfig()
-    with tempfile.TemporaryDirectory(prefix="perception-replay-") as tmp:
-        config = dataclasses.replace(
-            config,
-            source=dataclasses.replace(config.source, kind="drive", drive=str(drive_path), pacing=pacing, loop=False),
-            # the run file is the output; the socket is private to this replay (parallel replays never clash)
-            publish=dataclasses.replace(config.publish, endpoint=f"ipc://{tmp}/node-{os.getpid()}",
-                                        curve_secret_key=None, curve_clients_dir=None),
-            record=None,
-        )
-        recorder: RunRecorder | None = None
-
-        def record(outputs) -> None:
-            for message in (outputs.detections, outputs.hints, outputs.health):
-                if message is not None:
-                    recorder.write(message)
-
-        with NodeProcess(config, engine=engine, on_outputs=record) as process:
-            with RunRecorder(out_path, process.node.rig, drive_path=drive_path, copy_inputs=copy_inputs) as recorder:
-                return process.run()
+    config = dataclasses.replace(
+        config,
+        source=dataclasses.replace(config.source, kind="drive", drive=str(drive_path), pacing=pacing, loop=False),
+        publish=dataclasses.replace(config.publish, endpoint=None),  # the run file is the output: no socket
+        record=None,
+    )
+    with NodeProcess(config, engine=engine) as process:
+        process.attach(RecorderSink(RunRecorder(out_path, process.node.rig, drive_path=drive_path,
+                                                copy_inputs=copy_inputs)))
+        return process.run()

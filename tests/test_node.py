@@ -15,7 +15,7 @@ from perception.errors import ConfigError  # noqa: E402
 from perception.frame import Frame  # noqa: E402
 from perception.messaging.subscriber import Subscriber  # noqa: E402
 from perception.node.config import HealthConfig, NodeConfig, config_from_dict, load_config  # noqa: E402
-from perception.node.node import Node  # noqa: E402
+from perception.node.assembly import build_node  # noqa: E402
 from perception.node.process import NodeProcess  # noqa: E402
 from perception.engine.onnxruntime import OnnxRuntimeEngine  # noqa: E402
 from perception.sources import LockstepSynchronizer, SyncConfig  # noqa: E402
@@ -98,7 +98,7 @@ def test_node_outputs_follow_drive_time_and_replay_identically(tiny_model_path, 
     runs = []
     for _ in range(2):
         sets, rig = _frame_sets(drive_path, ("front", "front_left"))
-        node = Node(rig, config, OnnxRuntimeEngine(tiny_model_path, threads=1))
+        node = build_node(rig, config, OnnxRuntimeEngine(tiny_model_path, threads=1))
         outs = [node.step(fs, captured_total=0) for fs in sets]
         runs.append(outs)
     assert len(runs[0]) == 20
@@ -118,7 +118,7 @@ def test_camera_loss_degrades_within_two_periods_and_recovers(tiny_model_path, d
     t_lost, t_back = sets[6].t_ns, sets[12].t_ns
     sets, _ = _frame_sets(drive_path, ("front", "front_left"),
                           drop=lambda f: f.camera == "front_left" and t_lost <= f.t_ns < t_back)
-    node = Node(rig, config, OnnxRuntimeEngine(tiny_model_path, threads=1))
+    node = build_node(rig, config, OnnxRuntimeEngine(tiny_model_path, threads=1))
     states = [node.step(fs, captured_total=0).health for fs in sets]
     assert all(h is not None for h in states)  # rate_hz 100: a report every frame set
     assert [h.state for h in states[:6]] == ["ok"] * 6
@@ -134,9 +134,9 @@ def test_corrupt_frame_is_counted_not_fatal(tiny_model_path, drive_path, tmp_pat
     wrong = Frame.from_bgr(np.zeros((90, 160, 3), np.uint8))  # not the calibrated 320x180
     bad = sets[3].frames["front_left"]
     sets[3].frames["front_left"] = dataclasses.replace(bad, frame=wrong)
-    node = Node(rig, config, OnnxRuntimeEngine(tiny_model_path, threads=1))
+    node = build_node(rig, config, OnnxRuntimeEngine(tiny_model_path, threads=1))
     outs = [node.step(fs, captured_total=0) for fs in sets]
-    assert node.health.bad_frames == 1
+    assert node.stats.bad_frames == 1
     assert outs[3].detections.stale.tolist() == [False, True]
     assert outs[3].health.bad_frames == 1 and outs[4].detections.stale.tolist() == [False, False]
 
@@ -144,7 +144,7 @@ def test_corrupt_frame_is_counted_not_fatal(tiny_model_path, drive_path, tmp_pat
 def test_engine_failure_is_reported_as_fault_and_the_loop_goes_on(tiny_model_path, drive_path, tmp_path):
     config = _config(tiny_model_path, drive_path, tmp_path)
     sets, rig = _frame_sets(drive_path, ("front", "front_left"))
-    node = Node(rig, config, OnnxRuntimeEngine(tiny_model_path, threads=1))
+    node = build_node(rig, config, OnnxRuntimeEngine(tiny_model_path, threads=1))
     node.step(sets[0], 0)
     node.state = node.engine.initial_state(3)  # a state for another rig: the engine refuses the step
     out = node.step(sets[1], 0)
@@ -157,7 +157,7 @@ def test_engine_failure_is_reported_as_fault_and_the_loop_goes_on(tiny_model_pat
 def test_subscriber_on_loopback_receives_every_topic(tiny_model_path, drive_path, tmp_path):
     config = _config(tiny_model_path, drive_path, tmp_path, pacing="fast")
     with NodeProcess(config) as process:
-        with Subscriber(process.publisher.endpoint) as sub:
+        with Subscriber(config.publish.endpoint) as sub:
             import time
             time.sleep(0.3)  # slow joiner: let the SUB connect before the node publishes
             summary = process.run()
@@ -198,7 +198,7 @@ def test_run_command_on_a_drive(tiny_model_path, drive_path, tmp_path, capsys):
     cfg.write_text(f"model: {tiny_model_path}\nengine: {{threads: 1}}\npublish: {{endpoint: 'ipc://{tmp_path}/c'}}\n")
     assert main(["run", "--config", str(cfg), "--drive", str(drive_path), "--pacing", "fast", "--quiet"]) == 0
     err = capsys.readouterr().err
-    assert "20 frame sets" in err and "publishing on ipc://" in err
+    assert "20 frame sets" in err and "outputs to zmq ipc://" in err
 
 
 def test_replay_is_deterministic_and_recorded_at_drive_time(tiny_model_path, drive_path, tmp_path):
@@ -216,3 +216,66 @@ def test_replay_is_deterministic_and_recorded_at_drive_time(tiny_model_path, dri
     drive = open_drive(drive_path)
     front_times = sorted({cf.t_ns for cf in drive.frames(cameras=["front"])})
     assert [m.t_ns for m in detections] == front_times
+
+
+# ---- assembly: sources, stages, sinks ----------------------------------------------------------------
+def test_host_engine_refuses_a_device_batch(tiny_model_path):
+    from perception.engine.base import DeviceBatch, EngineInputError
+
+    engine = OnnxRuntimeEngine(tiny_model_path, threads=1)
+    c = engine.contract
+    batch = DeviceBatch(0, (1, 3, c.input_height, c.input_width), np.dtype(np.float32), 0)
+    with pytest.raises(EngineInputError, match="host batches only"):
+        engine.run_device(batch, np.zeros(1, np.int64), engine.initial_state(1))
+
+
+def test_attached_sink_gets_every_frame_set_and_its_drops_reach_health(tiny_model_path, drive_path, tmp_path):
+    from perception.node.sinks import Sink
+
+    class Lossy(Sink):
+        """Keeps what it is given and reports one undelivered message per frame set."""
+        name = "lossy"
+
+        def __init__(self) -> None:
+            self.got = []
+            self.closed = False
+
+        def write(self, outputs) -> None:
+            self.got.append(outputs)
+
+        @property
+        def drops(self) -> int:
+            return len(self.got)
+
+        def close(self) -> None:
+            self.closed = True
+
+    config = dataclasses.replace(_config(tiny_model_path, drive_path, tmp_path),
+                                 publish=dataclasses.replace(NodeConfig().publish, endpoint=None))
+    sink = Lossy()
+    with NodeProcess(config) as process:
+        assert process.sinks == []  # publish.endpoint null: no socket
+        process.attach(sink)
+        summary = process.run()
+    assert sink.closed and summary.frame_sets == len(sink.got) == 20
+    assert [o.detections.frame_ns for o in sink.got] == sorted(o.detections.frame_ns for o in sink.got)
+    # health is built before the frame set's write: it reports the drops of the frame sets before it
+    assert [o.health.publish_drops for o in sink.got] == list(range(20))
+
+
+def test_lockstep_drive_source_delivers_every_frame_in_order(drive_path):
+    from perception.sources.recorded import DriveSource
+
+    source = DriveSource(open_drive(drive_path), "lockstep", loop=True)
+    sync = SyncConfig(("front", "front_left"), "front", 20.0)
+    stop = threading.Event()
+    arrivals = []
+    for arrival in source.arrivals(sync, lambda reason: None, stop):
+        arrivals.append(arrival)
+        if len(arrivals) == 45:
+            stop.set()
+    source.close()
+    t = [a.frame_set.t_ns for a in arrivals]
+    assert len(t) >= 40 and t == sorted(t) and len(set(t)) == len(t)  # looped with increasing times
+    assert all(set(a.frame_set.frames) == {"front", "front_left"} for a in arrivals[:40])
+    assert [a.captured_total for a in arrivals] == sorted(a.captured_total for a in arrivals)

@@ -38,7 +38,7 @@ def published(tmp_path_factory):
         publish=dataclasses.replace(base.publish, endpoint=f"ipc://{tmp}/node"))
     got: dict[str, list] = {"detections": [], "hints": []}
     with NodeProcess(config) as process:
-        with Subscriber(process.publisher.endpoint, ["detections", "hints"], rcvhwm=10_000) as sub:
+        with Subscriber(config.publish.endpoint, ["detections", "hints"], rcvhwm=10_000) as sub:
             time.sleep(0.3)  # slow joiner: let the SUB connect before the first message
             summary = process.run()
             while (env := sub.recv(timeout_s=1.0)) is not None:

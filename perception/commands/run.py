@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     with NodeProcess(config) as process:
         process.install_signal_handlers()
         print(f"perception: model {process.engine.contract.model_id} on {process.engine.name}, cameras "
-              f"{', '.join(process.node.cameras)}, publishing on {process.publisher.endpoint}", file=sys.stderr)
+              f"{', '.join(process.node.cameras)}, outputs to {', '.join(s.name for s in process.sinks) or 'nothing'}",
+              file=sys.stderr)
         status = None if args.quiet else _StatusLine()
         summary = process.run(max_frame_sets=args.max_frame_sets, status=status)
     if status is not None:

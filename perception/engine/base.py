@@ -2,7 +2,8 @@
 
     engine = OnnxRuntimeEngine("models/demo.onnx", expected)
     state = engine.initial_state(num_cameras)
-    heads, state = engine.run(images, t_ns, state, fresh)     # images [N,3,H,W] float32, t_ns [N] int64
+    heads, state = engine.run(images, t_ns, state, fresh)     # host batch: images [N,3,H,W] float32
+    heads, state = engine.run_device(batch, t_ns, state, fresh)  # DeviceBatch on the GPU (TensorRT only)
 
 Every engine runs the same graph contract (perception/contract.py); this base class owns what is common:
 input checks, turning frame timestamps into the per-camera `dt` the graph needs, and the state object.
@@ -66,12 +67,26 @@ class EngineState:
         return out
 
 
+@dataclass(frozen=True)
+class DeviceBatch:
+    """A preprocessed batch in GPU memory (kernels.launcher.CudaPreprocessor.enqueue): valid once the work
+    queued on `stream` before it has run, so an engine reads it on that same stream."""
+
+    address: int  # device pointer of the C-contiguous [N, 3, H, W] array
+    shape: tuple[int, int, int, int]
+    dtype: np.dtype
+    stream: int   # CUstream / cudaStream_t handle the batch is written on
+
+
 class Engine(ABC):
-    """Load a model, then `run` one step per frame set. Subclasses implement `_infer` only."""
+    """Load a model, then `run` (host batch) or `run_device` (GPU batch) one step per frame set.
+    Subclasses implement `_infer` only; `reads_device_batches` engines get `inputs["images"]` as a
+    DeviceBatch from `run_device`."""
 
     name: str
     precision: str
     contract: ModelContract
+    reads_device_batches = False
 
     def initial_state(self, num_cameras: int) -> EngineState:
         if num_cameras < 1:
@@ -83,14 +98,32 @@ class Engine(ABC):
 
     def run(self, images: np.ndarray, t_ns: np.ndarray, state: EngineState,
             fresh: np.ndarray | None = None) -> tuple[Heads, EngineState]:
-        """One step. images [N,3,H,W] float32 (preprocessed), t_ns [N] capture times (stale cameras: the
-        frame set's time), fresh [N] bool (default all True)."""
-        n = state.num_cameras
-        c = self.contract
-        want = (n, 3, c.input_height, c.input_width)
+        """One step on a host batch. images [N,3,H,W] float32 (preprocessed), t_ns [N] capture times (stale
+        cameras: the frame set's time), fresh [N] bool (default all True)."""
+        want = self._batch_shape(state)
         if not isinstance(images, np.ndarray) or images.shape != want or images.dtype != np.float32:
             got = (images.shape, images.dtype) if isinstance(images, np.ndarray) else type(images).__name__
-            raise EngineInputError(f"{self.name}: images must be float32 {list(want)} for {n} cameras, got {got}")
+            raise EngineInputError(f"{self.name}: images must be float32 {list(want)} for {want[0]} cameras, got {got}")
+        return self._step(images, t_ns, state, fresh)
+
+    def run_device(self, batch: DeviceBatch, t_ns: np.ndarray, state: EngineState,
+                   fresh: np.ndarray | None = None) -> tuple[Heads, EngineState]:
+        """One step on a batch the CUDA preprocessor left on the GPU (read in place, on its stream)."""
+        if not self.reads_device_batches:
+            raise EngineInputError(f"{self.name}: reads host batches only (use run with the downloaded batch)")
+        want = self._batch_shape(state)
+        if not isinstance(batch, DeviceBatch) or tuple(batch.shape) != want or np.dtype(batch.dtype) != np.float32:
+            got = (batch.shape, batch.dtype) if isinstance(batch, DeviceBatch) else type(batch).__name__
+            raise EngineInputError(f"{self.name}: the device batch must be float32 {list(want)} (create the CUDA "
+                                   f"preprocessor with dtype=float32), got {got}")
+        return self._step(batch, t_ns, state, fresh)
+
+    def _batch_shape(self, state: EngineState) -> tuple[int, int, int, int]:
+        return (state.num_cameras, 3, self.contract.input_height, self.contract.input_width)
+
+    def _step(self, images: np.ndarray | DeviceBatch, t_ns: np.ndarray, state: EngineState,
+              fresh: np.ndarray | None) -> tuple[Heads, EngineState]:
+        n = state.num_cameras
         t_ns = np.asarray(t_ns, dtype=np.int64)
         if t_ns.shape != (n,):
             raise EngineInputError(f"{self.name}: t_ns must have one entry per camera ({n}), got shape {t_ns.shape}")
@@ -112,4 +145,5 @@ class Engine(ABC):
 
     @abstractmethod
     def _infer(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Graph inputs (contract.INPUTS) -> every graph output by name, as numpy arrays."""
+        """Graph inputs (contract.INPUTS) -> every graph output by name, as numpy arrays (`images` is a
+        DeviceBatch when the step came through `run_device`)."""

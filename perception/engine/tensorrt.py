@@ -2,8 +2,9 @@
 
     engine = TensorRTEngine("models/demo.int8.onnx", cuda_graph=True)     # builds or loads the cached plan
     state = engine.initial_state(3)
-    heads, state = engine.run(images, t_ns, state, fresh)   # images: host [N,3,H,W] float32, or the
-                                                            # preprocessing kernel's DeviceOutput (no copy)
+    heads, state = engine.run(images, t_ns, state, fresh)         # host [N,3,H,W] float32
+    heads, state = engine.run_device(batch, t_ns, state, fresh)   # the CUDA preprocessor's DeviceBatch,
+                                                                  # read in place on the shared stream
 
 Per step: the small inputs (state ages, dt, fresh) go up from pinned buffers, the feature state stays on the
 device (two buffers alternate as input and output: perception.engine.trt_cache.StateRing), and only the
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from perception.contract import MAX_MODEL_BYTES, ModelContract, ModelExpectation, load_model
-from perception.engine.base import Engine, EngineInputError, EngineState, Heads
+from perception.engine.base import DeviceBatch, Engine, EngineInputError, EngineState, Heads
 from perception.engine.trt_cache import (
     STATE_INPUT,
     STATE_OUTPUT,
@@ -176,10 +177,11 @@ class _Buffers:
 class TensorRTEngine(Engine):
     """`cache_dir`: engine cache (default ~/.cache/perception/engines); `plan_path`: use / write this plan
     file instead (vehicle provisioning); `allow_build=False`: a missing or mismatched plan is an
-    EngineBuildError instead of a build. `stream`: a pycuda Stream to run on (pass the preprocessing
-    kernels' stream so their output needs no synchronisation)."""
+    EngineBuildError instead of a build. `stream`: a pycuda Stream to run on (default: a new one); the CUDA
+    preprocessor feeding `run_device` is created on `engine.stream` (perception/node/assembly.py), so the
+    engine's work is queued after the kernels' without any synchronisation."""
 
-    reads_device_images = True  # run() takes the CUDA preprocessor's DeviceOutput without a host copy
+    reads_device_batches = True
 
     name = "tensorrt"
 
@@ -224,7 +226,6 @@ class TensorRTEngine(Engine):
         self.cuda_graph = cuda_graph
         self.name = f"tensorrt[{self.precision}]"
         self._buffers: _Buffers | None = None
-        self._device_images: Any = None
 
     def _deserialize(self, plan: bytes) -> Any | None:
         try:
@@ -242,23 +243,7 @@ class TensorRTEngine(Engine):
         return specs
 
     # -- the Engine interface ------------------------------------------------------------------------
-    def run(self, images: Any, t_ns: np.ndarray, state: EngineState,
-            fresh: np.ndarray | None = None) -> tuple[Heads, EngineState]:
-        """As Engine.run; `images` may also be the CUDA preprocessor's DeviceOutput (read in place)."""
-        if isinstance(images, np.ndarray):
-            return super().run(images, t_ns, state, fresh)
-        want = (state.num_cameras, 3, self.contract.input_height, self.contract.input_width)
-        shape, dtype = tuple(getattr(images, "shape", ())), np.dtype(getattr(images, "dtype", np.uint8))
-        if not hasattr(images, "address") or shape != want or dtype != np.float32:
-            raise EngineInputError(f"{self.name}: device images must be float32 {list(want)} (create the CUDA "
-                                   f"preprocessor with dtype=float32), got {dtype} {list(shape)}")
-        self._device_images = images
-        try:   # Engine.run checks shapes and turns times into dt; a zero-stride stand-in carries the shape
-            return super().run(np.broadcast_to(np.float32(0), want), t_ns, state, fresh)
-        finally:
-            self._device_images = None
-
-    def _infer(self, inputs: dict[str, np.ndarray]) -> dict[str, Any]:
+    def _infer(self, inputs: dict[str, np.ndarray | DeviceBatch]) -> dict[str, Any]:
         n = int(inputs["dt"].shape[0])
         self.profile.check(n, self.name)
         b = self._buffers_for(n)
@@ -299,15 +284,16 @@ class TensorRTEngine(Engine):
                 raise EngineInputError(f"{self.name}: shapes of {list(unresolved)} cannot be inferred for {n} cameras")
         return self._buffers
 
-    def _stage_images(self, b: _Buffers, images: np.ndarray) -> int:
-        device = self._device_images
-        if device is None:
-            b.host_images[...] = images
-            self.cuda.memcpy_htod_async(b.device["images"], b.host_images, self.stream)
-            return b.device["images"]
-        if int(device.stream) != int(self.stream.handle):
-            self.cuda.Context.synchronize()   # written on another stream: wait for it (share the stream to avoid)
-        return int(device.address)
+    def _stage_images(self, b: _Buffers, images: np.ndarray | DeviceBatch) -> int:
+        if isinstance(images, DeviceBatch):
+            if int(images.stream) != int(self.stream.handle):
+                raise EngineInputError(f"{self.name}: the device batch was written on stream {images.stream:#x}, "
+                                       f"the engine runs on {int(self.stream.handle):#x}: create the CUDA "
+                                       "preprocessor on engine.stream")
+            return int(images.address)
+        b.host_images[...] = images
+        self.cuda.memcpy_htod_async(b.device["images"], b.host_images, self.stream)
+        return b.device["images"]
 
     def _bind(self, b: _Buffers, plan: StatePlan, image_address: int) -> None:
         ctx = self.context

@@ -2,31 +2,35 @@
 
     sync -> preprocess -> engine (temporal state) -> decode -> track (+ range / velocity / TTC) -> hints
 
-No sockets, threads or wall-time decisions here (perception/node/process.py wraps it); the outputs are a
-pure function of the frame sets and the configuration. Wall time only fills the stage timings.
+No sockets, threads or wall-time decisions here (perception/node/process.py wraps it; the node is built
+by perception/node/assembly.py); the outputs are a pure function of the frame sets and the configuration.
+Wall time only fills the stage timings. The node's counters (bad frames, dropped frames, publish drops)
+are read and counted through `node.stats`.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
-from calib.remap import build_remap
+from calib.camera import CameraModel
+from calib.remap import RemapTable, build_remap
 from calib.rig import Rig
 from perception.decode.centernet import DecodeConfig, Decoder
 from perception.detections import Detections
-from perception.engine.base import Engine
+from perception.contract import ModelContract
+from perception.engine.stages import Stages
 from perception.errors import ConfigError
 from perception.frame import Frame
-from perception.messaging.schemas import DetectionsMessage, HealthMessage, HintsMessage
+from perception.messaging.schemas import DetectionsMessage, HealthMessage, HintsMessage, Message
 from perception.node import fill
 from perception.node.config import NodeConfig
 from perception.node.health import HealthMonitor
-from perception.preprocess import FastPreprocessor, Normalization
 from perception.hints.hints import HintGenerator
 from perception.sources.sync import FrameSet
 from perception.track.tracker import MultiCameraTracker
@@ -43,35 +47,75 @@ class NodeOutputs:
     health: HealthMessage | None  # at the health rate only
     stage_ns: dict[str, int]
 
+    def messages(self) -> list[Message]:
+        """The messages to publish / record, in order: detections, hints, health when due."""
+        return [self.detections, self.hints] + ([self.health] if self.health is not None else [])
+
+
+class NodeStats:
+    """The node's counters. Frames skipped as malformed are counted by the node and by its source (from the
+    source's thread: hence the lock); frames the sources dropped come with each frame set; messages the
+    sinks could not deliver are reported by the process after each write."""
+
+    def __init__(self, health: HealthMonitor, num_cameras: int) -> None:
+        self._health = health
+        self._lock = threading.Lock()
+        self.dropped_per_camera = np.zeros(num_cameras, np.int64)
+        self._publish_drops = 0
+
+    def bad_frame(self, reason: str) -> None:
+        """One frame skipped as malformed (logged with `reason`)."""
+        log.warning("%s", reason)
+        with self._lock:
+            self._health.bad_frames += 1
+
+    def set_publish_drops(self, total: int) -> None:
+        """Messages the sinks could not deliver since start (their running total)."""
+        self._publish_drops = int(total)
+
+    @property
+    def bad_frames(self) -> int:
+        return self._health.bad_frames
+
+    @property
+    def dropped(self) -> int:
+        return int(self.dropped_per_camera.sum())
+
+    @property
+    def publish_drops(self) -> int:
+        return self._publish_drops
+
+
+def remap_tables(camera_models: list[CameraModel], contract: ModelContract) -> list[RemapTable]:
+    """Each camera's letterbox remap into the network input."""
+    return [build_remap(cam, contract.input_width, contract.input_height, "letterbox") for cam in camera_models]
+
 
 class Node:
-    def __init__(self, rig: Rig, config: NodeConfig, engine: Engine) -> None:
+    """`stages`: the preprocessor + engine pair; `tables`: the remap tables it preprocesses with
+    (`remap_tables(...)` of the rig's cameras in order)."""
+
+    def __init__(self, rig: Rig, config: NodeConfig, stages: Stages, tables: list[RemapTable]) -> None:
         self.config = config
-        self.engine = engine
+        self.stages = stages
+        self.engine = stages.engine
         self.rig = rig
         self.cameras: tuple[str, ...] = tuple(rig.names)
         self.anchor = config.anchor or self.cameras[0]
         if self.anchor not in self.cameras:
             raise ConfigError(f"sync.anchor: {self.anchor!r} is not a camera of the rig {list(self.cameras)}")
-        contract = engine.contract
+        contract = self.engine.contract
         self.contract = contract
         self.camera_models = [rig[name] for name in self.cameras]
-        self.tables = [build_remap(cam, contract.input_width, contract.input_height, "letterbox")
-                       for cam in self.camera_models]
-        self.preprocessor = make_preprocessor(config.preprocess, self.tables,
-                                              Normalization(contract.mean, contract.std))
-        # TensorRT reads the CUDA kernel's output buffer in place; every other pairing goes through the host
-        self._device_images = (hasattr(self.preprocessor, "enqueue")
-                               and getattr(engine, "reads_device_images", False))
+        self.tables = tables
         self.decoder = Decoder(contract, self.tables, DecodeConfig.for_classes(
             contract.classes, config.decode.score_threshold, nms_iou=config.decode.nms_iou))
         self.tracker = MultiCameraTracker(self.camera_models, config.tracker, config.ranging)
         self.hints = HintGenerator(config.hints)
         self.health = HealthMonitor(self.cameras, self.anchor, config.health)
-        self.state = engine.initial_state(len(self.cameras))
+        self.stats = NodeStats(self.health, len(self.cameras))
+        self.state = self.engine.initial_state(len(self.cameras))
         self.capture_ns = np.full(len(self.cameras), -1, np.int64)
-        self.dropped = np.zeros(len(self.cameras), np.int64)
-        self.publish_drops = 0
         # what a stale camera's batch slot holds: its last good frame (ignored by the engine: fresh = False)
         self._last_frames: list[Frame] = [
             Frame.from_bgr(np.zeros((cam.height, cam.width, 3), np.uint8)) for cam in self.camera_models]
@@ -84,12 +128,11 @@ class Node:
         t_ns = np.where(fresh, self.capture_ns, frame_set.t_ns).astype(np.int64)
 
         with timer("preprocess"):
-            images = (self.preprocessor.enqueue(self._last_frames) if self._device_images
-                      else self.preprocessor.run(self._last_frames))
+            batch = self.stages.preprocess(self._last_frames)
         engine_ok = True
         with timer("engine"):
             try:
-                heads, self.state = self.engine.run(images, t_ns, self.state, fresh)
+                heads, self.state = self.stages.infer(batch, t_ns, self.state, fresh)
             except Exception as e:  # noqa: BLE001 - an engine failure is reported in health, the loop goes on
                 log.error("engine %s failed on frame set %d: %s", self.engine.name, frame_set.seq, e)
                 engine_ok = False
@@ -104,8 +147,9 @@ class Node:
 
         latency_ms = (time.monotonic_ns() - arrival_ns) / 1e6 if arrival_ns is not None else float("nan")
         health_due = self.health.on_frame_set(frame_set.t_ns, [self.cameras[n] for n in np.flatnonzero(~fresh)],
-                                              int(self.dropped.sum()), captured_total, latency_ms, engine_ok)
-        diag = fill.diagnostics(self.contract.model_id, self.cameras, self.capture_ns, self.dropped, timer.ns)
+                                              self.stats.dropped, captured_total, latency_ms, engine_ok)
+        diag = fill.diagnostics(self.contract.model_id, self.cameras, self.capture_ns,
+                                self.stats.dropped_per_camera, timer.ns)
         return NodeOutputs(
             fill.detections_message(diag, frame_set.t_ns, fresh, self.contract.classes, objects),
             fill.hints_message(diag, hints),
@@ -115,8 +159,9 @@ class Node:
 
     def health_message(self, diag=None, no_frames_for_s: float | None = None) -> HealthMessage:
         if diag is None:
-            diag = fill.diagnostics(self.contract.model_id, self.cameras, self.capture_ns, self.dropped, {})
-        return fill.health_message(diag, self.health.report(no_frames_for_s), self.publish_drops)
+            diag = fill.diagnostics(self.contract.model_id, self.cameras, self.capture_ns,
+                                    self.stats.dropped_per_camera, {})
+        return fill.health_message(diag, self.health.report(no_frames_for_s), self.stats.publish_drops)
 
     def _accept_frames(self, frame_set: FrameSet) -> np.ndarray:
         """Take each camera's frame into its batch slot; a missing or malformed frame leaves the camera
@@ -124,36 +169,23 @@ class Node:
         fresh = np.zeros(len(self.cameras), bool)
         for n, name in enumerate(self.cameras):
             if name in frame_set.dropped:
-                self.dropped[n] = frame_set.dropped[name]
+                self.stats.dropped_per_camera[n] = frame_set.dropped[name]
             captured = frame_set.frames.get(name)
             if captured is None:
                 continue
             cam = self.camera_models[n]
             if (captured.frame.width, captured.frame.height) != (cam.width, cam.height):
-                self.health.bad_frames += 1
-                log.warning("camera %s: frame of %dx%d does not match its calibration %dx%d; skipped", name,
-                            captured.frame.width, captured.frame.height, cam.width, cam.height)
+                self.stats.bad_frame(f"camera {name}: frame of {captured.frame.width}x{captured.frame.height} "
+                                     f"does not match its calibration {cam.width}x{cam.height}; skipped")
                 continue
             if captured.t_ns <= self.capture_ns[n]:
-                self.health.bad_frames += 1
-                log.warning("camera %s: capture time %d not after the previous %d; skipped", name,
-                            captured.t_ns, self.capture_ns[n])
+                self.stats.bad_frame(f"camera {name}: capture time {captured.t_ns} not after the previous "
+                                     f"{self.capture_ns[n]}; skipped")
                 continue
             self._last_frames[n] = captured.frame
             self.capture_ns[n] = captured.t_ns
             fresh[n] = True
         return fresh
-
-
-def make_preprocessor(kind: str, tables: list, norm: Normalization):
-    """`cuda` when a GPU backend is usable, else the CPU fast path (with a warning)."""
-    if kind == "cuda":
-        from kernels.launcher import CudaPreprocessor, available_backend
-
-        if available_backend() is not None:
-            return CudaPreprocessor(tables, norm, np.float32)
-        log.warning("preprocess: cuda needs an NVIDIA GPU with pycuda or CuPy; using the CPU fast path")
-    return FastPreprocessor(tables, norm, np.float32)
 
 
 class _StageTimer:

@@ -1,0 +1,134 @@
+"""Building a node from its configuration: the source, the preprocessor + engine pair, the node, the sinks.
+
+    assembly = assemble(config)          # or assemble(config, engine=...) with an engine already open
+    assembly.source, assembly.node, assembly.sinks
+
+The one place that looks at `source.kind`, `engine.kind`, `preprocess` and `publish` / `record`:
+perception/node/process.py only runs what this module built.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calib.rig import Rig, load_rig
+from perception.engine.base import Engine
+from perception.engine.stages import DeviceStages, HostStages, Stages
+from perception.errors import ConfigError
+from perception.io.drive import open_drive
+from perception.io.record import RunRecorder
+from perception.messaging.curve import CurveServerKeys
+from perception.messaging.publisher import Publisher
+from perception.node.config import NodeConfig
+from perception.node.defaults import DEMO_MODEL
+from perception.node.node import Node, remap_tables
+from perception.node.sinks import PublisherSink, RecorderSink, Sink
+from perception.preprocess import FastPreprocessor, Normalization
+from perception.sources.base import Source
+from perception.sources.live import CameraSource, FrameBusSource
+from perception.sources.recorded import DriveSource
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Assembly:
+    source: Source
+    node: Node
+    sinks: list[Sink] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.source.close()
+        for sink in self.sinks:
+            sink.close()
+
+
+def assemble(config: NodeConfig, engine: Engine | None = None) -> Assembly:
+    """Open everything `config` describes; on any failure what was opened is closed again."""
+    source = open_source(config)
+    sinks: list[Sink] = []
+    try:
+        node = build_node(source.rig, config, engine or open_engine(config))
+        drive_path = config.source.drive if config.source.kind == "drive" else None
+        sinks.extend(open_sinks(config, node.rig, drive_path))
+        return Assembly(source, node, sinks)
+    except BaseException:
+        source.close()
+        for sink in sinks:
+            sink.close()
+        raise
+
+
+def open_source(config: NodeConfig) -> Source:
+    src = config.source
+    rig = load_rig(config.rig) if config.rig is not None else None
+    if src.kind == "drive":
+        if src.drive is None:
+            raise ConfigError("source.drive: a drive source needs a drive file (`perception run` fills in "
+                              "the demo drive when none is given)")
+        source = DriveSource(open_drive(src.drive), src.pacing, src.loop)
+        if rig is not None:
+            source.rig = rig
+        return source
+    assert rig is not None  # config validation requires a rig for live sources
+    if src.kind == "cameras":
+        return CameraSource(rig, src.cameras)
+    return FrameBusSource(rig, src.endpoint)
+
+
+def open_engine(config: NodeConfig) -> Engine:
+    model = config.model or str(DEMO_MODEL)
+    if config.engine.kind == "tensorrt":
+        from perception.engine.tensorrt import TensorRTEngine
+
+        return TensorRTEngine(model)
+    from perception.engine.onnxruntime import OnnxRuntimeEngine
+
+    return OnnxRuntimeEngine(model, threads=config.engine.threads)
+
+
+def build_node(rig: Rig, config: NodeConfig, engine: Engine) -> Node:
+    tables = remap_tables([rig[name] for name in rig.names], engine.contract)
+    return Node(rig, config, open_stages(config.preprocess, engine, tables), tables)
+
+
+def open_stages(preprocess: str, engine: Engine, tables: list) -> Stages:
+    """`cuda` when a GPU backend is usable (else the CPU fast path, with a warning). A device-reading engine
+    (TensorRT) gets the batch in place, the kernels queued on the engine's own stream; any other engine
+    gets the downloaded batch."""
+    norm = Normalization(engine.contract.mean, engine.contract.std)
+    if preprocess == "cuda":
+        from kernels.launcher import CudaPreprocessor, available_backend
+
+        backend = available_backend()
+        if backend is not None and engine.reads_device_batches:
+            # TensorRT runs on a pycuda stream (perception.engine.tensorrt): the kernels share it
+            return DeviceStages(CudaPreprocessor(tables, norm, np.float32, backend="pycuda", stream=engine.stream),
+                                engine)
+        if backend is not None:
+            return HostStages(CudaPreprocessor(tables, norm, np.float32, backend=backend), engine)
+        log.warning("preprocess: cuda needs an NVIDIA GPU with pycuda or CuPy; using the CPU fast path")
+    return HostStages(FastPreprocessor(tables, norm, np.float32), engine)
+
+
+def open_sinks(config: NodeConfig, rig: Rig, drive_path: str | None = None) -> list[Sink]:
+    """The ZeroMQ publisher (unless `publish.endpoint` is null) and the run recorder (when `record` is set)."""
+    sinks: list[Sink] = []
+    try:
+        pub = config.publish
+        if pub.endpoint is not None:
+            curve = None
+            if pub.curve_secret_key is not None:
+                curve = CurveServerKeys(Path(pub.curve_secret_key), Path(pub.curve_clients_dir))
+            sinks.append(PublisherSink(Publisher(pub.endpoint, sndhwm=pub.sndhwm, curve=curve)))
+        if config.record is not None:
+            sinks.append(RecorderSink(RunRecorder(config.record, rig, drive_path=drive_path)))
+    except BaseException:
+        for sink in sinks:
+            sink.close()
+        raise
+    return sinks
