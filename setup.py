@@ -7,6 +7,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["perception*", "calib*", "replay*", "kernels*"]),
     package_data={"kernels": ["*.cu", "*.h", "*.cpp"]},
+    # the bundled model: an installed (not editable) package finds it under <prefix>/share/perception/models
+    # (perception/node/defaults.py); a checkout uses models/ in place
+    data_files=[("share/perception/models", ["models/demo.onnx", "models/demo.json"])],
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",
@@ -32,7 +35,7 @@ setup(
     extras_require={
         "train": ["torch==2.13.0", "onnx", "onnxscript", "pycocotools"],  # pycocotools: validation mAP
         "gpu": ["pycuda", "tensorrt", "cuda-python"],
-        "dev": ["pytest", "torch==2.13.0", "onnx", "onnxscript", "pycocotools", "motmetrics", "matplotlib",
+        "dev": ["pytest", "hypothesis>=6.100", "torch==2.13.0", "onnx", "onnxscript", "pycocotools", "motmetrics", "matplotlib",
                 "jsonschema", "websockets"],  # schema-only decoding of run files, live-server client
     },
     entry_points={

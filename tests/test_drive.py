@@ -20,7 +20,7 @@ from perception.frame import ColorMatrix, ColorRange, ColorSpec, Frame, PixelFor
 from perception.labels import GroundTruth, GroundTruthBox, GroundTruthObject
 from perception.io.drive import DriveReader, DriveWriter, open_drive
 from perception.io.drive_images import MAX_IMAGE_SIDE
-from perception.io.drive_mcap import McapFile, TruncatedDriveWarning
+from perception.io.drive_mcap import BadChunkWarning, McapFile, TruncatedDriveWarning
 
 W, H = 64, 48
 MS = 1_000_000
@@ -285,15 +285,71 @@ def test_bad_images_are_clear_errors_naming_file_topic_and_time(tmp_path: Path, 
             next(frames)
 
 
-def test_corrupt_chunk_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_damaged_chunk_is_skipped_with_a_warning_and_the_rest_is_read(tmp_path: Path) -> None:
+    rig = make_rig("front", "left")
+    written = write_jittered(tmp_path / "d.mcap", rig, chunk_size=8_000)
+    chunks = sorted(chunk_indexes(tmp_path / "d.mcap"), key=lambda c: c.chunk_start_offset)
+    bad = chunks[len(chunks) // 2]
+    mcap = McapFile(tmp_path / "d.mcap")
+    in_bad = {(mcap.summary.channels[m.channel_id].topic.split("/")[2], m.log_time)
+              for m in mcap._chunk_messages(bad) if mcap.summary.channels[m.channel_id].topic.endswith("/image")}
+    mcap.close()
+    data = bytearray((tmp_path / "d.mcap").read_bytes())
+    data[bad.chunk_start_offset + bad.chunk_length - 20] ^= 0x01  # one flipped bit
+    (tmp_path / "d.mcap").write_bytes(bytes(data))
+    with DriveReader(tmp_path / "d.mcap") as reader:
+        with pytest.warns(BadChunkWarning, match=rf"d\.mcap: skipped the damaged chunk at byte {bad.chunk_start_offset}"):
+            got = read_marks(reader.frames())
+    assert in_bad and got == [w for w in written if w[:2] not in in_bad]
+
+
+def test_every_chunk_damaged_is_no_readable_frame(tmp_path: Path) -> None:
     with DriveWriter(tmp_path / "d.mcap", make_rig("front")) as writer:
         writer.write_frame("front", 10, marked(3))
     (chunk,) = chunk_indexes(tmp_path / "d.mcap")
     data = bytearray((tmp_path / "d.mcap").read_bytes())
     data[chunk.chunk_start_offset + chunk.chunk_length - 20] ^= 0xFF
     (tmp_path / "d.mcap").write_bytes(bytes(data))
-    with DriveReader(tmp_path / "d.mcap") as reader, pytest.raises(DriveError, match=r"d\.mcap: corrupt chunk"):
+    with DriveReader(tmp_path / "d.mcap") as reader, pytest.warns(BadChunkWarning), \
+            pytest.raises(DriveError, match=r"d\.mcap: no readable frame"):
         list(reader.frames())
+
+
+def test_truncated_drive_without_a_complete_chunk_is_no_readable_frame(tmp_path: Path) -> None:
+    rig = make_rig("front", "left")
+    write_jittered(tmp_path / "d.mcap", rig, chunk_size=8_000)
+    first = min(chunk_indexes(tmp_path / "d.mcap"), key=lambda c: c.chunk_start_offset)
+    data = (tmp_path / "d.mcap").read_bytes()
+    (tmp_path / "cut.mcap").write_bytes(data[:first.chunk_start_offset + first.chunk_length // 2])
+    with pytest.warns(TruncatedDriveWarning), pytest.raises(DriveError, match=r"cut\.mcap: no readable frame"):
+        DriveReader(tmp_path / "cut.mcap")
+    with pytest.warns(TruncatedDriveWarning), pytest.raises(DriveError, match=r"cut\.mcap: no readable frame"):
+        open_drive(tmp_path / "cut.mcap")
+
+
+@pytest.mark.parametrize("cut", [9, 30, 60, 120])
+def test_cut_before_the_rig_is_not_called_a_ros2_bag(tmp_path: Path, cut: int) -> None:
+    with DriveWriter(tmp_path / "d.mcap", make_rig("front")) as writer:
+        writer.write_frame("front", 0, marked(1))
+    (tmp_path / "cut.mcap").write_bytes((tmp_path / "d.mcap").read_bytes()[:cut])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncatedDriveWarning)
+        with pytest.raises(DriveError) as e:
+            open_drive(tmp_path / "cut.mcap")
+    assert "ROS 2" not in str(e.value) and "cut.mcap" in str(e.value)
+
+
+def test_damaged_schema_in_the_summary_is_a_drive_error(tmp_path: Path) -> None:
+    with DriveWriter(tmp_path / "d.mcap", make_rig("front")) as writer:
+        writer.write_frame("front", 10, marked(3))
+    data = bytearray((tmp_path / "d.mcap").read_bytes())
+    name = b"foxglove.RawImage"
+    summary_at = data.rindex(name)  # the schema record repeated in the summary section
+    data[summary_at + len(name) + 16: summary_at + len(name) + 48] = bytes(range(32))  # garbage descriptor
+    (tmp_path / "d.mcap").write_bytes(bytes(data))
+    with pytest.raises(DriveError, match=r"d\.mcap"):
+        with DriveReader(tmp_path / "d.mcap") as reader:
+            list(reader.frames())
 
 
 def test_writer_refuses_inconsistent_input(tmp_path: Path) -> None:

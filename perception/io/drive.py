@@ -277,6 +277,9 @@ class DriveReader(McapReader):
             self.rig = self._read_rig()
             self._check_channels()
             self._colors = {camera: self._color(camera) for camera in self.rig}
+            if self._mcap.truncated_at is not None and not self._mcap.has_messages(map(image_topic, self.rig)):
+                raise DriveError(f"{self.path}: no readable frame (cut or damaged at byte "
+                                 f"{self._mcap.truncated_at}, before the first complete chunk of images)")
         except BaseException:
             self._mcap.close()
             raise
@@ -288,7 +291,9 @@ class DriveReader(McapReader):
         (ties in file order). A malformed image raises DriveError, or with `on_bad_frame` is reported to
         it and skipped (the node counts such frames and goes on)."""
         topics = {image_topic(c): c for c in select_cameras(str(self.path), self.cameras, cameras)}
+        skipped_before, read = self._mcap.skipped_chunks, 0
         for channel, message, image in self._mcap.messages(topics, start_ns, end_ns):
+            read += 1
             camera = topics[channel.topic]
             try:
                 frame = self._decode_image(camera, self._mcap.where(channel, message), image)
@@ -298,6 +303,8 @@ class DriveReader(McapReader):
                 on_bad_frame(e)
                 continue
             yield CameraFrame(camera, message.log_time, frame)
+        if read == 0 and self._mcap.skipped_chunks > skipped_before:
+            raise DriveError(f"{self.path}: no readable frame: every chunk holding the frames asked for is damaged")
 
     def _decode_image(self, camera: str, where: str, image: ProtobufMessage) -> Frame:
         if image.DESCRIPTOR.full_name == "foxglove.CompressedImage":
@@ -406,8 +413,12 @@ def open_drive(path_or_paths: str | Path | Sequence[str | Path]) -> Drive:
         with warnings.catch_warnings():  # the reader opened below warns about a truncated file
             warnings.simplefilter("ignore", TruncatedDriveWarning)
             probe = McapFile(paths[0])
-        try:
-            ours = any(a.name == RIG_ATTACHMENT for a in probe.summary.attachment_indexes)
+        try:  # our drives carry protobuf channels; a file cut before its rig attachment is still ours
+            ours = any(a.name == RIG_ATTACHMENT for a in probe.summary.attachment_indexes) or any(
+                c.message_encoding == "protobuf" for c in probe.summary.channels.values())
+            if probe.truncated_at is not None and not ours and not probe.summary.channels:
+                raise DriveError(f"{paths[0]}: the file is cut or damaged at byte {probe.truncated_at}, before "
+                                 "its rig and first channel: no readable frame")
         finally:
             probe.close()
         return DriveReader(paths[0]) if ours else Ros2BagReader(paths[0])

@@ -1,6 +1,7 @@
 """Opening MCAP files for reading: the index from the summary section, or rebuilt from the data when the
 file was cut (a recorder killed mid-drive) — then every complete chunk before the cut is read and a
-warning says where the file ends.
+warning says where the file ends. A damaged chunk (CRC failure, bad compression) is skipped with a
+BadChunkWarning naming it; the other chunks are read. Every read error is a DriveError.
 
 Shared by our drives (replay/drive.py) and ROS 2 bags (replay/ros2bag.py).
 """
@@ -19,13 +20,14 @@ from mcap.data_stream import ReadDataStream
 from mcap.decoder import DecoderFactory
 from mcap.exceptions import McapError
 from mcap.opcode import Opcode
-from mcap.reader import SeekingReader
+from mcap.reader import NonSeekingReader, SeekingReader, _chunks_matching_topics, make_message_queue
 from mcap.records import Attachment, AttachmentIndex, Channel, Chunk, ChunkIndex, Message, Schema
 from mcap.stream_reader import MAGIC_SIZE, breakup_chunk
 from mcap.summary import Summary
 
 from calib.rig import Rig, rig_from_yaml_str
 from perception.errors import DriveError
+from perception.yaml_io import brief
 
 MCAP_MAGIC = b"\x89MCAP0\r\n"
 RECORD_SIZE_LIMIT = 512 * 2**20  # one chunk or attachment; a raw 40 MP NV12 image is 60 MB
@@ -37,11 +39,16 @@ class TruncatedDriveWarning(UserWarning):
     """The drive file ends early; it is read up to the last complete chunk."""
 
 
+class BadChunkWarning(UserWarning):
+    """A chunk of the drive is damaged; its messages are skipped, the rest of the file is read."""
+
+
 class McapFile:
     """An open MCAP file: its summary (read or rebuilt), channels by topic, messages in log-time order."""
 
     def __init__(self, path: str | Path, decoder_factories: Iterable[DecoderFactory] = ()):
         self.path = Path(path)
+        self.truncated_at: int | None = None  # where a cut or damaged file stops being readable
         try:
             self._file = open(self.path, "rb")
         except OSError as e:
@@ -56,11 +63,18 @@ class McapFile:
                                      f"{RECORD_SIZE_LIMIT} bytes")
             self._file.seek(0)
             self._reader = _Reader(self._file, self.summary, decoder_factories)
+        except DriveError:
+            self._file.close()
+            raise
+        except Exception as e:  # noqa: BLE001 - a damaged summary fails inside the library (TypeError ...)
+            self._file.close()
+            raise DriveError(f"{self.path}: unreadable summary: {type(e).__name__}: {str(e)[:200]}") from None
         except BaseException:
             self._file.close()
             raise
         self.channels = {c.topic: c for c in self.summary.channels.values()}
         self._factories = tuple(decoder_factories)
+        self.skipped_chunks = 0  # damaged chunks met so far
         self._decoders: dict[int, Callable[[bytes], Any]] = {}
 
     def close(self) -> None:
@@ -79,6 +93,15 @@ class McapFile:
     def schema(self, channel: Channel) -> Schema | None:
         return self.summary.schemas.get(channel.schema_id)
 
+    def has_messages(self, topics: Iterable[str]) -> bool:
+        """Whether the index lists any message of `topics` (a rebuilt index: any complete chunk)."""
+        topics = set(topics)
+        ids = {c.id for c in self.summary.channels.values() if c.topic in topics}
+        stats = self.summary.statistics
+        if stats is not None and stats.channel_message_counts:
+            return any(stats.channel_message_counts.get(i, 0) for i in ids)
+        return bool(ids) and bool(self.summary.chunk_indexes)
+
     def attachments(self) -> Iterator[Attachment]:
         try:
             yield from self._reader.iter_attachments()
@@ -91,13 +114,57 @@ class McapFile:
         topics = [t for t in topics if t in self.channels]
         if not topics:
             return
-        iterator = self._reader.iter_messages(topics, log_time_order=True, starting_at=start_ns,
-                                              ending_before=end_ns)
+        if not self.summary.chunk_indexes:
+            yield from self._unchunked_messages(topics, start_ns, end_ns)
+            return
+        queue = make_message_queue(log_time_order=True)
+        for chunk_index in _chunks_matching_topics(self.summary, topics, start_ns, end_ns):
+            queue.push(chunk_index)
+        while queue:
+            item = queue.pop()
+            if not isinstance(item, ChunkIndex):
+                _, channel, message = item[0]
+                yield channel, message, self._decode(channel, message)
+                continue
+            for index, record in enumerate(self._chunk_messages(item)):
+                channel = self.summary.channels.get(record.channel_id)
+                if channel is None or channel.topic not in topics:
+                    continue
+                if (start_ns is not None and record.log_time < start_ns) or (
+                        end_ns is not None and record.log_time >= end_ns):
+                    continue
+                queue.push(((None, channel, record), item.chunk_start_offset, index))
+
+    def _chunk_messages(self, index: ChunkIndex) -> list[Message]:
+        """The messages of one indexed chunk; [] with a BadChunkWarning when it is damaged."""
+        try:
+            self._file.seek(index.chunk_start_offset)
+            opcode, _ = struct.unpack("<BQ", self._file.read(9))
+            if opcode != Opcode.CHUNK:
+                raise McapError(f"record opcode {opcode:#x} is not a chunk")
+            chunk = Chunk.read(ReadDataStream(self._file))
+            if chunk.uncompressed_size > RECORD_SIZE_LIMIT:
+                raise McapError(f"chunk claims {chunk.uncompressed_size} bytes uncompressed")
+            return [r for r in breakup_chunk(chunk, validate_crc=True) if isinstance(r, Message)]
+        except (*_CORRUPT, OSError) as e:
+            self.skipped_chunks += 1
+            warnings.warn(f"{self.path}: skipped the damaged chunk at byte {index.chunk_start_offset} (log time "
+                          f"{index.message_start_time}..{index.message_end_time} ns): {str(e)[:200]}",
+                          BadChunkWarning, stacklevel=4)
+            return []
+
+    def _unchunked_messages(self, topics: list[str], start_ns: int | None,
+                            end_ns: int | None) -> Iterator[tuple[Channel, Message, Any]]:
+        """Messages of a file whose messages sit outside chunks (no chunk index)."""
+        self._file.seek(0)
+        iterator = NonSeekingReader(self._file, validate_crcs=True, record_size_limit=RECORD_SIZE_LIMIT
+                                    ).iter_messages(topics, log_time_order=True, starting_at=start_ns,
+                                                    ending_before=end_ns)
         while True:
             try:
                 item = next(iterator, None)
             except _CORRUPT as e:
-                raise DriveError(f"{self.path}: corrupt chunk: {e}") from None
+                raise DriveError(f"{self.path}: corrupt record: {str(e)[:200]}") from None
             if item is None:
                 return
             _, channel, message = item
@@ -113,8 +180,10 @@ class McapFile:
             for factory in self._factories:
                 try:
                     decoder = factory.decoder_for(channel.message_encoding, schema)
-                except _CORRUPT as e:
-                    raise DriveError(f"{self.path}: {channel.topic}: unreadable schema: {e}") from None
+                except Exception as e:  # noqa: BLE001 - a damaged schema fails inside protobuf / CDR (TypeError ...)
+                    raise DriveError(f"{self.path}: {channel.topic}: unreadable schema "
+                                     f"{brief(schema.name) if schema else None}: {type(e).__name__}: "
+                                     f"{str(e)[:200]}") from None
                 if decoder is not None:
                     break
             else:
@@ -124,7 +193,7 @@ class McapFile:
         try:
             return decoder(message.data)
         except Exception as e:  # noqa: BLE001 - protobuf / CDR / JSON decoders raise their own types
-            raise DriveError(f"{self.where(channel, message)}: cannot decode message: {e}") from None
+            raise DriveError(f"{self.where(channel, message)}: cannot decode message: {str(e)[:200]}") from None
 
     def _read_summary(self) -> Summary:
         summary = None
@@ -139,6 +208,7 @@ class McapFile:
             return summary
         summary, end, complete = _scan(self._file, self.path)
         if not complete:
+            self.truncated_at = end
             warnings.warn(f"{self.path}: file is truncated or damaged at byte {end}; read "
                           f"{len(summary.chunk_indexes)} complete chunks before it", TruncatedDriveWarning,
                           stacklevel=4)
