@@ -2,10 +2,10 @@
 
 Between the distorted source image and the network input sits a *virtual* distortion-free pinhole
 camera with the source's fx, fy, cx, cy and size. The network input is that virtual image scaled by s
-and centred (pixel-centre convention, as cv2.resize):
+and centred, or aligned to the top-left corner as YOLOX letterboxes (pixel-centre convention, as cv2.resize):
 
     letterbox: s = min(W_net / W, H_net / H)        crop: s = max(W_net / W, H_net / H)
-    ox = (W_net - s W) / 2                          oy = (H_net - s H) / 2
+    centre:   ox = (W_net - s W) / 2, oy = (H_net - s H) / 2        top-left: ox = oy = 0
     virtual pixel of network pixel (u, v):  xv = (u + 0.5 - ox) / s - 0.5,  yv = (v + 0.5 - oy) / s - 0.5
 
 so the network input is itself a pinhole camera (`net_camera`): fx' = s fx, cx' = s (cx + 0.5) + ox - 0.5.
@@ -25,6 +25,7 @@ import numpy as np
 from calib.camera import CameraModel
 
 MODES = ("letterbox", "crop")
+ALIGNMENTS = ("centre", "top-left")
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,6 +35,7 @@ class RemapTable:
     net_camera: CameraModel
     source_camera: CameraModel
     mode: str
+    align: str = "centre"
 
     @property
     def valid(self) -> np.ndarray:
@@ -51,15 +53,18 @@ class RemapTable:
         return self.net_camera.normalized_to_pixel(self.source_camera.undistort_points(uv_src))[0]
 
 
-def build_remap(camera: CameraModel, net_w: int, net_h: int, mode: str = "letterbox") -> RemapTable:
+def build_remap(camera: CameraModel, net_w: int, net_h: int, mode: str = "letterbox",
+                align: str = "centre") -> RemapTable:
     """The composite table sampling `camera`'s raw image into a `net_w` x `net_h` network input."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if align not in ALIGNMENTS:
+        raise ValueError(f"align must be one of {ALIGNMENTS}, got {align!r}")
     if net_w <= 0 or net_h <= 0:
         raise ValueError(f"network input size must be positive, got {net_w}x{net_h}")
     pick = min if mode == "letterbox" else max
     s = pick(net_w / camera.width, net_h / camera.height)
-    ox, oy = (net_w - s * camera.width) / 2, (net_h - s * camera.height) / 2
+    ox, oy = ((net_w - s * camera.width) / 2, (net_h - s * camera.height) / 2) if align == "centre" else (0.0, 0.0)
     net_camera = dataclasses.replace(
         camera, width=net_w, height=net_h, fx=s * camera.fx, fy=s * camera.fy,
         cx=s * (camera.cx + 0.5) + ox - 0.5, cy=s * (camera.cy + 0.5) + oy - 0.5, distortion="none", coeffs=())
@@ -74,4 +79,4 @@ def build_remap(camera: CameraModel, net_w: int, net_h: int, mode: str = "letter
              & (xs >= 0) & (xs <= camera.width - 1) & (ys >= 0) & (ys <= camera.height - 1))
     map_x = np.where(valid, xs, -1.0).astype(np.float32)
     map_y = np.where(valid, ys, -1.0).astype(np.float32)
-    return RemapTable(map_x, map_y, net_camera, camera, mode)
+    return RemapTable(map_x, map_y, net_camera, camera, mode, align)

@@ -67,6 +67,8 @@ class ModelContract:
     depth_focal_px: float        # reference focal length F of the log_depth head (pixels)
     heads: tuple[HeadSpec, ...]
 
+    stateless = False  # a temporal model (perception.model_card.ModelCard: a stateless plug-in detector)
+
     @property
     def feature_size(self) -> tuple[int, int]:
         return self.input_height // self.stride, self.input_width // self.stride
