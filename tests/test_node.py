@@ -60,7 +60,7 @@ def test_config_file_round_trip_and_relative_paths(tmp_path):
         "decode: {score_threshold: {car: 0.4}}\ntracker: {confirm_hits: 2}\nhints: {brake_ttc_on_s: 1.5}\n")
     cfg = load_config(tmp_path / "node.yaml")
     assert cfg.source.drive == str(tmp_path / "drives/a.mcap") and cfg.source.pacing == "fast"
-    assert cfg.model == str(tmp_path / "m.onnx") and cfg.anchor == "front" and cfg.sync.max_skew_ms == 30
+    assert cfg.model == str(tmp_path / "m.onnx") and cfg.sync.anchor == "front" and cfg.sync.max_skew_ms == 30
     assert cfg.decode.score_threshold == {"car": 0.4} and cfg.tracker.confirm_hits == 2
     assert cfg.hints.brake_ttc_on_s == 1.5
     assert load_config(None) == NodeConfig()
@@ -71,12 +71,17 @@ def test_config_file_round_trip_and_relative_paths(tmp_path):
     ({"source": {"pacing": "slow"}}, r"test.yaml.source.pacing: must be one of realtime, fast, lockstep"),
     ({"source": {"kind": "cameras", "cameras": {"front": "0"}}}, r"test.yaml.rig: a rig calibration file is needed"),
     ({"source": {"kind": "framebus"}, "rig": "r.yaml"}, r"test.yaml.source.endpoint"),
-    ({"decode": {"score_threshold": {"car": 1.5}}}, r"test.yaml.decode.score_threshold.car: must be a number in \(0, 1\]"),
+    ({"decode": {"score_threshold": {"car": 1.5}}}, r"test.yaml.decode.score_threshold.car: must be <= 1.0, got 1.5"),
     ({"tracker": {"max_misses": -1}}, r"test.yaml.tracker.max_misses: must be >= 0"),
     ({"hints": {"brake_ttc_off_s": 1.0}}, r"test.yaml.hints.brake_ttc_off_s: must be > brake_ttc_on_s"),
     ({"publish": {"endpoint": "http://x"}}, r"test.yaml.publish.endpoint"),
     ({"publish": {"curve_secret_key": "k"}}, r"CURVE needs both"),
     ({"engine": {"kind": "tensorflow"}}, r"test.yaml.engine.kind: must be one of onnxruntime, tensorrt"),
+    ({"engine": {"threads": 0}}, r"test.yaml.engine.threads: must be >= 1, got 0"),
+    ({"source": {"loop": "yes"}}, r"test.yaml.source.loop: must be true or false"),
+    ({"source": {"kind": "cameras"}, "rig": "r.yaml"}, r"test.yaml.source.cameras: kind 'cameras' needs"),
+    ({"model": 3}, r"test.yaml.model: must be a file path, got 3"),
+    ({"publish": {"endpoint": None, "sndhwm": 0}}, r"test.yaml.publish.sndhwm: must be >= 1"),
     ({"health": {"lag_drop_ratio": 2}}, r"test.yaml.health.lag_drop_ratio: must be < 1"),
     ([1, 2], r"test.yaml: must be a mapping"),
 ])

@@ -15,62 +15,87 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from perception.config_base import ConfigBase, param, section
 from perception.errors import ConfigError
 from perception.hints.config import HintsConfig
 from perception.messaging.services import DEFAULT_ENDPOINT
-from perception.config_base import ConfigBase, param
 from perception.track.config import TrackerConfig
 from perception.track.ranging import RangingConfig
-from perception.yaml_io import brief, load_yaml
+from perception.yaml_io import load_yaml
 
 PACINGS = ("realtime", "fast", "lockstep")
 SOURCE_KINDS = ("drive", "cameras", "framebus")
 ENGINES = ("onnxruntime", "tensorrt")
 PREPROCESSORS = ("cpu", "cuda")
+ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
 MAX_CONFIG_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
-class SourceConfig:
-    kind: str = "drive"
-    drive: str | None = None  # None: the bundled demo drive, generated on first use
-    pacing: str = "realtime"
-    loop: bool = False
-    cameras: dict[str, str] = field(default_factory=dict)  # kind cameras: name -> OpenCV source spec
-    endpoint: str | None = None  # kind framebus
+class SourceConfig(ConfigBase):
+    """Where the frames come from."""
+
+    kind: str = param("drive", "drive (a recorded drive), cameras (OpenCV / GStreamer) or framebus (ZeroMQ)",
+                      choices=SOURCE_KINDS)
+    drive: str | None = param(None, "the drive file; null = the bundled demo drive, generated on first use",
+                              path=True)
+    pacing: str = param("realtime", "recorded drives: realtime, fast or lockstep (perception/sources/recorded.py)",
+                        choices=PACINGS)
+    loop: bool = param(False, "start a recorded drive over when it ends")
+    cameras: dict[str, str] = param({}, "kind cameras: camera name -> OpenCV source spec")
+    endpoint: str | None = param(None, "kind framebus: the frame bus endpoint, e.g. tcp://127.0.0.1:7460")
+
+    def check(self) -> None:
+        if self.kind == "cameras" and not self.cameras:
+            raise self.invalid("cameras", "kind 'cameras' needs at least one camera")
+        if self.kind == "framebus" and self.endpoint is None:
+            raise self.invalid("endpoint", "kind 'framebus' needs an endpoint like tcp://127.0.0.1:7460")
 
 
 @dataclass(frozen=True)
 class SyncSection(ConfigBase):
+    """Frame-set assembly."""
+
+    anchor: str | None = param(None, "the camera whose frames start a frame set; null = the rig's first")
     max_skew_ms: float = param(20.0, "other cameras join the anchor's frame set within this skew", unit="ms",
                                ge=0.0, lt=1000.0)
 
 
 @dataclass(frozen=True)
-class EngineSection:
-    kind: str = "onnxruntime"
-    threads: int | None = 2
+class EngineSection(ConfigBase):
+    """The inference engine."""
+
+    kind: str = param("onnxruntime", "onnxruntime or tensorrt", choices=ENGINES)
+    threads: int | None = param(2, "ONNX Runtime intra-op threads; null = one per physical core", ge=1)
 
 
 @dataclass(frozen=True)
-class DecodeSection:
-    score_threshold: float | dict[str, float] = 0.3
-    nms_iou: float = 0.5
+class DecodeSection(ConfigBase):
+    """Turning the network's heads into boxes."""
+
+    score_threshold: float | dict[str, float] = param(0.3, "minimum score: one number or {class: number}",
+                                                      gt=0.0, le=1.0)
+    nms_iou: float = param(0.5, "boxes of a class overlapping more than this are suppressed", gt=0.0, le=1.0)
 
 
 @dataclass(frozen=True)
-class PublishSection:
-    endpoint: str | None = DEFAULT_ENDPOINT  # None: no socket (the outputs go to the other sinks only)
-    sndhwm: int = 64
-    curve_secret_key: str | None = None   # server secret key file (zmq.auth format)
-    curve_clients_dir: str | None = None  # directory of authorised clients' public key files
+class PublishSection(ConfigBase):
+    """The ZeroMQ publisher."""
 
+    endpoint: str | None = param(DEFAULT_ENDPOINT, "PUB endpoint (tcp://, ipc://, inproc://); null = no socket")
+    sndhwm: int = param(64, "messages queued per subscriber before new ones are dropped", ge=1)
+    curve_secret_key: str | None = param(None, "CURVE server secret key file (zmq.auth format)", path=True)
+    curve_clients_dir: str | None = param(None, "directory of authorised clients' public key files", path=True)
 
+    def check(self) -> None:
+        if self.endpoint is not None and not self.endpoint.startswith(ENDPOINT_SCHEMES):
+            raise self.invalid("endpoint", f"must be a tcp://, ipc:// or inproc:// endpoint, got {self.endpoint!r}")
+        if (self.curve_secret_key is None) != (self.curve_clients_dir is None):
+            raise self.invalid("curve_secret_key", "CURVE needs both curve_secret_key and curve_clients_dir")
 @dataclass(frozen=True)
 class HealthConfig(ConfigBase):
     rate_hz: float = param(2.0, "health messages per second (of frame-set time; wall time when no frames come)",
@@ -83,21 +108,26 @@ class HealthConfig(ConfigBase):
 
 
 @dataclass(frozen=True)
-class NodeConfig:
-    source: SourceConfig = SourceConfig()
-    rig: str | None = None
-    anchor: str | None = None
-    sync: SyncSection = SyncSection()
-    model: str | None = None
-    engine: EngineSection = EngineSection()
-    preprocess: str = "cpu"
-    decode: DecodeSection = DecodeSection()
-    tracker: TrackerConfig = TrackerConfig()
-    ranging: RangingConfig = RangingConfig()
-    hints: HintsConfig = HintsConfig()
-    publish: PublishSection = PublishSection()
-    health: HealthConfig = HealthConfig()
-    record: str | None = None
+class NodeConfig(ConfigBase):
+    source: SourceConfig = section(SourceConfig)
+    rig: str | None = param(None, "rig YAML; null = the drive's own rig (required for cameras / framebus)",
+                            path=True)
+    sync: SyncSection = section(SyncSection)
+    model: str | None = param(None, "ONNX model; null = the bundled demo model", path=True)
+    engine: EngineSection = section(EngineSection)
+    preprocess: str = param("cpu", "cpu or cuda (the GPU kernels; the CPU fast path when no GPU is usable)",
+                            choices=PREPROCESSORS)
+    decode: DecodeSection = section(DecodeSection)
+    tracker: TrackerConfig = section(TrackerConfig)
+    ranging: RangingConfig = section(RangingConfig)
+    hints: HintsConfig = section(HintsConfig)
+    publish: PublishSection = section(PublishSection)
+    health: HealthConfig = section(HealthConfig)
+    record: str | None = param(None, "MCAP run file to record the outputs into", path=True)
+
+    def check(self) -> None:
+        if self.source.kind != "drive" and self.rig is None:
+            raise self.invalid("rig", f"a rig calibration file is needed for source kind {self.source.kind!r}")
 
 
 def load_config(path: str | Path | None) -> NodeConfig:
@@ -111,112 +141,4 @@ def load_config(path: str | Path | None) -> NodeConfig:
 
 def config_from_dict(data: Any, where: str, base_dir: Path | None = None) -> NodeConfig:
     """Validate a parsed configuration; relative file paths are resolved against `base_dir`."""
-    if data is None:
-        data = {}
-    d = _mapping(data, where)
-    _known(d, where, [f for f in NodeConfig.__dataclass_fields__ if f != "anchor"])
-
-    def path_or_none(key: str, value: Any) -> str | None:
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value:
-            raise ConfigError(f"{where}.{key}: must be a file path, got {brief(value)}")
-        return str(base_dir / value) if base_dir is not None and not Path(value).is_absolute() else value
-
-    src = _mapping(d.get("source"), f"{where}.source")
-    _known(src, f"{where}.source", list(SourceConfig.__dataclass_fields__))
-    kind = _choice(src.get("kind", "drive"), SOURCE_KINDS, f"{where}.source.kind")
-    pacing = _choice(src.get("pacing", "realtime"), PACINGS, f"{where}.source.pacing")
-    cameras = src.get("cameras") or {}
-    if not isinstance(cameras, Mapping) or not all(isinstance(k, str) and isinstance(v, (str, int))
-                                                    for k, v in cameras.items()):
-        raise ConfigError(f"{where}.source.cameras: must map camera names to source specs, got {brief(cameras)}")
-    if kind == "cameras" and not cameras:
-        raise ConfigError(f"{where}.source.cameras: kind 'cameras' needs at least one camera")
-    endpoint = src.get("endpoint")
-    if kind == "framebus" and not isinstance(endpoint, str):
-        raise ConfigError(f"{where}.source.endpoint: kind 'framebus' needs an endpoint like tcp://127.0.0.1:7460")
-    loop = src.get("loop", False)
-    if not isinstance(loop, bool):
-        raise ConfigError(f"{where}.source.loop: must be true or false, got {brief(loop)}")
-    source = SourceConfig(kind, path_or_none("source.drive", src.get("drive")), pacing, loop,
-                          {k: str(v) for k, v in cameras.items()}, endpoint)
-
-    rig = path_or_none("rig", d.get("rig"))
-    if kind != "drive" and rig is None:
-        raise ConfigError(f"{where}.rig: a rig calibration file is needed for source kind {kind!r}")
-
-    sync_d = dict(_mapping(d.get("sync"), f"{where}.sync"))
-    anchor = sync_d.pop("anchor", None)
-    if anchor is not None and not isinstance(anchor, str):
-        raise ConfigError(f"{where}.sync.anchor: must be a camera name, got {brief(anchor)}")
-    sync = SyncSection.from_dict(sync_d, f"{where}.sync")
-
-    eng = _mapping(d.get("engine"), f"{where}.engine")
-    _known(eng, f"{where}.engine", list(EngineSection.__dataclass_fields__))
-    threads = eng.get("threads", 2)
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise ConfigError(f"{where}.engine.threads: must be a positive integer or null, got {brief(threads)}")
-    engine = EngineSection(_choice(eng.get("kind", "onnxruntime"), ENGINES, f"{where}.engine.kind"), threads)
-
-    dec = _mapping(d.get("decode"), f"{where}.decode")
-    _known(dec, f"{where}.decode", list(DecodeSection.__dataclass_fields__))
-    score = dec.get("score_threshold", 0.3)
-    scores = score if isinstance(score, Mapping) else {"*": score}
-    for name, value in scores.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-            raise ConfigError(f"{where}.decode.score_threshold{'' if name == '*' else '.' + str(name)}: "
-                              f"must be a number in (0, 1], got {brief(value)}")
-    nms = dec.get("nms_iou", 0.5)
-    if isinstance(nms, bool) or not isinstance(nms, (int, float)) or not 0 < nms <= 1:
-        raise ConfigError(f"{where}.decode.nms_iou: must be a number in (0, 1], got {brief(nms)}")
-    decode = DecodeSection(dict(score) if isinstance(score, Mapping) else float(score), float(nms))
-
-    pub = _mapping(d.get("publish"), f"{where}.publish")
-    _known(pub, f"{where}.publish", list(PublishSection.__dataclass_fields__))
-    endpoint_out = pub.get("endpoint", DEFAULT_ENDPOINT)
-    if endpoint_out is not None and (not isinstance(endpoint_out, str)
-                                     or not endpoint_out.startswith(("tcp://", "ipc://", "inproc://"))):
-        raise ConfigError(f"{where}.publish.endpoint: must be a tcp://, ipc:// or inproc:// endpoint, "
-                          f"got {brief(endpoint_out)}")
-    hwm = pub.get("sndhwm", 64)
-    if not isinstance(hwm, int) or isinstance(hwm, bool) or hwm < 1:
-        raise ConfigError(f"{where}.publish.sndhwm: must be a positive integer, got {brief(hwm)}")
-    secret = path_or_none("publish.curve_secret_key", pub.get("curve_secret_key"))
-    clients = path_or_none("publish.curve_clients_dir", pub.get("curve_clients_dir"))
-    if (secret is None) != (clients is None):
-        raise ConfigError(f"{where}.publish: CURVE needs both curve_secret_key and curve_clients_dir")
-    publish = PublishSection(endpoint_out, hwm, secret, clients)
-
-    return NodeConfig(
-        source=source, rig=rig, anchor=anchor, sync=sync,
-        model=path_or_none("model", d.get("model")), engine=engine,
-        preprocess=_choice(d.get("preprocess", "cpu"), PREPROCESSORS, f"{where}.preprocess"),
-        decode=decode,
-        tracker=TrackerConfig.from_dict(d.get("tracker"), f"{where}.tracker"),
-        ranging=RangingConfig.from_dict(d.get("ranging"), f"{where}.ranging"),
-        hints=HintsConfig.from_dict(d.get("hints"), f"{where}.hints"),
-        publish=publish,
-        health=HealthConfig.from_dict(d.get("health"), f"{where}.health"),
-        record=path_or_none("record", d.get("record")),
-    )
-
-
-def _mapping(value: Any, where: str) -> Mapping:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{where}: must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def _known(d: Mapping, where: str, known: list[str]) -> None:
-    for key in d:
-        if key not in known:
-            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(known)})")
-
-
-def _choice(value: Any, allowed: tuple[str, ...], where: str) -> str:
-    if value not in allowed:
-        raise ConfigError(f"{where}: must be one of {', '.join(allowed)}, got {brief(value)}")
-    return value
+    return NodeConfig.from_dict(data, where, base_dir)

@@ -101,7 +101,7 @@ class Node:
         self.engine = stages.engine
         self.rig = rig
         self.cameras: tuple[str, ...] = tuple(rig.names)
-        self.anchor = config.anchor or self.cameras[0]
+        self.anchor = config.sync.anchor or self.cameras[0]
         if self.anchor not in self.cameras:
             raise ConfigError(f"sync.anchor: {self.anchor!r} is not a camera of the rig {list(self.cameras)}")
         contract = self.engine.contract
