@@ -6,7 +6,9 @@ same class: first the confident detections (score >= high_score) against all tra
 (low_score <= score < high_score) against the tracks still unmatched, so that a partly occluded object
 whose score drops keeps its track. Unmatched confident detections start tentative tracks; a track is
 confirmed after `confirm_hits` matches, a tentative track dies on its first miss, a confirmed one coasts
-(prediction only) for at most `max_misses` frames of its camera or `max_coast_s` seconds.
+(prediction only) for at most `max_misses` frames of its camera or `max_coast_s` seconds, and only while
+its box, clipped to the image, stays at least `MIN_VISIBLE_PX` wide and high (a coasting box that drifts out
+of the image or whose predicted size collapses is dropped, so no inverted or outside box is ever published).
 Tracks are held as parallel arrays so that a frame is predicted and updated in a few batched calls.
 """
 
@@ -23,6 +25,7 @@ from perception.track.matching import box_iou, gated_assignment
 
 _H_BOX = np.eye(4, 8)                                       # measures cx, cy, w, h
 _H_BOX_VELOCITY = np.vstack([np.eye(4, 8), np.eye(2, 8, 4)])  # ... and the head's vcx, vcy
+MIN_VISIBLE_PX = 1.0  # a track whose box, clipped to the image, is narrower or lower than this is dropped
 
 
 @dataclass
@@ -34,8 +37,10 @@ class CameraStep:
 
 
 class CameraTracker:
-    def __init__(self, config: TrackerConfig):
+    def __init__(self, config: TrackerConfig, image_size: tuple[int, int] | None = None):
+        """`image_size` (width, height): boxes are kept inside that image (none: unbounded image plane)."""
         self.config = config
+        self.image_size = image_size
         self.t_ns: int | None = None
         self.ids = np.zeros(0, np.int64)
         self.cls = np.zeros(0, np.int32)
@@ -58,6 +63,14 @@ class CameraTracker:
     def boxes(self) -> np.ndarray:
         """[N, 4] x0 y0 x1 y1 of the tracks' current estimates."""
         return _to_corners(self.x[:, :4])
+
+    @property
+    def image_boxes(self) -> np.ndarray:
+        """[N, 4] the boxes clipped to the image (pixel edges: -0.5 .. width - 0.5)."""
+        if self.image_size is None:
+            return self.boxes
+        w, h = self.image_size
+        return np.clip(self.boxes, -0.5, np.array([w - 0.5, h - 0.5, w - 0.5, h - 0.5]))
 
     def step(self, t_ns: int, dets: Detections) -> CameraStep:
         """Advance to this camera frame (t_ns after the previous one) and match its detections."""
@@ -90,7 +103,10 @@ class CameraTracker:
         self.misses[unmatched_tracks] += 1
         matched_ids = self.ids[t_rows]
 
-        dropped = self._remove((track_free & (self.hits < cfg.confirm_hits)) | (self.misses > cfg.max_misses))
+        clipped = self.image_boxes
+        outside = (clipped[:, 2:] - clipped[:, :2] < MIN_VISIBLE_PX).any(1)
+        dropped = self._remove((track_free & (self.hits < cfg.confirm_hits)) | (self.misses > cfg.max_misses)
+                               | outside)
 
         births = np.flatnonzero(high_free & (dets.score >= cfg.new_track_score))
         new_ids = self._start(births, det_boxes[births], dets, t_ns)

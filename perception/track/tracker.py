@@ -57,7 +57,7 @@ class MultiCameraTracker:
         self.cameras = tuple(cameras)
         self.config = config or TrackerConfig()
         self.ranging = ranging or RangingConfig()
-        self.camera_trackers = [CameraTracker(self.config) for _ in self.cameras]
+        self.camera_trackers = [CameraTracker(self.config, (c.width, c.height)) for c in self.cameras]
         self.camera_t_ns: list[int | None] = [None] * len(self.cameras)
         self.objects: dict[int, _FusedObject] = {}
         self.out_of_order_frames = 0      # camera frames not newer than that camera's previous one, ignored
@@ -218,7 +218,7 @@ class MultiCameraTracker:
         cls = np.array([o.cls for o in objs], np.int32)
         footprint = self.ranging.footprint(cls)
         gap, closing, closing_var, ttc = _gap_and_ttc(x[:, :2], x[:, 2:4], P[:, 2:4, 2:4], footprint, cfg.ego_front_m)
-        boxes = [tracker.boxes for tracker in self.camera_trackers]
+        boxes = [tracker.image_boxes for tracker in self.camera_trackers]
         track_ids = np.full((n, len(self.cameras)), -1, np.int64)
         camera = np.zeros(n, np.int32)
         box = np.zeros((n, 4))
