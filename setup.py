@@ -35,8 +35,10 @@ setup(
     extras_require={
         "train": ["torch==2.13.0", "onnx", "onnxscript", "pycocotools"],  # pycocotools: validation mAP
         "gpu": ["pycuda", "tensorrt", "cuda-python"],
+        "fleet": ["duckdb==2.0.1"],  # perception index / search (replay/index)
+        "ray": ["duckdb==2.0.1", "ray==2.60.0"],  # --ray: drives spread over a Ray cluster (replay/fleet)
         "dev": ["pytest", "hypothesis>=6.100", "torch==2.13.0", "onnx", "onnxscript", "pycocotools", "motmetrics", "matplotlib",
-                "jsonschema", "websockets"],  # schema-only decoding of run files, live-server client
+                "jsonschema", "websockets", "duckdb==2.0.1", "ray==2.60.0"],  # schema-only decoding of run files, live-server client
     },
     entry_points={
         "console_scripts": ["perception=perception.cli:main"],
