@@ -158,15 +158,16 @@ def _loader_with(extra_tags: dict[str, Callable[[yaml.SafeLoader, Any], Any]]) -
 def parse_yaml(text: str, where: str, error: type[PerceptionError],
                extra_tags: dict[str, Callable[[yaml.SafeLoader, Any], Any]] | None = None) -> Any:
     """One YAML document from `text` under the limits above; `where` names the source in errors."""
-    loader = _loader_with(extra_tags or {})(text)
     try:
-        return loader.get_single_data()
+        loader = _loader_with(extra_tags or {})(text)  # checks the characters of `text`
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except yaml.YAMLError as e:
         raise error(f"{where}: not valid YAML: {_yaml_problem(e)}") from None
     except RecursionError:  # only reachable through a caller's constructor; the loader caps depth
         raise error(f"{where}: not valid YAML: nested too deeply") from None
-    finally:
-        loader.dispose()
 
 
 def load_yaml(path: str | Path, max_bytes: int, error: type[PerceptionError],
