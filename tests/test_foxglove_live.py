@@ -5,6 +5,7 @@ advertised schemas."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import base64
 import json
 import struct
@@ -19,6 +20,8 @@ from perception.frame import Frame
 from perception.io.foxglove_live import FoxgloveLive, parse_address
 from perception.messaging.schemas import DetectionsMessage, HealthMessage, HintsMessage
 from perception.node.node import NodeOutputs
+from perception.sources.slot import CapturedFrame
+from perception.sources.sync import FrameSet
 from tests.test_replay_support import simulated_outputs, small_rig, write_drive
 
 EXPECTED = {"/tf", "/perception/scene", "/perception/hints/json", "/perception/health/json",
@@ -35,8 +38,8 @@ def frame_sets(tmp_path_factory):
     detections = [m for m in messages if isinstance(m, DetectionsMessage)]
     hints = [m for m in messages if isinstance(m, HintsMessage)]
     image = Frame.from_bgr(np.full((240, 320, 3), 90, np.uint8))
-    return [(NodeOutputs(d, h, health if k == 0 else None, {}),
-             {c: (int(t), image) for c, t in zip(d.diag.cameras, d.diag.capture_ns)})
+    return [NodeOutputs(d, h, health if k == 0 else None, {}, FrameSet(
+                k, d.frame_ns, {c: CapturedFrame(c, int(t), image, k) for c, t in zip(d.diag.cameras, d.diag.capture_ns)}))
             for k, (d, h) in enumerate(zip(detections, hints))][:6]
 
 
@@ -54,7 +57,7 @@ async def _client(port: int, live: FoxgloveLive, frame_sets) -> dict[str, list]:
     async with websockets.connect(f"ws://127.0.0.1:{port}", subprotocols=["foxglove.sdk.v1"]) as ws:
         channels: dict[int, dict] = {}
         received: dict[str, list] = {}
-        live.write(*frame_sets[0])             # the channels are advertised when first used
+        live.write(frame_sets[0])             # the channels are advertised when first used
         while not EXPECTED <= {c["topic"] for c in channels.values()}:
             message = json.loads(await asyncio.wait_for(ws.recv(), 10))
             if message["op"] == "advertise":
@@ -65,8 +68,8 @@ async def _client(port: int, live: FoxgloveLive, frame_sets) -> dict[str, list]:
             {"id": i, "channelId": c["id"]} for i, c in subscriptions.items()]}))
         await asyncio.sleep(0.5)               # the server applies the subscriptions
         for frame_set in frame_sets[1:]:
-            live.write(*frame_set)
-        live.idle(frame_sets[0][0].health)     # health while no frame set arrives
+            live.write(frame_set)
+        live.idle(frame_sets[0].health)     # health while no frame set arrives
         want = len(frame_sets) - 1
         while min(len(received.get(t, [])) for t in ("/perception/scene", "/camera/front/image",
                                                      "/perception/hints/json")) < want \
@@ -87,33 +90,34 @@ def test_a_websocket_client_subscribes_and_decodes(frame_sets):
         assert live.drops == 0
     later = frame_sets[1:]
     scenes = received["/perception/scene"]
-    assert [t for t, _ in scenes] == [o.detections.frame_ns for o, _ in later]
-    for (_, scene), (outputs, _) in zip(scenes, later):
+    assert [t for t, _ in scenes] == [o.detections.frame_ns for o in later]
+    for (_, scene), outputs in zip(scenes, later):
         placed = np.isfinite(outputs.detections.objects.position).all(1)
         assert [e.id for e in scene.entities] == [f"track/{i}" for i in outputs.detections.objects.track_id[placed]]
     images = received["/camera/front/image"]
     assert images[0][1].format == "jpeg" and images[0][1].data[:3] == b"\xff\xd8\xff"
     assert images[0][1].frame_id == "front"
-    assert [t for t, _ in images] == [f["front"][0] for _, f in later]
+    assert [t for t, _ in images] == [o.frame_set.frames["front"].t_ns for o in later]
     tf = received["/tf"][0][1]
     assert [t.child_frame_id for t in tf.transforms] == ["front", "front_left"]
     hints = received["/perception/hints/json"]
-    assert [h["frame_ns"] for _, h in hints] == [o.hints.frame_ns for o, _ in later]
+    assert [h["frame_ns"] for _, h in hints] == [o.hints.frame_ns for o in later]
     assert received["/camera/front/annotations"]
     (_, health), = received["/perception/health/json"]
-    assert health["state"] == frame_sets[0][0].health.state and set(health["cameras"]) == {"front", "front_left"}
+    assert health["state"] == frame_sets[0].health.state and set(health["cameras"]) == {"front", "front_left"}
 
 
 def test_a_full_queue_drops_and_counts(frame_sets):
-    big = np.zeros((1080, 1920, 3), np.uint8)
-    outputs, frames = frame_sets[0]
-    heavy = {c: (t, Frame.from_bgr(big)) for c, (t, _) in frames.items()}
+    big = Frame.from_bgr(np.zeros((1080, 1920, 3), np.uint8))
+    outputs = frame_sets[0]
+    heavy = dataclasses.replace(outputs, frame_set=dataclasses.replace(outputs.frame_set, frames={
+        c: dataclasses.replace(f, frame=big) for c, f in outputs.frame_set.frames.items()}))
     with FoxgloveLive(small_rig(), "127.0.0.1", 0, queue_size=1) as live:
         for _ in range(50):                     # each set costs the worker two full-HD JPEG encodes
-            live.write(outputs, heavy)
+            live.write(heavy)
         assert live.drops > 0
     with pytest.raises(Exception, match="closed"):
-        live.write(outputs, heavy)
+        live.write(heavy)
 
 
 def test_addresses():

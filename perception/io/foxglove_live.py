@@ -1,8 +1,8 @@
 """A Foxglove WebSocket server (the `foxglove-sdk` package) streaming the node's outputs while it runs
 (`perception run --foxglove [HOST:PORT]`, docs/foxglove.md).
 
-    live = FoxgloveLive(rig, "127.0.0.1", 8765)
-    live.write(outputs, frames)   # every frame set: NodeOutputs, and camera -> (t_ns, Frame) of fresh images
+    live = FoxgloveLive(rig, "127.0.0.1", 8765)   # a Sink (perception/node/sinks.py)
+    live.write(outputs)     # every frame set's NodeOutputs (images from outputs.frame_set)
     live.close()
 
 The topics and messages are those of run files (perception/io/foxglove_out.py): JPEG camera images
@@ -19,8 +19,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import foxglove
 from foxglove_schemas_protobuf.CompressedImage_pb2 import CompressedImage
@@ -29,14 +28,12 @@ from mcap_protobuf.schema import build_file_descriptor_set
 
 from calib.rig import Rig
 from perception.errors import ConfigError, DriveError
-from perception.frame import Frame
 from perception.io import foxglove_out as fox
 from perception.io.drive import image_topic
 from perception.io.drive_images import encode_jpeg
 from perception.messaging.schemas import HealthMessage
-
-if TYPE_CHECKING:
-    from perception.node.node import NodeOutputs
+from perception.node.node import NodeOutputs
+from perception.node.sinks import Sink
 
 log = logging.getLogger(__name__)
 DEFAULT_ADDRESS = "127.0.0.1:8765"
@@ -56,7 +53,7 @@ def parse_address(text: str) -> tuple[str, int]:
     return host or default_host, number
 
 
-class FoxgloveLive:
+class FoxgloveLive(Sink):
     """The live server. `port=0` picks a free port (`self.port` says which)."""
 
     def __init__(self, rig: Rig, host: str = "127.0.0.1", port: int = 8765, *, queue_size: int = 4,
@@ -83,12 +80,12 @@ class FoxgloveLive:
         """Frame sets not streamed because the worker was still busy with earlier ones."""
         return self._drops
 
-    def write(self, outputs: "NodeOutputs", frames: Mapping[str, tuple[int, Frame]] | None = None) -> None:
+    def write(self, outputs: NodeOutputs) -> None:
         """Queues one frame set for streaming; drops it (counted) when the queue is full."""
-        self._offer(("outputs", outputs, dict(frames or {})))
+        self._offer(("outputs", outputs))
 
     def idle(self, health: HealthMessage) -> None:
-        self._offer(("health", health, {}))
+        self._offer(("health", health))
 
     def close(self) -> None:
         if self._closed:
@@ -114,23 +111,27 @@ class FoxgloveLive:
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            kind, message, frames = item
+            kind, message = item
             try:
                 if kind == "health":
                     self._health(message)
                 else:
-                    self._frame_set(message, frames)
+                    self._frame_set(message)
             except Exception:  # a bad frame set must not end the stream; the node keeps running
                 log.exception("Foxglove live: could not stream a frame set")
 
-    def _frame_set(self, outputs: "NodeOutputs", frames: Mapping[str, tuple[int, Frame]]) -> None:
+    def _frame_set(self, outputs: NodeOutputs) -> None:
         detections = outputs.detections
         t_ns = detections.frame_ns
         self._proto(fox.TRANSFORMS_TOPIC, t_ns, fox.frame_transforms(self.rig, t_ns))
-        for camera, (capture_ns, frame) in frames.items():
-            image = CompressedImage(frame_id=camera, format="jpeg", data=encode_jpeg(frame, self.jpeg_quality))
-            image.timestamp.FromNanoseconds(capture_ns)
-            self._proto(image_topic(camera), capture_ns, image)
+        frames = outputs.frame_set.frames if outputs.frame_set is not None else {}
+        for camera, captured in frames.items():
+            if captured is None:   # stale: its last image was streamed with it
+                continue
+            image = CompressedImage(frame_id=camera, format="jpeg",
+                                    data=encode_jpeg(captured.frame, self.jpeg_quality))
+            image.timestamp.FromNanoseconds(captured.t_ns)
+            self._proto(image_topic(camera), captured.t_ns, image)
         for camera, (capture_ns, annotations) in fox.image_annotations(detections).items():
             self._proto(fox.annotations_topic(camera), capture_ns, annotations)
         self._proto(fox.SCENE_TOPIC, t_ns, fox.scene_update(detections))

@@ -46,6 +46,7 @@ class NodeOutputs:
     hints: HintsMessage
     health: HealthMessage | None  # at the health rate only
     stage_ns: dict[str, int]
+    frame_set: FrameSet | None = None  # the inputs, for sinks that show the images (Foxglove live view)
 
     def messages(self) -> list[Message]:
         """The messages to publish / record, in order: detections, hints, health when due."""
@@ -155,6 +156,7 @@ class Node:
             fill.hints_message(diag, hints),
             self.health_message(diag) if health_due else None,
             timer.ns,
+            frame_set,
         )
 
     def health_message(self, diag=None, no_frames_for_s: float | None = None) -> HealthMessage:
