@@ -16,7 +16,13 @@ import numpy as np
 
 from perception.errors import PerceptionError
 from perception.frame import Frame, PixelFormat, buffer_rows, min_stride
-from perception.preprocess.common import RemapMaps, yuv_to_rgb_coefficients
+from perception.preprocess.common import (
+    Normalization,
+    RemapMaps,
+    normalization_affine,
+    pad_output,
+    yuv_to_rgb_coefficients,
+)
 
 
 class KernelError(PerceptionError):
@@ -43,6 +49,13 @@ KERNEL_NAMES = tuple(f"preprocess_{fmt.value}_{suffix}" for fmt in KERNEL_FORMAT
 BLOCK = (32, 8, 1)  # one warp per row segment: coalesced table reads and output writes
 SLOT_ALIGN = 256
 MAX_SOURCE_BYTES = 2**31 - 1  # the kernels index a frame with 32-bit ints
+
+
+def normalization_args(norm: Normalization) -> list:
+    """The kernels' trailing arguments: scale_r/g/b, bias_r/g/b (float32), bgr (int32), pad_r/g/b (float32)."""
+    scale, bias = normalization_affine(norm)
+    return ([np.float32(v) for v in (*scale, *bias)] + [np.int32(norm.color_order == "BGR")]
+            + [np.float32(v) for v in pad_output(norm)])
 
 
 def kernel_name(pixel_format: PixelFormat, dtype: np.dtype) -> str:

@@ -28,6 +28,7 @@ from kernels.batch import (
     camera_records,
     default_grid,
     interleaved_table,
+    normalization_args,
     plan_batch,
     plan_key,
     stage_frames,
@@ -41,7 +42,6 @@ from perception.preprocess.common import (
     check_frames,
     check_output_dtype,
     check_tables,
-    normalization_affine,
 )
 
 KERNEL_DIR = Path(__file__).resolve().parent
@@ -213,8 +213,7 @@ class CudaPreprocessor:
         self.dtype = check_output_dtype(dtype)
         self.out_h, self.out_w = check_tables(self.tables)
         self.shape = (len(self.tables), 3, self.out_h, self.out_w)
-        scale, bias = normalization_affine(norm)
-        self._norm_args = [np.float32(v) for v in (*scale, *bias)]
+        self._norm_args = normalization_args(norm)
         self.gpu = _open_backend(backend, cubin, stream)
 
         pairs = np.stack([interleaved_table(t) for t in self.tables])  # [N, H, W, 2]

@@ -1,6 +1,6 @@
 // Fused camera preprocessing (docs/preprocess.md): for every camera of a batch, in one launch,
 // sample the composite remap table bilinearly (weights quantised to 1/32 pixel) straight from the raw
-// frame, convert YUV to RGB, normalise and write planar [N, 3, H, W] float16 / float32.
+// frame, convert YUV to RGB, normalise and write planar [N, 3, H, W] float16 / float32, RGB or BGR planes.
 //
 // One kernel per (input format, output type): preprocess_{nv12,yuyv,bgr8,rgb8}_{f16,f32}.
 // The same file is compiled by nvcc / NVRTC for the GPU and by g++ (-x c++, through cuda_compat.h) for
@@ -140,12 +140,14 @@ __device__ __forceinline__ void sample_rgb(const PreprocessCamera& cam, float x,
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(fp16* p, float v) { *p = to_fp16(v); }
 
-// out[n, c] = value_c * scale_c + bias_c (scale = 1 / (255 std), bias = -mean / std); pad pixels 0.
+// Colour c of a pixel = value_c * scale_c + bias_c (perception.preprocess.common.normalization_affine,
+// RGB order); pad pixels = pad_c. The R, G, B results go to planes 0, 1, 2, or 2, 1, 0 when `bgr`.
 template <int FORMAT, typename Out>
 __device__ __forceinline__ void preprocess(const PreprocessCamera* __restrict__ cams, int num_cams,
                                            Out* __restrict__ out, int out_w, int out_h,
                                            float scale_r, float scale_g, float scale_b,
-                                           float bias_r, float bias_g, float bias_b) {
+                                           float bias_r, float bias_g, float bias_b, int bgr,
+                                           float pad_r, float pad_g, float pad_b) {
     const int plane = out_w * out_h;
     for (int n = blockIdx.z * blockDim.z + threadIdx.z; n < num_cams; n += blockDim.z * gridDim.z) {
         const PreprocessCamera cam = cams[n];
@@ -156,7 +158,7 @@ __device__ __forceinline__ void preprocess(const PreprocessCamera* __restrict__ 
             for (int u = blockIdx.x * blockDim.x + threadIdx.x; u < out_w; u += blockDim.x * gridDim.x) {
                 const int i = v * out_w + u;
                 const float2 p = __ldg(table + i);
-                float o_r = 0.0f, o_g = 0.0f, o_b = 0.0f;
+                float o_r = pad_r, o_g = pad_g, o_b = pad_b;
                 // Written so that NaN coordinates count as pad too.
                 if (p.x >= 0.0f && p.x <= x_max && p.y >= 0.0f && p.y <= y_max) {
                     float r, g, b;
@@ -165,9 +167,10 @@ __device__ __forceinline__ void preprocess(const PreprocessCamera* __restrict__ 
                     o_g = g * scale_g + bias_g;
                     o_b = b * scale_b + bias_b;
                 }
-                store(dst + i, o_r);
+                // swapping the values (not the plane addresses) costs no registers across the loops
+                store(dst + i, bgr ? o_b : o_r);
                 store(dst + plane + i, o_g);
-                store(dst + 2 * plane + i, o_b);
+                store(dst + 2 * plane + i, bgr ? o_r : o_b);
             }
         }
     }
@@ -177,9 +180,9 @@ __device__ __forceinline__ void preprocess(const PreprocessCamera* __restrict__ 
     extern "C" __global__ void NAME(const PreprocessCamera* __restrict__ cams, int num_cams,            \
                                     OUT* __restrict__ out, int out_w, int out_h, float scale_r,          \
                                     float scale_g, float scale_b, float bias_r, float bias_g,            \
-                                    float bias_b) {                                                      \
+                                    float bias_b, int bgr, float pad_r, float pad_g, float pad_b) {      \
         preprocess<FORMAT, OUT>(cams, num_cams, out, out_w, out_h, scale_r, scale_g, scale_b, bias_r,    \
-                                bias_g, bias_b);                                                         \
+                                bias_g, bias_b, bgr, pad_r, pad_g, pad_b);                               \
     }
 
 PREPROCESS_KERNEL(preprocess_nv12_f16, FORMAT_NV12, fp16)

@@ -22,8 +22,8 @@ from typing import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from kernels.batch import BLOCK, KERNEL_NAMES, KernelError
-from perception.preprocess.common import Normalization, normalization_affine
+from kernels.batch import BLOCK, KERNEL_NAMES, KernelError, normalization_args
+from perception.preprocess.common import Normalization
 
 KERNEL_DIR = Path(__file__).resolve().parent
 SOURCES = ("preprocess.cu", "cuda_compat.h", "shim_host.cpp")
@@ -84,7 +84,8 @@ def load_shim(asan: bool = False) -> ctypes.CDLL:
     """The shim library, loaded once; an ASan build only works in a process started with libasan preloaded."""
     lib = ctypes.CDLL(str(build_shim(asan)))
     argtypes = [ctypes.c_uint] * 6 + [ctypes.c_int, ctypes.c_void_p, ctypes.c_int, ctypes.c_void_p,
-                                      ctypes.c_int, ctypes.c_int] + [ctypes.c_float] * 6
+                                      ctypes.c_int, ctypes.c_int] + [ctypes.c_float] * 6 + [ctypes.c_int] \
+        + [ctypes.c_float] * 3
     for name in KERNEL_NAMES:
         fn = getattr(lib, f"shim_{name}")
         fn.argtypes = argtypes
@@ -121,8 +122,8 @@ def launch(
         raise KernelError(f"{kernel} writes a C-contiguous [N, 3, H, W] {np.dtype(expected)} array, "
                           f"got {out.dtype} {out.shape}")
     records = np.ascontiguousarray(records)
-    scale, bias = normalization_affine(norm)
-    args = (records.ctypes.data, len(records), out.ctypes.data, out.shape[3], out.shape[2], *scale, *bias)
+    args = (records.ctypes.data, len(records), out.ctypes.data, out.shape[3], out.shape[2],
+            *normalization_args(norm))
     ShimDevice(threads, asan).launch(kernel, tuple(grid), tuple(block), args)
 
 
@@ -165,10 +166,11 @@ class ShimDevice:
         if kernel not in KERNEL_NAMES:
             raise KernelError(f"unknown kernel {kernel!r}; known: {', '.join(KERNEL_NAMES)}")
         _check_geometry(grid, block)
-        records, count, out, out_w, out_h, *norm = args
+        records, count, out, out_w, out_h, *affine, bgr, pad_r, pad_g, pad_b = args
         getattr(self.lib, f"shim_{kernel}")(*(int(g) for g in grid), *(int(b) for b in block), self.threads,
                                             int(records), int(count), int(out), int(out_w), int(out_h),
-                                            *(float(v) for v in norm))
+                                            *(float(v) for v in affine), int(bgr),
+                                            float(pad_r), float(pad_g), float(pad_b))
 
     def event(self) -> _Done:
         return _Done()

@@ -35,9 +35,10 @@ void host_launch(void (*kernel)(Args...), dim3 grid, dim3 block, int num_threads
                                 unsigned bz, int num_threads, const PreprocessCamera* cams,         \
                                 int num_cams, OUT* out, int out_w, int out_h, float scale_r,        \
                                 float scale_g, float scale_b, float bias_r, float bias_g,           \
-                                float bias_b) {                                                     \
+                                float bias_b, int bgr, float pad_r, float pad_g, float pad_b) {     \
         host_launch(NAME, dim3{gx, gy, gz}, dim3{bx, by, bz}, num_threads, cams, num_cams, out,      \
-                    out_w, out_h, scale_r, scale_g, scale_b, bias_r, bias_g, bias_b);               \
+                    out_w, out_h, scale_r, scale_g, scale_b, bias_r, bias_g, bias_b, bgr, pad_r,    \
+                    pad_g, pad_b);                                                                  \
     }
 
 SHIM_LAUNCHER(preprocess_nv12_f16, fp16)

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from perception.errors import ModelContractError
+from perception.preprocess.common import Normalization
 from perception.yaml_io import brief, read_limited
 
 METADATA_KEY = "perception.contract"
@@ -68,6 +69,12 @@ class ModelContract:
     heads: tuple[HeadSpec, ...]
 
     stateless = False  # a temporal model (perception.model_card.ModelCard: a stateless plug-in detector)
+
+    letterbox = "centre"  # alignment of the letterbox remap (calib/remap.py)
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(self.mean, self.std)
 
     @property
     def feature_size(self) -> tuple[int, int]:

@@ -39,9 +39,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calib.remap import ALIGNMENTS
 from perception.contract import MAX_MODEL_BYTES, METADATA_KEY, LoadedModel, graph_sha256, load_model
 from perception.errors import ModelContractError
 from perception.labels import CLASSES, CLASS_INDEX
+from perception.preprocess.common import COLOR_ORDERS, VALUE_RANGES, Normalization
 from perception.yaml_io import brief, decode_utf8, parse_yaml, read_limited, show_path
 
 CARD_METADATA_KEY = "perception.card"
@@ -49,9 +51,6 @@ CARD_VERSION = 1
 CARD_SUFFIX = ".card.yaml"
 MAX_CARD_BYTES = 64 * 1024
 FORMATS = ("yolox-raw", "decoded")
-COLOR_ORDERS = ("RGB", "BGR")
-ALIGNMENTS = ("top-left", "centre")
-VALUE_RANGES = (1.0, 255.0)
 
 _TOP = {"version", "model_id", "format", "sha256", "input", "output", "num_classes", "class_map"}
 _INPUT = {"name", "width", "height", "color_order", "value_range", "mean", "std", "pad_value", "letterbox"}
@@ -83,6 +82,10 @@ class ModelCard:
     def classes(self) -> tuple[str, ...]:
         """The classes of the Detections the node publishes (class_map targets)."""
         return CLASSES
+
+    @property
+    def normalization(self) -> Normalization:
+        return Normalization(self.mean, self.std, self.value_range, self.color_order, self.pad_value)
 
     @property
     def num_anchors(self) -> int:

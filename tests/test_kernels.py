@@ -226,3 +226,32 @@ def test_launcher_usage_errors() -> None:
     pre = shim(tables, np.float16)
     device = pre.enqueue(frames)  # the device batch of the shim backend is host memory at that address
     assert device.shape == (3, 3, NET_H, NET_W) and device.dtype == np.float16 and device.address != 0
+
+
+PLUGIN_NORM = Normalization(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), value_range=255.0, color_order="BGR",
+                            pad_value=114.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("fmt", list(PixelFormat), ids=lambda f: f.value)
+def test_shim_matches_reference_with_bgr_0_255_and_a_pad_value(fmt: PixelFormat, dtype: type) -> None:
+    """The plug-in detector options (YOLOX: BGR planes, 0-255 values, pad 114) on a top-left letterbox."""
+    frames, tables = rig_case(fmt, ColorSpec(ColorMatrix.BT601, ColorRange.LIMITED), seed=5)
+    (w0, h0) = SIZES[fmt][0]
+    tables[0] = build_remap(camera("a", w0, h0, "plumb_bob", (-0.3, 0.09, 0.001, -0.0005, -0.01)), NET_W, NET_H,
+                            "letterbox", align="top-left")
+    pre = CudaPreprocessor(tables, PLUGIN_NORM, dtype, backend="shim")
+    out = run_poisoned(pre, frames).astype(np.float32)
+    ref = preprocess_reference(frames, tables, PLUGIN_NORM, dtype).astype(np.float32)
+    # in 0..255 units: the float32 tolerance scales by 255; float16 ulps are relative, as before
+    err = np.abs(out - ref)
+    assert np.isfinite(out).all()
+    assert err.max() <= (255e-3 if dtype == np.float32 else 0.125 + 1e-3), err.max()
+    pad = ~tables[0].valid
+    assert pad[-1].all() and not pad[0].any()  # top-left: the bars are at the bottom
+    assert (out[0][:, pad] == 114.0).all()
+    # BGR planes: a pure-red BGR8 frame gives 255 in plane 2 only
+    if fmt is PixelFormat.BGR8:
+        red = [Frame.from_bgr(np.tile(np.array([0, 0, 255], np.uint8), (h, w, 1))) for w, h in SIZES[fmt]]
+        got = pre.run(red)[0][:, ~pad].astype(np.float32)
+        assert (got[2] == 255.0).all() and (got[:2] == 0.0).all()

@@ -350,3 +350,65 @@ def test_fast_path_rejects_sources_beyond_opencv_limits() -> None:
     maps = Maps(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.float32))
     with pytest.raises(FrameError, match="camera 0: source is 32768x2; the OpenCV path samples sources of at most"):
         FastPreprocessor([maps]).run([wide])
+
+
+# --- plug-in detector options: BGR planes, 0-255 values, a pad colour, top-left letterbox ---------------
+
+YOLOX_NORM = Normalization(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), value_range=255.0, color_order="BGR",
+                           pad_value=114.0)
+
+
+def test_reference_bgr_0_255_and_pad_value_by_hand() -> None:
+    out = sample_points(rgb_ramp_frame(), [(3.0, 3.0), (-1.0, -1.0)], YOLOX_NORM) / 255
+    # (3, 3): R = 33, G = 9, B = 9, written B, G, R in 0..255; pad: 114 on every plane
+    np.testing.assert_array_equal(out[:, 0], [9.0, 9.0, 33.0])
+    np.testing.assert_array_equal(out[:, 1], [114.0, 114.0, 114.0])
+    norm = Normalization(mean=(10.0, 20.0, 30.0), std=(2.0, 4.0, 5.0), value_range=255.0, color_order="BGR",
+                         pad_value=50.0)
+    out = sample_points(rgb_ramp_frame(), [(3.0, 3.0), (-1.0, -1.0)], norm) / 255
+    np.testing.assert_allclose(out[:, 0], [(9 - 10) / 2, (9 - 20) / 4, (33 - 30) / 5], atol=1e-6)
+    np.testing.assert_allclose(out[:, 1], [(50 - 10) / 2, (50 - 20) / 4, (50 - 30) / 5], atol=1e-6)
+
+
+def test_yolox_input_equals_yolox_preprocessing_on_a_top_left_letterbox() -> None:
+    """Megvii YOLOX's preproc (cv2.resize + 114 pad at the top-left) and the contract agree up to the
+    bilinear weights' 1/32 quantisation, exactly in the bars."""
+    from perception.io.drive_common import default_camera
+
+    rng = np.random.default_rng(5)
+    image = cv2.GaussianBlur(rng.integers(0, 256, (54, 96, 3), dtype=np.uint8), (9, 9), 3)
+    table = build_remap(default_camera("c", 96, 54), 64, 64, "letterbox", align="top-left")
+    ours = FastPreprocessor([table], YOLOX_NORM).run([Frame.from_bgr(image)])[0]
+    resized = cv2.resize(image, (64, 36), interpolation=cv2.INTER_LINEAR)
+    theirs = np.full((64, 64, 3), 114, np.uint8)
+    theirs[:36] = resized
+    theirs = theirs.transpose(2, 0, 1).astype(np.float32)
+    assert table.valid[:36].all() and not table.valid[36:].any()
+    np.testing.assert_array_equal(ours[:, 36:], theirs[:, 36:])
+    assert np.abs(ours[:, :36] - theirs[:, :36]).max() <= 2.0
+
+
+@pytest.mark.parametrize("fmt", list(PixelFormat), ids=lambda f: f.value)
+@pytest.mark.parametrize("norm", [YOLOX_NORM, Normalization((0.4, 0.5, 0.6), (0.2, 0.3, 0.25), 1.0, "BGR", 30.0),
+                                  Normalization((100.0, 50.0, 0.0), (50.0, 60.0, 70.0), 255.0, "RGB", None)],
+                         ids=["yolox", "bgr-unit-pad", "rgb-255"])
+def test_fast_matches_reference_with_plugin_options(fmt: PixelFormat, norm: Normalization) -> None:
+    rng = np.random.default_rng(11)
+    frames = [random_frame(rng, fmt, 64, 48, pad=6), random_frame(rng, fmt, 50, 30, pad=2)]
+    tables = [random_maps(rng, 64, 48, 23, 37), random_maps(rng, 50, 30, 23, 37)]
+    expected = preprocess_reference(frames, tables, norm)
+    out = poisoned(FastPreprocessor(tables, norm)).run(frames)
+    # docs/preprocess.md: 1e-3 x value_range / min(1, min std)
+    np.testing.assert_allclose(out, expected, atol=1e-3 * norm.value_range / min(1.0, *norm.std), rtol=0)
+    pad = np.isnan(tables[0].map_x) | (tables[0].map_x == -1)
+    from perception.preprocess.common import pad_output
+
+    want_pad = pad_output(norm)[list(np.argsort(norm.rgb_planes))]
+    assert np.all(out[0][:, pad] == want_pad[:, None]) and np.all(expected[0][:, pad] == want_pad[:, None])
+
+
+def test_normalization_rejects_bad_plugin_options() -> None:
+    for kwargs, words in [({"value_range": 100.0}, "value_range"), ({"color_order": "GBR"}, "color_order"),
+                          ({"pad_value": 300.0}, "pad_value"), ({"pad_value": "grey"}, "pad_value")]:
+        with pytest.raises(ConfigError, match=words):
+            Normalization(**kwargs)

@@ -21,12 +21,22 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_DTYPES = (np.dtype(np.float32), np.dtype(np.float16))
 
 
+COLOR_ORDERS = ("RGB", "BGR")
+VALUE_RANGES = (1.0, 255.0)
+
+
 @dataclass(frozen=True)
 class Normalization:
-    """Per-channel (RGB) mean and std applied to values scaled to [0, 1]."""
+    """How sampled colours (0..255) become network input: scaled to 0..`value_range`, then per output
+    channel `(value - mean) / std`, written in `color_order`; letterbox pad pixels are `pad_value`
+    (source pixel units, 0..255) normalised the same way, or 0.0 (the mean colour) when None.
+    `mean` and `std` are in output channel order."""
 
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    value_range: float = 1.0
+    color_order: str = "RGB"
+    pad_value: float | None = None
 
     def __post_init__(self) -> None:
         for field in ("mean", "std"):
@@ -38,19 +48,41 @@ class Normalization:
             except (TypeError, ValueError):
                 raise ConfigError(f"normalization {field} must be 3 numbers, got {values!r}") from None
             if len(values) != 3:
-                raise ConfigError(f"normalization {field} must have 3 values (R, G, B), got {len(values)}")
+                raise ConfigError(f"normalization {field} must have 3 values (one per channel), got {len(values)}")
             if not all(math.isfinite(v) for v in values):
                 raise ConfigError(f"normalization {field} must be finite, got {values}")
             object.__setattr__(self, field, values)
         if not all(s > 0 for s in self.std):
             raise ConfigError(f"normalization std must be > 0 on every channel, got {self.std}")
+        if self.value_range not in VALUE_RANGES:
+            raise ConfigError(f"normalization value_range must be 1 or 255, got {self.value_range!r}")
+        if self.color_order not in COLOR_ORDERS:
+            raise ConfigError(f"normalization color_order must be one of {list(COLOR_ORDERS)}, got {self.color_order!r}")
+        if self.pad_value is not None and not (isinstance(self.pad_value, (int, float))
+                                               and 0.0 <= self.pad_value <= 255.0):
+            raise ConfigError(f"normalization pad_value must be in 0..255 or None, got {self.pad_value!r}")
+
+    @property
+    def rgb_planes(self) -> tuple[int, int, int]:
+        """Output plane of the R, G and B samples."""
+        return (0, 1, 2) if self.color_order == "RGB" else (2, 1, 0)
 
 
 def normalization_affine(norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
-    """`(a, b)`, float32 [3] each, with `out = value * a + b` for values in 0..255 (RGB order)."""
-    std = np.asarray(norm.std, np.float64)
-    mean = np.asarray(norm.mean, np.float64)
-    return (1.0 / (255.0 * std)).astype(np.float32), (-mean / std).astype(np.float32)
+    """`(a, b)`, float32 [3] each in **RGB order**, with `out = value * a + b` for values in 0..255:
+    a = 1 / ((255 / value_range) std), b = -mean / std (mean, std of the plane each colour goes to)."""
+    planes = list(norm.rgb_planes)
+    std = np.asarray(norm.std, np.float64)[planes]
+    mean = np.asarray(norm.mean, np.float64)[planes]
+    return (1.0 / ((255.0 / norm.value_range) * std)).astype(np.float32), (-mean / std).astype(np.float32)
+
+
+def pad_output(norm: Normalization) -> np.ndarray:
+    """float32 [3], RGB order: what pad pixels (invalid table entries) hold, `pad * a + b` in float32."""
+    if norm.pad_value is None:
+        return np.zeros(3, np.float32)
+    a, b = normalization_affine(norm)
+    return np.float32(norm.pad_value) * a + b
 
 
 class YuvCoefficients(NamedTuple):

@@ -26,6 +26,7 @@ from perception.preprocess.common import (
     chroma_coordinates,
     expected_source_size,
     normalization_affine,
+    pad_output,
     valid_entries,
     yuv_to_rgb_coefficients,
 )
@@ -164,7 +165,8 @@ class FastPreprocessor:
         height, width = check_tables(tables)
         self.tables = list(tables)
         self.output = np.empty((len(self.tables), 3, height, width), self.dtype)
-        self._a, self._b = normalization_affine(norm)
+        self._a, self._b = normalization_affine(norm)  # RGB order
+        self._rgb_planes = norm.rgb_planes
         # the [0, 255] clamp of YUV conversions, moved into the normalised domain
         self._lo, self._hi = self._b, (self._a.astype(np.float64) * 255.0 + self._b).astype(np.float32)
         self._rgb_affine = {fmt: self._channel_affine(order) for fmt, order in _RGB_ORDER.items()}
@@ -174,7 +176,8 @@ class FastPreprocessor:
         ]
         self._colors: dict[ColorSpec, _FoldedColor] = {}
         self._widened: dict[tuple[int, ...], np.ndarray] = {}
-        self._zero = np.zeros((height, width), np.float32)
+        pad = pad_output(norm)
+        self._pad_planes = [np.full((height, width), pad[c], np.float32) for c in np.argsort(self._rgb_planes)]
         self._planes32 = self.output if self.dtype == np.float32 else np.empty(self.output.shape, np.float32)
         # samples; all-pad bands leave rows unwritten, so these start finite
         self._luma = np.zeros((height, width), np.float32)
@@ -194,8 +197,8 @@ class FastPreprocessor:
             else:
                 self._rgb(frame, plan, planes)
             if plan.invalid is not None:
-                for plane in planes:
-                    cv2.copyTo(self._zero, plan.invalid, dst=plane)
+                for plane, pad in zip(planes, self._pad_planes):
+                    cv2.copyTo(pad, plan.invalid, dst=plane)
             if self.dtype == np.float16:
                 for c in range(3):
                     cv2.multiply(planes[c], 1.0, dst=self.output[n, c], dtype=cv2.CV_16F)
@@ -208,11 +211,12 @@ class FastPreprocessor:
         return plan
 
     def _channel_affine(self, order: tuple[int, int, int]) -> np.ndarray:
-        """3x4 matrix for cv2.transform: output channel c = a_c * source channel order[c] + b_c."""
+        """3x4 matrix for cv2.transform: output plane of colour c = a_c * source channel order[c] + b_c."""
         affine = np.zeros((3, 4), np.float64)
         for c, src in enumerate(order):
-            affine[c, src] = self._a[c]
-            affine[c, 3] = self._b[c]
+            plane = self._rgb_planes[c]
+            affine[plane, src] = self._a[c]
+            affine[plane, 3] = self._b[c]
         return affine
 
     def _scratch(self, shape: tuple[int, ...]) -> np.ndarray:
@@ -242,13 +246,13 @@ class FastPreprocessor:
         if color is None:
             color = self._colors[frame.color] = _FoldedColor.build(frame.color, self._a, self._b)
         y = self._luma
-        r, g, b = planes
+        r, g, b = (planes[p] for p in self._rgb_planes)
         cv2.addWeighted(y, color.alpha[0], v, color.gamma[0], color.delta[0], dst=r)
         cv2.addWeighted(y, color.alpha[1], u, color.beta[1], color.delta[1], dst=g)
         cv2.scaleAdd(v, color.gamma[1], g, dst=g)
         cv2.addWeighted(y, color.alpha[2], u, color.beta[2], color.delta[2], dst=b)
-        for c in range(3):
-            np.clip(planes[c], self._lo[c], self._hi[c], out=planes[c])
+        for c, p in enumerate(self._rgb_planes):
+            np.clip(planes[p], self._lo[c], self._hi[c], out=planes[p])
 
     def _rgb(self, frame: Frame, plan: _CameraPlan, planes: np.ndarray) -> None:
         pixels = frame.rows()[:, : 3 * frame.width].reshape(frame.height, frame.width, 3)

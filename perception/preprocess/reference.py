@@ -19,6 +19,7 @@ from perception.preprocess.common import (
     check_output_dtype,
     check_tables,
     chroma_coordinates,
+    pad_output,
     valid_entries,
     yuv_to_rgb_coefficients,
 )
@@ -30,21 +31,25 @@ def preprocess_reference(
     norm: Normalization = Normalization(),
     dtype: npt.DTypeLike = np.float32,
 ) -> np.ndarray:
-    """One frame per camera -> normalised planar RGB batch [N, 3, H_net, W_net] of `dtype`."""
+    """One frame per camera -> normalised planar batch [N, 3, H_net, W_net] of `dtype`, channels in
+    `norm.color_order`."""
     out_dtype = check_output_dtype(dtype)
     height, width = check_tables(tables)
     check_frames(frames, tables)
-    mean = np.asarray(norm.mean, np.float32).reshape(3, 1, 1)
-    std = np.asarray(norm.std, np.float32).reshape(3, 1, 1)
+    planes = list(norm.rgb_planes)
+    mean = np.asarray(norm.mean, np.float32)[planes].reshape(3, 1, 1)   # RGB order
+    std = np.asarray(norm.std, np.float32)[planes].reshape(3, 1, 1)
+    divisor = np.float32(255.0 / norm.value_range)
+    pad = pad_output(norm)
     out = np.empty((len(frames), 3, height, width), np.float32)
     for n, (frame, table) in enumerate(zip(frames, tables)):
         valid = valid_entries(table.map_x, table.map_y, frame.width, frame.height)
         # Invalid entries may hold anything (-1, NaN, huge values): sample somewhere harmless, zero them below.
         x = np.where(valid, table.map_x, np.float32(0))
         y = np.where(valid, table.map_y, np.float32(0))
-        rgb = sample_rgb(frame, x, y)
-        out[n] = (rgb / np.float32(255) - mean) / std
-        out[n][:, ~valid] = 0.0
+        rgb = (sample_rgb(frame, x, y) / divisor - mean) / std
+        rgb[:, ~valid] = pad[:, None]
+        out[n][planes] = rgb
     return out.astype(out_dtype)  # float16: round to nearest even
 
 
