@@ -64,7 +64,7 @@ class ObjectTolerances(ConfigBase):
 @dataclass(frozen=True)
 class HintTolerances(ConfigBase):
     """How far the control hints may move; the brake stage and the lead's identity must not change."""
-    range_m: float = param(0.5, "largest change of lead.range_m and free_distance_m, plus distance_rel x golden",
+    range_m: float = param(0.5, "largest change of lead.gap_m and free_distance_m, plus distance_rel x golden",
                            unit="m", ge=0.0)
     distance_rel: float = param(0.05, "relative part of the range tolerance", ge=0.0)
     rel_speed_mps: float = param(0.5, "largest change of lead.rel_speed_mps", unit="m/s", ge=0.0)
@@ -366,8 +366,8 @@ def _compare_hints(tol: HintTolerances, golden: Run, run: Run, id_maps: dict[int
                 parts.append(f"lead is another object: golden #{g.lead.track_id} (run #{mapped}) -> run "
                              f"#{r.lead.track_id}")
             parts += _number_checks(tol, [
-                ("lead.range_m", g.lead.range_m, r.lead.range_m, tol.range_m + tol.distance_rel *
-                 _finite_or_zero(g.lead.range_m), " m"),
+                ("lead.gap_m", g.lead.gap_m, r.lead.gap_m, tol.range_m + tol.distance_rel *
+                 _finite_or_zero(g.lead.gap_m), " m"),
                 ("lead.rel_speed_mps", g.lead.rel_speed_mps, r.lead.rel_speed_mps, tol.rel_speed_mps, " m/s"),
                 ("lead.ttc_s", _clip_ttc(np.float64(g.lead.ttc_s), tol.ttc_horizon_s),
                  _clip_ttc(np.float64(r.lead.ttc_s), tol.ttc_horizon_s),

@@ -11,7 +11,7 @@ import pytest
 from perception.errors import MessageError
 from perception.labels import CLASSES
 from perception.messaging import (
-    SERVICES, DetectionsMessage, Diagnostics, HealthMessage, HintsMessage, Lead, RangeSource, TrackedObjects,
+    SERVICES, DetectionsMessage, Diagnostics, HealthMessage, HintsMessage, RangeSource, WireLead, WireObjects,
     decode, encode,
 )
 from perception.messaging.services import MAX_OBJECTS, topic_prefix
@@ -24,10 +24,10 @@ def sample_diag() -> Diagnostics:
                        {"sync": 120_000, "preprocess": 2_500_000, "engine": 21_000_000})
 
 
-def sample_objects(n: int = 5, seed: int = 0) -> TrackedObjects:
+def sample_objects(n: int = 5, seed: int = 0) -> WireObjects:
     rng = np.random.default_rng(seed)
     x0y0 = rng.uniform(0, 1000, (n, 2))
-    return TrackedObjects(
+    return WireObjects(
         track_id=np.arange(100, 100 + n), camera=rng.integers(0, len(CAMERAS), n), cls=rng.integers(0, 4, n),
         score=rng.uniform(0.3, 1, n), box=np.hstack([x0y0, x0y0 + rng.uniform(5, 200, (n, 2))]),
         range_m=np.where(np.arange(n) % 4 == 3, np.nan, rng.uniform(2, 120, n)),
@@ -42,7 +42,7 @@ def sample_detections(n: int = 5) -> DetectionsMessage:
 
 
 def sample_hints(lead: bool = True) -> HintsMessage:
-    return HintsMessage(sample_diag(), 1_000_000_000, Lead(101, 23.5, -3.25, 7.2) if lead else None, "prepare",
+    return HintsMessage(sample_diag(), 1_000_000_000, WireLead(101, 23.5, -3.25, 7.2) if lead else None, "prepare",
                         12.5, 31.0, [104, 107], 0.85)
 
 
@@ -59,7 +59,7 @@ def repack(frame: bytes, mutate) -> bytes:
     return topic + b"\0" + msgpack.packb(data)
 
 
-def assert_same_objects(a: TrackedObjects, b: TrackedObjects) -> None:
+def assert_same_objects(a: WireObjects, b: WireObjects) -> None:
     for name in ("track_id", "camera", "cls", "score", "box", "range_m", "range_source", "position", "velocity",
                  "ttc_s", "age_s", "coasting"):
         x, y = getattr(a, name), getattr(b, name)
@@ -95,7 +95,7 @@ def test_arrays_travel_as_binary_not_float_lists():
 
 
 def test_empty_detections_round_trip():
-    msg = DetectionsMessage(sample_diag(), 5, [True, True, True], CLASSES, TrackedObjects.empty())
+    msg = DetectionsMessage(sample_diag(), 5, [True, True, True], CLASSES, WireObjects.empty())
     got = decode(encode(msg, 0, 0)).message
     assert len(got.objects) == 0 and got.objects.box.shape == (0, 4)
 
@@ -112,7 +112,7 @@ def test_hints_round_trip(lead):
 
 
 def test_hints_infinities_survive():
-    msg = HintsMessage(sample_diag(), 1, Lead(5, 40.0, 1.0, math.inf), "none", math.inf, math.inf, [], 1.0)
+    msg = HintsMessage(sample_diag(), 1, WireLead(5, 40.0, 1.0, math.inf), "none", math.inf, math.inf, [], 1.0)
     got = decode(encode(msg, 0, 0)).message
     assert got.lead.ttc_s == math.inf and got.speed_cap_mps == math.inf and got.cut_in_ids.shape == (0,)
 
@@ -128,9 +128,9 @@ def test_health_round_trip():
 
 def test_constructors_reject_inconsistent_data():
     with pytest.raises(ValueError, match="box"):
-        TrackedObjects(**{**vars(sample_objects(3)), "box": np.zeros((3, 3))})
+        WireObjects(**{**vars(sample_objects(3)), "box": np.zeros((3, 3))})
     with pytest.raises(ValueError, match="score"):
-        TrackedObjects(**{**vars(sample_objects(3)), "score": np.zeros(4)})
+        WireObjects(**{**vars(sample_objects(3)), "score": np.zeros(4)})
     with pytest.raises(ValueError, match="capture_ns"):
         Diagnostics("m", CAMERAS, [1, 2], [0, 0, 0])
     with pytest.raises(ValueError, match="brake"):
@@ -209,7 +209,7 @@ BAD_FIELDS = [
      r"detections: field 'objects.ttc_s' has a truncated array header"),
     ("detections", _set("stale", _ext(np.zeros(3, np.uint8))), r"detections: field 'stale' must be a bool array"),
     ("hints", _set("brake", "slam"), r"hints: field 'brake' must be one of none, prepare, brake, got 'slam'"),
-    ("hints", _set("lead.range_m", "far"), r"hints: field 'lead.range_m' must be a number, got str"),
+    ("hints", _set("lead.gap_m", "far"), r"hints: field 'lead.gap_m' must be a number, got str"),
     ("hints", _set("lead", 5), r"hints: field 'lead' must be a map, got int"),
     ("hints", _set("confidence", None), r"hints: field 'confidence' must be a number, got NoneType"),
     ("hints", _set("cut_in_ids", _ext(np.zeros(2, np.int32))), r"hints: field 'cut_in_ids' must be a int64 array of shape N, got int32"),
@@ -291,10 +291,10 @@ def test_every_service_has_a_schema():
 
 def test_numpy_scalars_are_accepted_and_long_reasons_clipped():
     diag = Diagnostics("m", ["front"], np.array([5]), np.array([0]), {"engine": np.int64(7)})
-    hints = HintsMessage(diag, np.int64(5), Lead(np.int64(3), np.float32(20.5), np.float32(-1.0), np.float32(np.inf)),
+    hints = HintsMessage(diag, np.int64(5), WireLead(np.int64(3), np.float32(20.5), np.float32(-1.0), np.float32(np.inf)),
                          "brake", np.float32(3.0), np.float64(9.0), np.array([3], np.int32), np.float32(0.5))
     got = decode(encode(hints, 0, 0)).message
-    assert got.lead == Lead(3, 20.5, -1.0, math.inf) and got.diag.stage_ns == {"engine": 7} and got.frame_ns == 5
+    assert got.lead == WireLead(3, 20.5, -1.0, math.inf) and got.diag.stage_ns == {"engine": 7} and got.frame_ns == 5
     health = HealthMessage(diag, "fault", ["engine error: " + "x" * 5000], ["lost"], np.float32(1), 2, 3, 0, 0, 0)
     reason = decode(encode(health, 0, 0)).message.reasons[0]
     assert reason.startswith("engine error: xxx") and reason.endswith("…") and len(reason.encode()) <= 1024

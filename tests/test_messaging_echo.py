@@ -56,7 +56,7 @@ def test_echo_prints_messages_readably(tmp_path):
         assert header in out
     assert "model=demo-v1" in out and "right (capture_ns -1, dropped 7, STALE)" in out
     assert "stages ms: sync 0.12 preprocess 2.50 engine 21.00" in out
-    assert "brake=prepare" in out and "lead: id 101 range 23.5 m rel_speed -3.25 m/s ttc 7.2 s" in out
+    assert "brake=prepare" in out and "lead: id 101 gap 23.5 m rel_speed -3.25 m/s ttc 7.2 s" in out
     assert "state=degraded reasons: camera right lost" in out and "latency p50 31.5 ms p99 44.0 ms" in out
     # one table row per object, classes and cameras by name, arrays compact
     rows = [line for line in out.splitlines() if line.strip().startswith(("100 ", "101 ", "102 "))]

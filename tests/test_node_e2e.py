@@ -74,7 +74,7 @@ def test_lead_car_is_tracked_with_one_id_and_ranged(published):
     assert len(leads) >= 0.8 * len(hints)
     ids, counts = np.unique([h.lead.track_id for h in leads], return_counts=True)
     assert counts.max() >= 0.9 * len(leads), f"lead ids {dict(zip(ids, counts))}"
-    errors = [abs(h.lead.range_m - truth[h.frame_ns][0]) / (0.15 * truth[h.frame_ns][0] + 1.0) for h in leads]
+    errors = [abs(h.lead.gap_m - truth[h.frame_ns][0]) / (0.15 * truth[h.frame_ns][0] + 1.0) for h in leads]
     assert np.median(errors) <= 1.0 and np.mean(np.asarray(errors) <= 1.0) >= 0.8
 
 

@@ -72,7 +72,7 @@ def check_hints(messages: list) -> None:
     for h in messages:
         assert 0 <= h.confidence <= 1 and h.free_distance_m >= 0 and h.speed_cap_mps >= 0, h
         if h.lead is not None:
-            assert h.lead.range_m >= 0 and not h.lead.ttc_s < 0, h.lead
+            assert h.lead.gap_m >= 0 and not h.lead.ttc_s < 0, h.lead
 
 
 def test_coasting_box_leaving_the_image_is_never_published_inverted():

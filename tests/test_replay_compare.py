@@ -91,7 +91,7 @@ def test_renumbered_tracks_pass_but_a_changed_track_does_not(golden, drive, tmp_
         if isinstance(m, DetectionsMessage):
             m.objects.track_id += 5000
         elif isinstance(m, HintsMessage) and m.lead is not None:
-            m.lead = type(m.lead)(m.lead.track_id + 5000, m.lead.range_m, m.lead.rel_speed_mps, m.lead.ttc_s)
+            m.lead = type(m.lead)(m.lead.track_id + 5000, m.lead.gap_m, m.lead.rel_speed_mps, m.lead.ttc_s)
     assert compare_runs(golden, _run(tmp_path, drive, messages, "renumbered.mcap")).passed
     later = [m for m in messages if isinstance(m, DetectionsMessage)][30:]
     for m in later:

@@ -20,7 +20,7 @@ from calib.defaults import default_rig
 from calib.rig import Rig
 from perception.labels import CLASSES, GroundTruth, GroundTruthBox, GroundTruthObject
 from perception.messaging.schemas import (
-    OBJECT_FIELDS, DetectionsMessage, Diagnostics, HealthMessage, HintsMessage, Lead, Message, TrackedObjects,
+    OBJECT_FIELDS, DetectionsMessage, Diagnostics, HealthMessage, HintsMessage, Message, WireLead, WireObjects,
 )
 from perception.io.drive import DriveReader, DriveWriter
 from replay.metrics.align import gap_and_ttc
@@ -90,10 +90,10 @@ def write_drive(path: Path, rig: Rig | None = None, frames: int = 40, labels: bo
     return path
 
 
-def objects_of(rows: list[dict]) -> TrackedObjects:
+def objects_of(rows: list[dict]) -> WireObjects:
     if not rows:
-        return TrackedObjects.empty()
-    return TrackedObjects(**{name: np.array([r[name] for r in rows], dtype) for name, (dtype, _) in OBJECT_FIELDS.items()})
+        return WireObjects.empty()
+    return WireObjects(**{name: np.array([r[name] for r in rows], dtype) for name, (dtype, _) in OBJECT_FIELDS.items()})
 
 
 def simulated_outputs(drive: Path, seed: int = 0, box_noise_px: float = 1.5, range_noise: float = 0.03,
@@ -147,7 +147,7 @@ def simulated_outputs(drive: Path, seed: int = 0, box_noise_px: float = 1.5, ran
         need_history.append(2 if ttc < 2.0 or gap < 4.0 else 1 if ttc < 4.0 or gap < 8.0 else 0)
         level = need_history[max(0, len(need_history) - 1 - lag_frames)]
         stage = ("none", "prepare", "brake")[level]
-        messages.append(HintsMessage(diag, t_ns, Lead(101, lead.range, lead.velocity[0], ttc), stage,
+        messages.append(HintsMessage(diag, t_ns, WireLead(101, lead.range, lead.velocity[0], ttc), stage,
                                      math.sqrt(2 * 2.0 * max(0.0, gap - 4.0)), gap, [], 0.9))
         if k % 5 == 4:
             messages.append(HealthMessage(diag, "ok", (), ("ok",) * len(rig), 12.0, 20.0, FPS, 0.0, 0, 0))

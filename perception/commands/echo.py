@@ -66,7 +66,7 @@ def format_envelope(envelope: Envelope) -> str:
         lines += _format_detections(m)
     elif isinstance(m, HintsMessage):
         lead = "none" if m.lead is None else (
-            f"id {m.lead.track_id} range {m.lead.range_m:.1f} m rel_speed {m.lead.rel_speed_mps:+.2f} m/s "
+            f"id {m.lead.track_id} gap {m.lead.gap_m:.1f} m rel_speed {m.lead.rel_speed_mps:+.2f} m/s "
             f"ttc {m.lead.ttc_s:.1f} s")
         lines += [f"  frame_ns={m.frame_ns} brake={m.brake} confidence={m.confidence:.2f}",
                   f"  lead: {lead}",

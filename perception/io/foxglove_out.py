@@ -207,8 +207,8 @@ HINTS_SCHEMA: dict = {
                  "diag"],
     "properties": {
         "frame_ns": {"type": "integer"},
-        "lead": {"type": ["object", "null"], "required": ["track_id", "range_m", "rel_speed_mps", "ttc_s"],
-                 "properties": {"track_id": {"type": "integer"}, "range_m": _number("m, along the path"),
+        "lead": {"type": ["object", "null"], "required": ["track_id", "gap_m", "rel_speed_mps", "ttc_s"],
+                 "properties": {"track_id": {"type": "integer"}, "gap_m": _number("m, ego front bumper to the lead's nearest edge"),
                                 "rel_speed_mps": _number("range rate, m/s, negative closing"),
                                 "ttc_s": _number("s, null when not closing")}},
         "brake": {"enum": ["none", "prepare", "brake"]},
@@ -251,7 +251,7 @@ def hints_json(message: HintsMessage) -> bytes:
     lead = message.lead
     value = {
         "frame_ns": message.frame_ns,
-        "lead": None if lead is None else {"track_id": lead.track_id, "range_m": _finite(lead.range_m),
+        "lead": None if lead is None else {"track_id": lead.track_id, "gap_m": _finite(lead.gap_m),
                                            "rel_speed_mps": _finite(lead.rel_speed_mps),
                                            "ttc_s": _finite(lead.ttc_s)},
         "brake": message.brake, "speed_cap_mps": _finite(message.speed_cap_mps),

@@ -7,14 +7,14 @@ from perception.messaging.liveness import Liveness, LivenessStatus
 from perception.messaging.publisher import Publisher
 from perception.messaging.schemas import (
     BRAKE_STAGES, CAMERA_STATES, HEALTH_STATES, DetectionsMessage, Diagnostics, Envelope, HealthMessage, HintsMessage,
-    Lead, Message, RangeSource, TrackedObjects,
+    Message, RangeSource, WireLead, WireObjects,
 )
 from perception.messaging.services import DEFAULT_ENDPOINT, SERVICES, Service
 from perception.messaging.subscriber import Subscriber, TopicStats
 
 __all__ = [
     "BRAKE_STAGES", "CAMERA_STATES", "DEFAULT_ENDPOINT", "HEALTH_STATES", "SERVICES", "CurveClientKeys",
-    "CurveServerKeys", "DetectionsMessage", "Diagnostics", "Envelope", "HealthMessage", "HintsMessage", "Lead",
+    "CurveServerKeys", "DetectionsMessage", "Diagnostics", "Envelope", "HealthMessage", "HintsMessage",
     "Liveness", "LivenessStatus", "Message", "Publisher", "RangeSource", "Service", "Subscriber", "TopicStats",
-    "TrackedObjects", "create_keys", "decode", "encode",
+    "WireLead", "WireObjects", "create_keys", "decode", "encode",
 ]

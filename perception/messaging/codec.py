@@ -19,7 +19,7 @@ import numpy as np
 from perception.errors import MessageError
 from perception.messaging.schemas import (
     BRAKE_STAGES, CAMERA_STATES, HEALTH_STATES, OBJECT_FIELDS, TOPIC_OF, DetectionsMessage, Diagnostics, Envelope,
-    HealthMessage, HintsMessage, Lead, Message, RangeSource, TrackedObjects,
+    HealthMessage, HintsMessage, Message, RangeSource, WireLead, WireObjects,
 )
 from perception.messaging.services import (
     MAX_LIST_LEN, MAX_MAP_LEN, MAX_OBJECTS, MAX_STR_LEN, SERVICES, topic_prefix,
@@ -212,11 +212,11 @@ def _parse_detections(f: _Fields) -> DetectionsMessage:
     if n and columns["range_source"].max() > max(RangeSource).value:
         raise o.error("range_source", f"has a value outside 0..{max(RangeSource).value}")
     return DetectionsMessage(diag, f.integer("frame_ns"), f.array("stale", np.dtype(bool), (len(diag.cameras),)),
-                             classes, TrackedObjects(**columns))
+                             classes, WireObjects(**columns))
 
 
 def _pack_hints(m: HintsMessage) -> dict:
-    lead = None if m.lead is None else {"track_id": m.lead.track_id, "range_m": m.lead.range_m,
+    lead = None if m.lead is None else {"track_id": m.lead.track_id, "gap_m": m.lead.gap_m,
                                         "rel_speed_mps": m.lead.rel_speed_mps, "ttc_s": m.lead.ttc_s}
     return {"frame_ns": m.frame_ns, "lead": lead, "brake": m.brake, "speed_cap_mps": m.speed_cap_mps,
             "free_distance_m": m.free_distance_m, "cut_in_ids": pack_array(m.cut_in_ids),
@@ -225,8 +225,8 @@ def _pack_hints(m: HintsMessage) -> dict:
 
 def _parse_hints(f: _Fields) -> HintsMessage:
     lf = f.optional_map("lead")
-    lead = None if lf is None else Lead(lf.integer("track_id"), lf.number("range_m"), lf.number("rel_speed_mps"),
-                                        lf.number("ttc_s"))
+    lead = None if lf is None else WireLead(lf.integer("track_id"), lf.number("gap_m"), lf.number("rel_speed_mps"),
+                                            lf.number("ttc_s"))
     cut_in = f.array("cut_in_ids", np.dtype("<i8"), (None,))
     if len(cut_in) > MAX_OBJECTS:
         raise f.error("cut_in_ids", f"has {len(cut_in)} ids, the limit is {MAX_OBJECTS}")

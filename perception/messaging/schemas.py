@@ -2,6 +2,8 @@
 
 Pure data: building the wire bytes is perception.messaging.codec, sockets are publisher / subscriber.
 Numeric per-object and per-camera data are numpy arrays with fixed dtypes (they travel as binary).
+The wire types are named apart from the node's internal ones (perception.track.objects.TrackedObjects,
+perception.hints.hints.Lead): `WireObjects`, `WireLead`.
 """
 
 from __future__ import annotations
@@ -41,14 +43,15 @@ OBJECT_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
 
 
 @dataclass(eq=False)
-class TrackedObjects:
+class WireObjects:
     """Tracked objects of one frame set: parallel arrays, one row per object."""
     track_id: np.ndarray      # [N] int64, persistent while the track lives
     camera: np.ndarray        # [N] int32, index into Diagnostics.cameras: the camera `box` is in
     cls: np.ndarray           # [N] int32, index into DetectionsMessage.classes
     score: np.ndarray         # [N] float32 in [0, 1]
     box: np.ndarray           # [N, 4] float32, x0 y0 x1 y1, original pixels of `camera`
-    range_m: np.ndarray       # [N] float32, horizontal distance from the vehicle origin (m), NaN unknown
+    range_m: np.ndarray       # [N] float32, horizontal distance hypot(x, y) from the vehicle origin (the rear
+                              # axle centre, not the bumper) (m), NaN unknown
     range_source: np.ndarray  # [N] uint8, RangeSource
     position: np.ndarray      # [N, 3] float32, box centre in the vehicle frame (m)
     velocity: np.ndarray      # [N, 3] float32, relative to the ego vehicle, vehicle frame (m/s)
@@ -61,19 +64,19 @@ class TrackedObjects:
         for name, (dtype, row_shape) in OBJECT_FIELDS.items():
             value = np.ascontiguousarray(getattr(self, name), dtype=dtype)
             if value.ndim != 1 + len(row_shape) or value.shape[1:] != row_shape:
-                raise ValueError(f"TrackedObjects.{name}: shape {value.shape}, expected [N, *{row_shape}]")
+                raise ValueError(f"WireObjects.{name}: shape {value.shape}, expected [N, *{row_shape}]")
             if n is None:
                 n = value.shape[0]
             elif value.shape[0] != n:
-                raise ValueError(f"TrackedObjects.{name}: {value.shape[0]} rows, other fields have {n}")
+                raise ValueError(f"WireObjects.{name}: {value.shape[0]} rows, other fields have {n}")
             setattr(self, name, value)
 
     def __len__(self) -> int:
         return int(self.track_id.shape[0])
 
     @staticmethod
-    def empty() -> "TrackedObjects":
-        return TrackedObjects(**{name: np.zeros((0, *shape), dtype)
+    def empty() -> "WireObjects":
+        return WireObjects(**{name: np.zeros((0, *shape), dtype)
                                  for name, (dtype, shape) in OBJECT_FIELDS.items()})
 
 
@@ -108,7 +111,7 @@ class DetectionsMessage:
     frame_ns: int                 # frame-set time: the anchor camera's capture time
     stale: np.ndarray             # [C] bool, camera had no fresh frame for this set
     classes: tuple[str, ...]      # class names, indexed by objects.cls
-    objects: TrackedObjects
+    objects: WireObjects
 
     def __post_init__(self) -> None:
         self.frame_ns = int(self.frame_ns)
@@ -120,23 +123,23 @@ class DetectionsMessage:
 
 
 @dataclass
-class Lead:
+class WireLead:
     """The object the ego vehicle follows: closest in its path ahead."""
     track_id: int
-    range_m: float        # m, along the path
-    rel_speed_mps: float  # range rate (m/s), negative when closing
-    ttc_s: float          # s, inf when not closing
+    gap_m: float          # m, from the ego front bumper to the lead's nearest edge (not the origin range)
+    rel_speed_mps: float  # rate of the gap (m/s), negative when closing
+    ttc_s: float          # s, gap / closing speed; inf when not closing
 
     def __post_init__(self) -> None:  # numpy scalars in, plain Python numbers for msgpack
         self.track_id = int(self.track_id)
-        self.range_m, self.rel_speed_mps, self.ttc_s = float(self.range_m), float(self.rel_speed_mps), float(self.ttc_s)
+        self.gap_m, self.rel_speed_mps, self.ttc_s = float(self.gap_m), float(self.rel_speed_mps), float(self.ttc_s)
 
 
 @dataclass(eq=False)
 class HintsMessage:
     diag: Diagnostics
     frame_ns: int
-    lead: Lead | None
+    lead: WireLead | None
     brake: BrakeStage
     speed_cap_mps: float     # highest speed that can stop within the free distance; inf = no cap
     free_distance_m: float   # free distance along the path ahead; inf = nothing seen

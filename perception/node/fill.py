@@ -10,8 +10,8 @@ from perception.messaging.schemas import (
     Diagnostics,
     HealthMessage,
     HintsMessage,
-    Lead,
-    TrackedObjects as WireObjects,
+    WireLead,
+    WireObjects,
 )
 from perception.node.health import HealthReport
 from perception.track.objects import TrackedObjects
@@ -36,7 +36,7 @@ def detections_message(diag: Diagnostics, frame_ns: int, fresh: np.ndarray, clas
 def hints_message(diag: Diagnostics, hints: ControlHints) -> HintsMessage:
     lead = None
     if hints.lead is not None:
-        lead = Lead(hints.lead.global_id, hints.lead.gap_m, hints.lead.relative_speed_mps, hints.lead.ttc_s)
+        lead = WireLead(hints.lead.global_id, hints.lead.gap_m, hints.lead.relative_speed_mps, hints.lead.ttc_s)
     return HintsMessage(diag, hints.t_ns, lead, hints.brake.name.lower(), hints.speed_cap_mps,
                         hints.free_distance_m, np.asarray(hints.cut_in_ids, np.int64), hints.confidence)
 

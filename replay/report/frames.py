@@ -162,7 +162,7 @@ def _status(canvas: np.ndarray, since_start_ns: int, hints: HintsMessage | None)
     text = f"+{since_start_ns / 1e9:7.2f} s"
     color = (220, 220, 220)
     if hints is not None:
-        lead = "none" if hints.lead is None else (f"#{hints.lead.track_id} {hints.lead.range_m:.1f} m "
+        lead = "none" if hints.lead is None else (f"#{hints.lead.track_id} {hints.lead.gap_m:.1f} m "
                                                   f"ttc {hints.lead.ttc_s:.1f} s")
         text += f"   brake {hints.brake.upper():<7}   lead {lead}   confidence {hints.confidence:.2f}"
         color = {"none": (220, 220, 220), "prepare": (0, 200, 255), "brake": (60, 60, 255)}[hints.brake]
