@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from perception.autolabel.pipeline import LabelOptions, label_recording
@@ -80,3 +81,58 @@ def test_cli_errors_are_clear(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     assert main(["autolabel", str(tmp_path / "x.mp4"), "--teacher", str(DEMO_MODEL), "--out", "o.mcap",
                  "--every", "0"]) == 2
     assert "every must be >= 1" in capsys.readouterr().err
+
+
+def _loop(inputs: list[str], teacher: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Label, review, write corrections against the review's track table, label again with them."""
+    import re
+
+    first, html, template = tmp_path / "first.mcap", tmp_path / "review.html", tmp_path / "template.yaml"
+    assert main(["autolabel", *inputs, *teacher, "--out", str(first), "--threads", "1"]) == 0
+    assert main(["autolabel", "review", str(first), "--out", str(html), "--frames", "8",
+                 "--corrections-template", str(template)]) == 0
+    page = html.read_text()
+    assert page.count("data:image/jpeg;base64,") == 8
+    labels = _labels(first)
+    shown = [int(t) for t in re.findall(r"t_ns=(\d+)", page)]
+    lowest = {g.t_ns: min([b.auto.score for b in g.boxes] or [np.inf]) for g in labels}
+    assert [lowest[t] for t in shown] == sorted(lowest.values())[:8]  # least confident first
+    tracks = sorted({(b.id, b.cls) for g in labels for b in g.boxes})
+    assert len(tracks) >= 2, tracks
+    template_text = template.read_text()
+    assert all(f"track: {i}, action: delete" in template_text for i, _ in tracks)
+    (gone, _), (kept, cls) = tracks[0], tracks[1]
+    new_cls = "pedestrian" if cls != "pedestrian" else "car"
+    span = [g.t_ns for g in labels if any(b.id == kept for b in g.boxes)]
+    corrections = tmp_path / "corr.yaml"
+    corrections.write_text(template_text.replace("corrections:\n", f"""corrections:
+  - {{track: {gone}, action: delete}}
+  - {{track: {kept}, action: relabel, cls: {new_cls}}}
+  - {{track: {kept}, action: rebox, start_ns: {span[0]}, end_ns: {span[0]}, box: [10, 20, 110, 220]}}
+"""))
+    second = tmp_path / "second.mcap"
+    assert main(["autolabel", *inputs, *teacher, "--out", str(second), "--threads", "1",
+                 "--corrections", str(corrections)]) == 0
+    capsys.readouterr()
+    after = _labels(second)
+    assert not any(b.id == gone for g in after for b in g.boxes)
+    mine = [(g.t_ns, b) for g in after for b in g.boxes if b.id == kept]
+    assert [t for t, _ in mine] == span and all(b.cls == new_cls and b.auto.origin == "corrected" for _, b in mine)
+    assert mine[0][1].box == (10.0, 20.0, 110.0, 220.0)
+    others = lambda gts: [(g.t_ns, b) for g in gts for b in g.boxes if b.id not in (gone, kept)]  # noqa: E731
+    assert others(after) == others(labels)
+
+
+def test_semi_automatic_loop_on_a_synthetic_drive(synth_drive: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    _loop([str(synth_drive)], ["--teacher", str(DEMO_MODEL)], tmp_path, capsys)
+
+
+def test_semi_automatic_loop_on_real_video_with_yolox(shared_data: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    teacher = ["--teacher", str(shared_data / "models" / "yolox_nano.onnx"),
+               "--teacher-card", str(Path(__file__).resolve().parents[1] / "models" / "yolox_nano.card.yaml")]
+    config = tmp_path / "cleaning.yaml"
+    config.write_text("track_score: 0.3\nmin_track_score: 0.3\n")  # YOLOX-Nano scores distant cars ~0.3-0.5
+    video = str(shared_data / "dashcam" / "solidWhiteRight.mp4")
+    _loop([video, "--end", "1.6", "--config", str(config)], teacher, tmp_path, capsys)

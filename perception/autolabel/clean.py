@@ -4,12 +4,15 @@
    ByteTrack-style two-stage IoU matching on constant-velocity box filters) links the detections of
    successive frames. It needs no calibration (it works in pixels), so the uncalibrated default camera of
    a video is no obstacle. It runs class-agnostic (every detection as class 0) so that a teacher flickering
-   between car and truck keeps one track; the class is voted afterwards. Tracks coast `max_gap` frames.
+   between car and truck keeps one track; detections of another class on the same object (IoU >=
+   `duplicate_iou`; class-wise NMS keeps such pairs) are merged into the higher-scored one first. The
+   class is voted afterwards. Tracks coast `max_gap` frames.
 2. Per track: dropped when it has fewer than `min_frames` teacher detections or a mean teacher score
    (its `track_score`) under `min_track_score`; gaps of up to `max_gap` frames filled by interpolating
    the boxes linearly in capture time; every box coordinate smoothed with a Savitzky-Golay filter over
    `smooth_frames` frames (a local polynomial of degree `smooth_order`: steady motion passes unchanged);
-   one class for the whole track, the class with the highest summed teacher score.
+   one class for the whole track, the class with the highest summed teacher score (merged duplicates
+   included).
 Track ids are those of the tracker: deterministic for the same detections and configuration, so a
 corrections file written against one run applies to the next (docs/autolabel.md).
 """
@@ -24,8 +27,10 @@ from scipy.signal import savgol_filter
 
 from perception.config_base import ConfigBase, param
 from perception.detections import Detections
+from perception.labels import CLASSES
 from perception.track.camera_tracker import CameraTracker
 from perception.track.config import TrackerConfig
+from perception.track.matching import box_iou
 
 TEACHER, INTERPOLATED, CORRECTED = 0, 1, 2  # Track.origin codes = indices into perception.labels.AUTO_ORIGINS
 
@@ -41,10 +46,13 @@ class CleaningConfig(ConfigBase):
                            gt=0.0, lt=1.0)
     min_frames: int = param(3, "tracks with fewer teacher detections than this are dropped", ge=1)
     min_track_score: float = param(0.4, "tracks whose mean teacher score is below this are dropped", ge=0.0, le=1.0)
-    max_gap: int = param(5, "longest run of frames without a detection that a track bridges (filled by "
+    max_gap: int = param(2, "longest run of frames without a detection that a track bridges (filled by "
                          "interpolation)", unit="frames", ge=0)
     smooth_frames: int = param(5, "window of the box smoothing (odd; 1 = none)", unit="frames", ge=1)
     smooth_order: int = param(1, "degree of the smoothing polynomial", ge=0)
+    class_agnostic: bool = param(True, "link detections of any class into one track (its class is voted)")
+    duplicate_iou: float = param(0.7, "class-agnostic: a detection overlapping a higher-scored one of another "
+                                 "class this much is the same object (it only votes for its class)", gt=0.0, le=1.0)
 
     def check(self) -> None:
         if self.detect_score > self.track_score:
@@ -84,24 +92,44 @@ def associate(t_ns: Sequence[int], detections: Sequence[Detections], config: Cle
     """Raw tracks (teacher boxes, no repair) of one camera's frames, in order of their first frame.
     `cls` is the score-voted class; detections under `detect_score` and unlinked weak ones are left out."""
     tracker = CameraTracker(config.tracker_config())
-    rows: dict[int, list[tuple[int, np.ndarray, float, int]]] = {}
+    rows: dict[int, list[tuple[int, np.ndarray, float]]] = {}
+    votes: dict[int, np.ndarray] = {}
     for index, (t, dets) in enumerate(zip(t_ns, detections)):
         dets = dets.select(np.flatnonzero(dets.score >= config.detect_score))
-        agnostic = Detections(dets.camera, np.zeros_like(dets.cls), dets.score, dets.box, dets.range_m,
-                              dets.image_velocity)
-        step = tracker.step(int(t), agnostic)
+        if config.class_agnostic:
+            dets, frame_votes = _merge_duplicates(dets, config.duplicate_iou)
+            dets_for_tracker = Detections(dets.camera, np.zeros_like(dets.cls), dets.score, dets.box, dets.range_m,
+                                          dets.image_velocity)
+        else:
+            frame_votes = np.eye(len(CLASSES))[dets.cls] * dets.score[:, None]
+            dets_for_tracker = dets
+        step = tracker.step(int(t), dets_for_tracker)
         for track_id, d in zip(step.track_ids.tolist(), step.det_index.tolist()):
-            rows.setdefault(track_id, []).append((index, dets.box[d].astype(np.float64), float(dets.score[d]),
-                                                  int(dets.cls[d])))
+            rows.setdefault(track_id, []).append((index, dets.box[d].astype(np.float64), float(dets.score[d])))
+            votes[track_id] = votes.get(track_id, 0.0) + frame_votes[d]
     tracks = []
     for track_id, items in rows.items():
-        score = np.array([s for _, _, s, _ in items])
-        cls = np.array([c for _, _, _, c in items])
-        votes = np.bincount(cls, weights=score)
-        tracks.append(Track(track_id, int(np.argmax(votes)), np.array([f for f, _, _, _ in items], np.int64),
-                            np.stack([b for _, b, _, _ in items]), score, np.full(len(items), TEACHER, np.int8),
+        score = np.array([s for _, _, s in items])
+        tracks.append(Track(track_id, int(np.argmax(votes[track_id])), np.array([f for f, _, _ in items], np.int64),
+                            np.stack([b for _, b, _ in items]), score, np.full(len(items), TEACHER, np.int8),
                             float(score.mean())))
     return sorted(tracks, key=lambda tr: (int(tr.frame[0]), tr.id))
+
+
+def _merge_duplicates(dets: Detections, iou: float) -> tuple[Detections, np.ndarray]:
+    """Class-agnostic NMS: (kept detections, [kept, classes] summed scores of each and its duplicates)."""
+    order = np.argsort(-dets.score, kind="stable")
+    overlap = box_iou(dets.box[order].astype(np.float64), dets.box[order].astype(np.float64))
+    owner = np.arange(len(order))
+    for i in range(len(order)):
+        earlier = np.flatnonzero(overlap[i, :i] >= iou)
+        kept_earlier = earlier[owner[earlier] == earlier]
+        if kept_earlier.size:
+            owner[i] = kept_earlier[0]
+    kept = np.flatnonzero(owner == np.arange(len(order)))
+    votes = np.zeros((len(order), len(CLASSES)))
+    np.add.at(votes, (owner, dets.cls[order]), dets.score[order])
+    return dets.select(order[kept]), votes[kept]
 
 
 def repair(track: Track, t_ns: np.ndarray, config: CleaningConfig, image_size: tuple[int, int]) -> Track:

@@ -42,6 +42,7 @@ class LabelOptions:
     cameras: tuple[str, ...] | None = None
     jpeg_quality: int = 90
     threads: int | None = None        # teacher (ONNX Runtime) threads
+    teacher_card: Path | None = None  # model card of a plug-in teacher, when not beside it or inside it
 
     def __post_init__(self) -> None:
         if self.every < 1:
@@ -169,7 +170,7 @@ def label_recording(recording: str | Path, teacher_path: str | Path, out: str | 
     try:
         cameras = options.cameras or drive.cameras
         teacher = open_teacher(teacher_path, [drive.rig[c] for c in cameras], options.cleaning.detect_score,
-                               threads=options.threads)
+                               threads=options.threads, card=options.teacher_card)
         result = label_drive(drive, teacher, options, corrections, progress)
         result.out = write_labelled(drive, result, out, options)
     finally:

@@ -1,14 +1,16 @@
 """`perception autolabel`: label videos or drives with a teacher model; review; correct (docs/autolabel.md).
 
-    perception autolabel INPUT... --teacher M.onnx --out LABELLED.mcap [--every K] [--start S] [--end S]
-                         [--corrections corr.yaml] [--config cleaning.yaml]
+    perception autolabel INPUT... --teacher M.onnx [--teacher-card CARD.yaml] --out LABELLED.mcap
+                         [--every K] [--start S] [--end S] [--corrections corr.yaml] [--config cleaning.yaml]
     perception autolabel review LABELLED.mcap --out review.html [--corrections-template corr.yaml]
 
 INPUT: a video file (its one camera: the default uncalibrated camera, docs/drive_format.md), a drive
 (MCAP) or a ROS 2 bag. One INPUT: `--out` is the labelled drive; several: `--out` is a folder and each
-becomes `<folder>/<stem>.mcap`. Example on the shared dashcam clip (its first 2 s):
+becomes `<folder>/<stem>.mcap`. The teacher: any model the node runs (the bundled temporal model, or a
+plug-in detector with its model card, e.g. YOLOX). Example on the shared dashcam clip (its first 2 s):
 
-    perception autolabel ../shared/data/dashcam/solidWhiteRight.mp4 --teacher models/demo.onnx \\
+    perception autolabel ../shared/data/dashcam/solidWhiteRight.mp4 \\
+        --teacher ../shared/data/models/yolox_nano.onnx --teacher-card models/yolox_nano.card.yaml \\
         --out /tmp/swr.mcap --end 2
     perception autolabel review /tmp/swr.mcap --out /tmp/swr.html --corrections-template /tmp/corr.yaml
     # edit /tmp/corr.yaml, then the same first command with --corrections /tmp/corr.yaml
@@ -35,6 +37,8 @@ def _label_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perception autolabel")
     p.add_argument("inputs", nargs="+", metavar="INPUT", type=Path, help="video files, drives (MCAP) or ROS 2 bags")
     p.add_argument("--teacher", required=True, type=Path, metavar="M.onnx", help="the teacher model")
+    p.add_argument("--teacher-card", type=Path, metavar="CARD.yaml",
+                   help="model card of a plug-in teacher (default: beside the model or in its metadata)")
     p.add_argument("--out", required=True, type=Path, help="labelled drive (one INPUT) or folder (several)")
     p.add_argument("--every", type=int, default=1, metavar="K", help="label every K-th frame of each camera")
     p.add_argument("--start", type=float, metavar="S", help="first second to label (from the first frame)")
@@ -79,7 +83,8 @@ def _label(args: argparse.Namespace) -> int:
 
         cleaning = CleaningConfig.from_dict(load_yaml(args.config, 1 << 20, ConfigError), str(args.config))
     options = LabelOptions(cleaning, args.start, args.end, args.every,
-                           tuple(args.cameras) if args.cameras else None, args.jpeg_quality, args.threads)
+                           tuple(args.cameras) if args.cameras else None, args.jpeg_quality, args.threads,
+                           args.teacher_card)
     if len(args.inputs) > 1 and args.corrections is not None:
         raise ConfigError("autolabel: --corrections belongs to one labelled recording; give one INPUT")
     if len(args.inputs) == 1:
