@@ -76,9 +76,11 @@ def run_paths(drives: Sequence[str | Path], out: str | Path) -> list[Path]:
 
 
 def replay_drives(drives: Sequence[str | Path], out: str | Path, config: Any = None, jobs: int | None = None,
-                  *, replay: ReplayFn | None = None, progress: bool = True) -> ReplaySummary:
+                  *, replay: ReplayFn | None = None, progress: bool = True, use_ray: bool = False,
+                  ray_address: str | None = None) -> ReplaySummary:
     """Replays every drive into its run file (see the module doc); `replay` defaults to
-    replay.runner.replay_drive and must be importable by the worker processes."""
+    replay.runner.replay_drive and must be importable by the worker processes. `use_ray` runs one Ray task
+    per drive instead (replay/fleet/pool.py: `ray_address`, or a local Ray of `jobs` CPUs)."""
     if not drives:
         raise ConfigError("no drives to replay")
     missing = [str(d) for d in drives if not Path(d).exists()]
@@ -94,10 +96,20 @@ def replay_drives(drives: Sequence[str | Path], out: str | Path, config: Any = N
     results: dict[int, DriveResult] = {}
     bar = _progress_bar(len(drives), progress)
     try:
-        if jobs == 1:
+        if use_ray:
+            from replay.fleet.pool import map_drives
+
+            def finished(i: int, outcome: Any) -> None:
+                results[i] = outcome if isinstance(outcome, DriveResult) else DriveResult(
+                    str(drives[i]), None, False, str(outcome), 0.0)
+                _advance(bar, results[i])
+
+            map_drives(_replay_task, [(Path(d), r, config, replay) for d, r in zip(drives, runs)],
+                       on_result=finished, jobs=jobs, use_ray=True, ray_address=ray_address)
+        elif jobs == 1:
             for i, (drive, run) in enumerate(zip(drives, runs)):
                 results[i] = _replay_one(replay, Path(drive), run, config)
-                bar.update(1)
+                _advance(bar, results[i])
         else:
             with ProcessPoolExecutor(max_workers=jobs) as pool:
                 pending: dict[Future, int] = {pool.submit(_replay_one, replay, Path(d), r, config): i
@@ -110,7 +122,7 @@ def replay_drives(drives: Sequence[str | Path], out: str | Path, config: Any = N
                             results[i] = future.result()
                         except Exception as e:  # noqa: BLE001 - a worker that died (e.g. killed) fails its drive only
                             results[i] = DriveResult(str(drives[i]), None, False, f"worker died: {e!r}", 0.0)
-                        bar.update(1)
+                        _advance(bar, results[i])
     finally:
         bar.close()
     ordered = [results[i] for i in range(len(drives))]
@@ -118,6 +130,17 @@ def replay_drives(drives: Sequence[str | Path], out: str | Path, config: Any = N
     if summary_path is not None:
         summary_path.write_text(json.dumps([asdict(r) for r in ordered], indent=2) + "\n")
     return ReplaySummary(ordered, summary_path)
+
+
+def _replay_task(drive: Path, run: Path, config: Any, replay: ReplayFn) -> DriveResult:
+    return _replay_one(replay, drive, run, config)
+
+
+def _advance(bar: Any, result: DriveResult) -> None:
+    """One more drive done; the bar also counts the frame sets replayed."""
+    bar.frames = getattr(bar, "frames", 0) + result.frame_sets
+    bar.set_postfix(frames=bar.frames, refresh=False)
+    bar.update(1)
 
 
 def _replay_one(replay: ReplayFn, drive: Path, run: Path, config: Any) -> DriveResult:
@@ -146,6 +169,9 @@ def _summarize(drive: Path, run: Path, seconds: float) -> DriveResult:
 
 class _NoBar:
     def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **values: Any) -> None:
         pass
 
     def close(self) -> None:

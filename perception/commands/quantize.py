@@ -23,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", choices=TARGETS, default="tensorrt",
                         help="tensorrt: symmetric int8 (TensorRT engines); cpu: uint8 activations (ONNX Runtime x86)")
     parser.add_argument("--samples", type=int, default=64, help="calibration frame sets in all (default 64)")
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="int8: stream the calibration drives on a Ray cluster (ADDRESS, 'auto', or none: local)")
     parser.add_argument("--every", type=int, default=2, help="keep every k-th frame set of a drive (default 2)")
     parser.add_argument("--cameras", nargs="+", metavar="NAME", help="cameras to use (default: all of the drive)")
 
@@ -41,7 +43,14 @@ def run(args: argparse.Namespace) -> int:
     from perception.precision.calibration import calibration_set
     from perception.precision.int8 import quantize_int8
 
-    calib = calibration_set(args.model, args.drives, args.samples, args.every, args.cameras)
+    spread = None
+    if args.ray is not None:
+        import functools
+
+        from replay.fleet.pool import map_drives
+
+        spread = functools.partial(map_drives, use_ray=True, ray_address=None if args.ray == "local" else args.ray)
+    calib = calibration_set(args.model, args.drives, args.samples, args.every, args.cameras, spread=spread)
     print(f"calibrating on {len(calib.samples)} frame sets from {len(calib.drives)} drive(s) "
           f"({calib.frame_sets_run} streamed), method {args.method}")
     contract = quantize_int8(args.model, args.out, calib.samples, args.method, percentile=args.percentile,

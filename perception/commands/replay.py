@@ -36,6 +36,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="run file (one drive, *.mcap) or folder: <folder>/<drive>.run.mcap and summary.json")
     p.add_argument("--config", type=Path, help="node YAML (default: the node's default configuration)")
     p.add_argument("--jobs", type=int, help="drives replayed in parallel processes (default: CPU count)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="spread the drives over a Ray cluster (ADDRESS, 'auto', or none: a local Ray; docs/fleet.md)")
     p.add_argument("--pacing", choices=("lockstep", "realtime"), default="lockstep",
                    help="lockstep: every frame, deterministic (default); realtime: at the recorded rate, "
                         "dropping what the node cannot keep up with")
@@ -81,7 +83,8 @@ def _run(args: argparse.Namespace) -> int:
 
         config = load_config(args.config)
     replay = functools.partial(replay_drive, pacing=args.pacing, copy_inputs=args.copy_inputs)
-    summary = replay_drives(args.drives, args.out, config, args.jobs, replay=replay, progress=sys.stderr.isatty())
+    summary = replay_drives(args.drives, args.out, config, args.jobs, replay=replay, progress=sys.stderr.isatty(),
+                            use_ray=args.ray is not None, ray_address=None if args.ray in (None, "local") else args.ray)
     print(summary.table())
     if summary.summary_path is not None:
         print(f"summary: {summary.summary_path}")

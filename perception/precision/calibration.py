@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,8 @@ from perception.sources.slot import CapturedFrame
 from perception.sources.sync import LockstepSynchronizer, SyncConfig
 
 REMAP_MODE = "letterbox"
+# (fn, tasks, *, on_result) -> None: runs fn(*task) for each task, reporting (index, result | exception)
+Spread = Callable[..., None]
 
 
 def node_tables(cameras: Sequence[CameraModel], contract: ModelContract) -> list[RemapTable]:
@@ -98,33 +100,59 @@ class CalibrationSet:
 
 
 def calibration_set(model: str | os.PathLike, drives: Sequence[str | os.PathLike], max_samples: int = 64,
-                    every: int = 2, cameras: Sequence[str] | None = None, threads: int | None = None) -> CalibrationSet:
+                    every: int = 2, cameras: Sequence[str] | None = None, threads: int | None = None,
+                    *, spread: Spread | None = None) -> CalibrationSet:
     """Stream each drive through the float32 `model` and keep the inputs of every `every`-th frame set,
-    up to `max_samples` in all (shared evenly between the drives)."""
-    from perception.io.drive import open_drive
-
+    up to `max_samples` in all (shared evenly between the drives, in drive order). `spread` runs the drives
+    elsewhere (`perception quantize --ray` passes replay.fleet.pool.map_drives bound to a Ray cluster); the
+    samples are the same either way."""
     if max_samples < 1 or every < 1:
         raise ValueError("max_samples and every must be >= 1")
     if not drives:
         raise DriveError("calibration needs at least one drive")
-    engine = _RecordingEngine(model, threads=threads, providers=["CPUExecutionProvider"])
     per_drive = math.ceil(max_samples / len(drives))
+    tasks = [(str(path), str(model), per_drive, every, None if cameras is None else tuple(cameras), threads)
+             for path in drives]
+    if spread is not None:
+        outcomes = _spread(spread, tasks)
+    else:
+        outcomes = [drive_samples(*task) for task in tasks]
+    samples: list[dict[str, np.ndarray]] = []
+    for recorded, _ in outcomes:
+        samples += recorded
+    return CalibrationSet(samples[:max_samples], [str(d) for d in drives], sum(run for _, run in outcomes))
+
+
+def drive_samples(path: str, model: str, per_drive: int, every: int, cameras: tuple[str, ...] | None,
+                  threads: int | None) -> tuple[list[dict[str, np.ndarray]], int]:
+    """The recorded inputs (every `every`-th frame set, at most `per_drive`) of one drive streamed from its
+    start through the float32 model, and the frame sets run."""
+    from perception.io.drive import open_drive
+
+    engine = _RecordingEngine(model, threads=threads, providers=["CPUExecutionProvider"])
+    drive = open_drive(path)
     run = 0
-    for path in drives:
-        drive = open_drive(path)
-        try:
-            names = tuple(cameras) if cameras is not None else tuple(drive.cameras)
-            state = engine.initial_state(len(names))
-            kept = 0
-            for step, fs in enumerate(frame_set_inputs(drive, engine.contract, names)):
-                if kept >= per_drive or len(engine.recorded) >= max_samples:
-                    break
-                engine.record = step % every == 0
-                _, state = engine.run(fs.images, fs.camera_t_ns, state, fs.fresh)
-                kept += engine.record
-                run += 1
-        finally:
-            drive.close()
-        if kept == 0:
-            raise DriveError(f"{path}: no complete frame set of cameras {list(names)} to calibrate on")
-    return CalibrationSet(engine.recorded, [str(d) for d in drives], run)
+    try:
+        names = tuple(cameras) if cameras is not None else tuple(drive.cameras)
+        state = engine.initial_state(len(names))
+        for step, fs in enumerate(frame_set_inputs(drive, engine.contract, names)):
+            if len(engine.recorded) >= per_drive:
+                break
+            engine.record = step % every == 0
+            _, state = engine.run(fs.images, fs.camera_t_ns, state, fs.fresh)
+            run += 1
+    finally:
+        drive.close()
+    if not engine.recorded:
+        raise DriveError(f"{path}: no complete frame set of cameras {list(names)} to calibrate on")
+    return engine.recorded, run
+
+
+def _spread(spread: Spread, tasks: list[tuple]) -> list[tuple[list[dict[str, np.ndarray]], int]]:
+    """drive_samples of every task through `spread`; every drive runs to the end, then failures are reported."""
+    outcomes: dict[int, object] = {}
+    spread(drive_samples, tasks, on_result=outcomes.__setitem__)
+    failed = [f"{tasks[i][0]}: {o}" for i, o in sorted(outcomes.items()) if isinstance(o, BaseException)]
+    if failed:
+        raise DriveError("calibration failed on " + "; ".join(failed))
+    return [outcomes[i] for i in range(len(tasks))]  # type: ignore[misc]

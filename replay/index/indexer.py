@@ -177,7 +177,7 @@ def index_paths(paths: Sequence[str | Path], db: str | Path, *, runs_dir: str | 
             if progress is not None:
                 progress(result)
 
-        map_drives(read_drive_rows, [Path(p) for p in paths], (runs_dir, config), on_result=write, jobs=jobs,
+        map_drives(read_drive_rows, [(Path(p), runs_dir, config) for p in paths], on_result=write, jobs=jobs,
                    ray_address=ray_address, use_ray=use_ray)
         if parquet is not None:
             write_parquet(con, parquet)
