@@ -27,3 +27,7 @@ class ModelContractError(PerceptionError):
 
 class MessageError(PerceptionError):
     """A network message is malformed, too large or of an unsupported schema version."""
+
+
+class SourceError(PerceptionError):
+    """The node's sources delivered no frames (cameras that cannot be opened, a silent frame bus)."""

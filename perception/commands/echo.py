@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.curve_secret is None) != (args.curve_server_key is None):
         raise ConfigError("--curve-secret and --curve-server-key go together")
     curve = None if args.curve_secret is None else CurveClientKeys(args.curve_secret, args.curve_server_key)
-    printed = 0
+    printed, interrupted = 0, False
     with Subscriber(args.endpoint, args.topic, conflate=args.conflate, curve=curve) as sub:
         try:
             while args.count is None or printed < args.count:
@@ -44,10 +44,10 @@ def run(args: argparse.Namespace) -> int:
                 print(format_envelope(envelope), flush=True)
                 printed += 1
         except KeyboardInterrupt:
-            pass
+            interrupted = True
         bad = {topic: s.bad for topic, s in sub.stats.items() if s.bad}
     print(f"perception echo: {printed} messages" + (f", bad (skipped): {bad}" if bad else ""), file=sys.stderr)
-    return 0
+    return 130 if interrupted else 0   # the exit-code policy (perception/cli.py)
 
 
 def format_envelope(envelope: Envelope) -> str:

@@ -88,7 +88,10 @@ def _run(args: argparse.Namespace) -> int:
     print(summary.table())
     if summary.summary_path is not None:
         print(f"summary: {summary.summary_path}")
-    return 0 if summary.ok else 1
+    for r in summary.results:
+        if not r.ok:
+            print(f"perception replay: error: {r.drive}: {r.error}", file=sys.stderr)
+    return 0 if summary.ok else 2   # a drive that cannot be replayed is bad input (the exit-code policy, cli.py)
 
 
 def _compare(args: argparse.Namespace) -> int:

@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--record", help="record the outputs into this MCAP run file")
     parser.add_argument("--max-frame-sets", type=int, help="stop after this many frame sets")
     parser.add_argument("--quiet", action="store_true", help="no live status line")
+    parser.add_argument("--foxglove", nargs="?", const="127.0.0.1:8765", metavar="HOST:PORT",
+                        help="serve a Foxglove live view (WebSocket) while the node runs (default 127.0.0.1:8765; "
+                        "docs/foxglove.md)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,6 +55,10 @@ def run(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, record=args.record)
 
     with NodeProcess(config) as process:
+        if args.foxglove is not None:
+            from perception.io.foxglove_live import FoxgloveLive, parse_address
+
+            process.attach(FoxgloveLive(process.node.rig, *parse_address(args.foxglove)))
         process.install_signal_handlers()
         print(f"perception: model {process.engine.contract.model_id} on {process.engine.name}, cameras "
               f"{', '.join(process.node.cameras)}, outputs to {', '.join(s.name for s in process.sinks) or 'nothing'}",

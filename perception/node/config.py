@@ -48,6 +48,8 @@ class SourceConfig(ConfigBase):
     loop: bool = param(False, "start a recorded drive over when it ends")
     cameras: dict[str, str] = param({}, "kind cameras: camera name -> OpenCV source spec")
     endpoint: str | None = param(None, "kind framebus: the frame bus endpoint, e.g. tcp://127.0.0.1:7460")
+    first_frame_timeout_s: float = param(10.0, "the node exits with an error when no frame set arrives within this "
+                                         "time of starting (0 = wait for ever)", unit="s", ge=0.0)
 
     def check(self) -> None:
         if self.kind == "cameras" and not self.cameras:

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from perception.engine.base import Engine
+from perception.errors import SourceError
+from perception.messaging.schemas import HealthMessage
 from perception.node.assembly import assemble
 from perception.node.config import NodeConfig
 from perception.node.node import NodeOutputs
@@ -91,6 +93,10 @@ class NodeProcess:
                     health = self.node.health_message(no_frames_for_s=now - silent_since)
                     for sink in self.sinks:
                         sink.idle(health)
+                    timeout = self.config.source.first_frame_timeout_s
+                    if summary.frame_sets == 0 and timeout > 0 and now - silent_since >= timeout:
+                        raise SourceError(f"no frame set within {timeout:g} s of starting "
+                                          f"(source.first_frame_timeout_s): {_camera_report(health)}")
                 continue
             silent_since = time.monotonic()
             next_health = silent_since + NO_FRAMES_HEALTH_S
@@ -108,4 +114,13 @@ class NodeProcess:
                 break
         summary.bad_frames = stats.bad_frames
         summary.dropped = stats.dropped
+        if summary.frame_sets == 0 and not self._stop.is_set() and max_frame_sets != 0:
+            raise SourceError(f"the source ended without a frame set: "
+                              f"{_camera_report(self.node.health_message(no_frames_for_s=0.0))}")
         return summary
+
+
+def _camera_report(health: HealthMessage) -> str:
+    """Which cameras failed, as health says (with its reasons)."""
+    states = ", ".join(f"{c} {s}" for c, s in zip(health.diag.cameras, health.camera_states))
+    return f"cameras {states}" + (f" ({'; '.join(health.reasons)})" if health.reasons else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -13,9 +14,23 @@ from perception.frame import Frame
 from perception.sources.slot import CapturedFrame
 
 
+def has_gstreamer(build_information: str | None = None) -> bool:
+    """Whether this OpenCV was built with GStreamer (the pip wheels are not; docs/cameras.md)."""
+    info = cv2.getBuildInformation() if build_information is None else build_information
+    return re.search(r"^\s*GStreamer:\s*YES", info, re.MULTILINE) is not None
+
+
+def check_spec(camera: str, spec: str) -> None:
+    """Refuses, at start, a source this OpenCV cannot open at all: a GStreamer pipeline without GStreamer."""
+    if "!" in spec and not has_gstreamer():
+        raise ConfigError(f"source.cameras.{camera}: {spec!r} is a GStreamer pipeline, but this OpenCV "
+                          f"({cv2.__version__}) was built without GStreamer; use a V4L2 device, an RTSP URL "
+                          "or a file, or install an OpenCV with GStreamer (docs/cameras.md)")
+
+
 def open_capture(spec: str) -> cv2.VideoCapture:
     """`spec`: a device index ("0"), "/dev/videoN", an RTSP/HTTP URL, a file path, or a GStreamer
-    pipeline (contains "!", must end in an appsink)."""
+    pipeline (contains "!", must end in an appsink; needs an OpenCV built with GStreamer)."""
     if spec.isdigit():
         cap = cv2.VideoCapture(int(spec), cv2.CAP_V4L2)
     elif spec.startswith("/dev/video"):

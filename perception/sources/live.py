@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from calib.rig import Rig
 from perception.errors import ConfigError
 from perception.sources.base import BadFrame, Producer, PushSource
-from perception.sources.capture import capture_frames
+from perception.sources.capture import capture_frames, check_spec
 from perception.sources.framebus import FrameBusReceiver
 
 
@@ -18,6 +18,8 @@ class CameraSource(PushSource):
         unknown = [name for name in specs if name not in rig.names]
         if unknown:
             raise ConfigError(f"source.cameras: {unknown} are not cameras of the rig {list(rig.names)}")
+        for name, spec in specs.items():
+            check_spec(name, spec)
         super().__init__(rig)
         self.specs = dict(specs)
 
