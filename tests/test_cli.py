@@ -4,7 +4,6 @@ module imported."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -65,10 +64,44 @@ def test_logging_is_configured_once_with_time_level_and_logger(tmp_path):
 
 
 def test_ctrl_c_exits_130(tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", "perception.cli", "echo", "--timeout", "60",
-                                f"ipc://{tmp_path}/nobody"], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
-    time.sleep(8)   # imports done (a loaded machine is slow), the subscriber is waiting for messages
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=30)
-    assert process.returncode == 130 and "0 messages" in err
+    """Interrupted once it is printing (a real publisher on loopback, so the test knows it is running)."""
+    import selectors
+
+    from perception.messaging.publisher import Publisher
+    from tests.test_replay_support import simulated_outputs, write_drive
+
+    message = simulated_outputs(write_drive(tmp_path / "drive.mcap", frames=2))[0]
+    endpoint = f"ipc://{tmp_path}/node"
+    publisher = Publisher(endpoint)
+    process = subprocess.Popen([sys.executable, "-m", "perception.cli", "echo", "--timeout", "120", endpoint],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 120
+        while not selector.select(timeout=0.2):   # publish until echo prints (it has to start and connect)
+            assert time.monotonic() < deadline and process.poll() is None
+            publisher.publish(message)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        publisher.close()
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130 and " messages" in err
+
+
+def test_run_exits_2_naming_the_cameras_when_none_delivers(tmp_path):
+    from calib.defaults import default_rig
+    from calib.rig import save_rig
+
+    save_rig(default_rig(2), tmp_path / "rig.yaml")
+    (tmp_path / "node.yaml").write_text(
+        "rig: rig.yaml\nsource: {kind: cameras, first_frame_timeout_s: 2, cameras: "
+        f"{{front: {tmp_path}/absent_front.mp4, front_left: {tmp_path}/absent_left.mp4}}}}\n"
+        f"publish: {{endpoint: 'ipc://{tmp_path}/node'}}\n")
+    result = _perception("run", "--config", str(tmp_path / "node.yaml"), "--quiet")
+    assert result.returncode == 2
+    assert "perception run: error:" in result.stderr and "without a frame set" in result.stderr
+    assert "front lost" in result.stderr and "front_left lost" in result.stderr
+    assert "absent_front.mp4': OpenCV could not open it" in result.stderr
