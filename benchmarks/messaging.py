@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from perception.labels import CLASSES  # noqa: E402
 from perception.messaging import (  # noqa: E402
-    DetectionsMessage, Diagnostics, Publisher, Subscriber, TrackedObjects, decode, encode,
+    DetectionsMessage, Diagnostics, Publisher, Subscriber, WireObjects, decode, encode,
 )
 from perception.messaging.schemas import OBJECT_FIELDS  # noqa: E402
 
@@ -37,7 +37,7 @@ PROBE = -1
 
 def make_message(n: int, frame_ns: int) -> DetectionsMessage:
     rng = np.random.default_rng(0)
-    objects = TrackedObjects(**{name: rng.uniform(0, 3, (n, *shape)).astype(dtype)
+    objects = WireObjects(**{name: rng.uniform(0, 3, (n, *shape)).astype(dtype)
                                 for name, (dtype, shape) in OBJECT_FIELDS.items()})
     diag = Diagnostics("bench", ("front", "left", "right"), [1, 2, 3], [0, 0, 0],
                        {"preprocess": 1, "engine": 2, "track": 3})

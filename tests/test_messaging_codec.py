@@ -7,6 +7,8 @@ import math
 import msgpack
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from perception.errors import MessageError
 from perception.labels import CLASSES
@@ -302,3 +304,27 @@ def test_numpy_scalars_are_accepted_and_long_reasons_clipped():
         HealthMessage(diag, "fault", "engine error", ["lost"], 1, 2, 3, 0, 0, 0)
     with pytest.raises(ValueError, match="longer than 1024 bytes"):
         Diagnostics("m" * 2000, ["front"], [0], [0])
+
+
+@pytest.mark.parametrize("stage_ns", [{b"engine": "x"}, {b"engine": 5}, {b"e" * 2000: 5}, {"engine": 5, b"x": 1}])
+def test_map_keys_that_are_not_strings_are_rejected(stage_ns):
+    """Issue 12 item 1: a bin key raised TypeError from the error path ({b"engine": "x"}), was accepted as
+    the key "b'engine'" ({b"engine": 5}), or raised ValueError in Diagnostics (a bin key over 1 KB)."""
+    frame = repack(encode(sample_hints(), 0, 0), lambda d: d["diag"].update(stage_ns=stage_ns))
+    with pytest.raises(MessageError, match=r"^hints: field 'diag.stage_ns' has a key of type bytes .{0,60}; "
+                                           r"keys must be strings$"):
+        decode(frame)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(stage_ns=st.dictionaries(st.one_of(st.text(max_size=8), st.binary(max_size=8)),
+                                st.one_of(st.integers(-2**63, 2**64 - 1), st.text(max_size=4), st.binary(max_size=4),
+                                          st.floats(), st.none(), st.booleans()), max_size=4))
+def test_any_stage_map_decodes_or_raises_message_error(stage_ns):
+    frame = repack(encode(sample_hints(), 0, 0), lambda d: d["diag"].update(stage_ns=stage_ns))
+    try:
+        decoded = decode(frame).message.diag.stage_ns
+    except MessageError as e:
+        assert str(e).startswith("hints: field ") and "diag.stage_ns" in str(e)
+    else:
+        assert decoded == stage_ns and all(isinstance(k, str) and type(v) is int for k, v in decoded.items())

@@ -115,6 +115,7 @@ def test_bad_messages_are_counted_and_the_subscriber_goes_on(ipc_endpoint):
                 b"hints\0\xc1\xc1",                                                  # not msgpack
                 topic_prefix("hints") + b"\0" * SERVICES["hints"].max_bytes,        # oversized
                 repack(valid, lambda d: d.update(schema=99)),                       # wrong version
+                repack(valid, lambda d: d["diag"].update(stage_ns={b"engine": "x"})),  # bin map key
                 repack(valid, lambda d: d.update(confidence="high")),               # wrong type
             ]
             for frame in bad:
@@ -123,7 +124,7 @@ def test_bad_messages_are_counted_and_the_subscriber_goes_on(ipc_endpoint):
             env = sub.recv(timeout_s=5)
             assert env is not None and env.seq == 8 and env.message.lead is None
             stats = sub.stats["hints"]
-            assert stats.bad == 4
+            assert stats.bad == 5
             assert isinstance(stats.last_error, MessageError)
             assert str(stats.last_error) == "hints: field 'confidence' must be a number, got str"
     finally:

@@ -33,13 +33,17 @@ _DTYPE_BY_CODE: dict[int, np.dtype] = {
 }
 _CODE_BY_DTYPE = {dtype: code for code, dtype in _DTYPE_BY_CODE.items()}
 _HEADERS = [struct.Struct(f"<BB{ndim}I") for ndim in range(_MAX_NDIM + 1)]
+_COUNT = struct.Struct("<I")  # the one dimension of a 1-d array, after the 2-byte header
 _MAX_TOPIC_LEN = max(len(t) for t in SERVICES)
 
 
 def pack_array(a: np.ndarray) -> msgpack.ExtType:
-    a = np.asarray(a)
-    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-    return msgpack.ExtType(ARRAY_EXT, _HEADERS[a.ndim].pack(_CODE_BY_DTYPE[a.dtype], a.ndim, *a.shape) + a.tobytes())
+    code = _CODE_BY_DTYPE.get(a.dtype) if isinstance(a, np.ndarray) and a.flags.c_contiguous else None
+    if code is None:  # not yet a C-ordered little-endian array of a wire dtype
+        a = np.asarray(a)
+        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+        code = _CODE_BY_DTYPE[a.dtype]
+    return msgpack.ExtType(ARRAY_EXT, _HEADERS[a.ndim].pack(code, a.ndim, *a.shape) + a.tobytes())
 
 
 def encode(message: Message, seq: int, publish_ns: int) -> bytes:
@@ -91,6 +95,14 @@ class _Fields:
     def error(self, key: str, what: str) -> MessageError:
         return MessageError(f"{self.topic}: field {self._path + key!r} {what}")
 
+    def keys(self) -> list[str]:
+        """The map's keys; a key that is not a msgpack str (bin, int, ...) is an error naming the map."""
+        for k in self._data:
+            if not isinstance(k, str):
+                raise MessageError(f"{self.topic}: field {self._path.rstrip('.')!r} has a key of type "
+                                   f"{type(k).__name__} ({_show(k)}); keys must be strings")
+        return list(self._data)
+
     def _get(self, key: str, types: type | tuple[type, ...], expected: str) -> object:
         if key not in self._data:
             raise self.error(key, "is missing")
@@ -125,7 +137,7 @@ class _Fields:
 
     def int_map(self, key: str) -> dict[str, int]:
         sub = self.map(key)
-        return {k: sub.integer(k) for k in sub._data}
+        return {k: sub.integer(k) for k in sub.keys()}
 
     def map(self, key: str) -> "_Fields":
         return _Fields(self.topic, self._get(key, dict, "a map"), f"{self._path}{key}.")
@@ -138,15 +150,24 @@ class _Fields:
     def array(self, key: str, dtype: np.dtype, shape: tuple[int | None, ...]) -> np.ndarray:
         """A binary array of exactly `dtype`; None in `shape` matches any length."""
         value = self._data.get(key)
-        if (isinstance(value, np.ndarray) and value.dtype == dtype and value.ndim == len(shape)
-                and all(want is None or want == got for want, got in zip(shape, value.shape))):
-            return value
+        if type(value) is np.ndarray and value.dtype == dtype and value.ndim == len(shape):
+            for want, got in zip(shape, value.shape):
+                if want is not None and want != got:
+                    break
+            else:
+                return value
         if isinstance(value, _BadArray):
             raise self.error(key, value.reason)
         value = self._get(key, np.ndarray, "a binary array")
         want_shape = "x".join("N" if s is None else str(s) for s in shape) or "scalar"
         raise self.error(key, f"must be a {dtype} array of shape {want_shape}, "
                               f"got {value.dtype} of shape {'x'.join(map(str, value.shape)) or 'scalar'}")
+
+
+def _show(value: object, limit: int = 40) -> str:
+    """A bounded repr of an untrusted value, for error messages."""
+    text = repr(value[:limit] if isinstance(value, (bytes, str)) else value)
+    return text if len(text) <= limit + 3 else text[:limit] + "..."
 
 
 class _BadArray:
@@ -169,12 +190,16 @@ def _read_array(code: int, data: bytes) -> np.ndarray | _BadArray:
     header = _HEADERS[ndim]
     if len(data) < header.size:
         return _BadArray("has a truncated array header")
+    if ndim == 1:
+        (count,) = _COUNT.unpack_from(data, 2)
+        if len(data) - 6 != count * dtype.itemsize:
+            return _BadArray(f"has {len(data) - 6} data bytes, shape ({count},) needs {count * dtype.itemsize}")
+        return np.frombuffer(data, dtype, offset=6)
     dims = header.unpack_from(data)[2:]
     nbytes = math.prod(dims) * dtype.itemsize
     if len(data) - header.size != nbytes:
         return _BadArray(f"has {len(data) - header.size} data bytes, shape {dims} needs {nbytes}")
-    array = np.frombuffer(data, dtype, offset=header.size)
-    return array if ndim == 1 else array.reshape(dims)
+    return np.frombuffer(data, dtype, offset=header.size).reshape(dims)
 
 
 def _pack_diag(d: Diagnostics) -> dict:
@@ -207,7 +232,7 @@ def _parse_detections(f: _Fields) -> DetectionsMessage:
         raise o.error("track_id", f"has {n} objects, the limit is {MAX_OBJECTS}")
     for name, limit, names in (("camera", len(diag.cameras), "cameras"), ("cls", len(classes), "classes")):
         index = columns[name]
-        if n and (index.min() < 0 or index.max() >= limit):
+        if n and index.view("<u4").max() >= limit:  # as unsigned, a negative index is over any limit
             raise o.error(name, f"has an index outside the {limit} {names}")
     if n and columns["range_source"].max() > max(RangeSource).value:
         raise o.error("range_source", f"has a value outside 0..{max(RangeSource).value}")
