@@ -43,6 +43,7 @@ from calib.remap import ALIGNMENTS
 from perception.contract import MAX_MODEL_BYTES, METADATA_KEY, LoadedModel, graph_sha256, load_model
 from perception.errors import ModelContractError
 from perception.labels import CLASSES, CLASS_INDEX
+from perception.node.defaults import DEMO_MODEL
 from perception.preprocess.common import COLOR_ORDERS, VALUE_RANGES, Normalization
 from perception.yaml_io import brief, decode_utf8, parse_yaml, read_limited, show_path
 
@@ -50,6 +51,7 @@ CARD_METADATA_KEY = "perception.card"
 CARD_VERSION = 1
 CARD_SUFFIX = ".card.yaml"
 MAX_CARD_BYTES = 64 * 1024
+BUNDLED_CARDS = DEMO_MODEL.parent  # models/ of the checkout, or the installed share/perception/models
 FORMATS = ("yolox-raw", "decoded")
 
 _TOP = {"version", "model_id", "format", "sha256", "input", "output", "num_classes", "class_map"}
@@ -149,10 +151,13 @@ def card_path(model_path: str | os.PathLike) -> Path:
 def read_card(path: str | os.PathLike, card: str | os.PathLike | None = None,
               max_bytes: int = MAX_MODEL_BYTES) -> tuple[ModelCard, bytes]:
     """The card of a plug-in model and the validated file contents (hand these to the runtime). The card:
-    `card` when given, else the model's `perception.card` metadata, else `card_path(path)` next to it."""
+    `card` when given, else the model's `perception.card` metadata, else `card_path(path)` next to it,
+    else a bundled card (BUNDLED_CARDS, e.g. models/yolox_nano.card.yaml) whose sha256 is the file's."""
     model, data, where = _parse_onnx(path, max_bytes)
     props = {p.key: p.value for p in model.metadata_props}
     side = Path(card) if card is not None else card_path(path)
+    if card is None and CARD_METADATA_KEY not in props and not side.is_file():
+        side = bundled_card(hashlib.sha256(data).hexdigest()) or side
     if card is None and CARD_METADATA_KEY in props:
         text, card_where, digest = props[CARD_METADATA_KEY], f"{where} (metadata {CARD_METADATA_KEY})", graph_sha256(model)
         if len(text.encode()) > MAX_CARD_BYTES:
@@ -166,14 +171,28 @@ def read_card(path: str | os.PathLike, card: str | os.PathLike | None = None,
         raw = parse_yaml(decode_utf8(read_limited(side, MAX_CARD_BYTES, ModelContractError, "model card"),
                                      card_where, ModelContractError), card_where, ModelContractError)
     else:
-        raise ModelContractError(f"{where}: no '{METADATA_KEY}' or '{CARD_METADATA_KEY}' metadata and no model "
-                                 f"card {side.name} next to it: the node cannot tell how to run it")
+        raise ModelContractError(f"{where}: no '{METADATA_KEY}' or '{CARD_METADATA_KEY}' metadata, no model card "
+                                 f"{side.name} next to it and no bundled card for its sha256: the node cannot "
+                                 f"tell how to run it (docs/plugin_models.md)")
     card = ModelCard.from_dict(raw, card_where)
     if card.sha256 != digest:
         raise ModelContractError(f"{card_where}: sha256 {card.sha256[:16]}... is not the model's {digest[:16]}... "
                                  f"(the card was written for another file)")
     _check_graph_io(model, card, where)
     return card, data
+
+
+def bundled_card(sha256: str) -> Path | None:
+    """The card shipped with this project (BUNDLED_CARDS) for the ONNX file of this sha256, if any."""
+    for path in sorted(BUNDLED_CARDS.glob("*" + CARD_SUFFIX)):
+        try:
+            raw = parse_yaml(decode_utf8(read_limited(path, MAX_CARD_BYTES, ModelContractError, "model card"),
+                                         str(path), ModelContractError), str(path), ModelContractError)
+        except ModelContractError:
+            continue  # a broken bundled card is reported when it is used explicitly
+        if isinstance(raw, dict) and raw.get("sha256") == sha256:
+            return path
+    return None
 
 
 def load_any_model(path: str | os.PathLike, card: str | os.PathLike | None = None,

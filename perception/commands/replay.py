@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path,
                    help="run file (one drive, *.mcap) or folder: <folder>/<drive>.run.mcap and summary.json")
     p.add_argument("--config", type=Path, help="node YAML (default: the node's default configuration)")
+    p.add_argument("--model", type=Path, help="ONNX model (overrides the configuration's): exported, or a plug-in "
+                   "detector with a model card (docs/plugin_models.md)")
     p.add_argument("--jobs", type=int, help="drives replayed in parallel processes (default: CPU count)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="spread the drives over a Ray cluster (ADDRESS, 'auto', or none: a local Ray; docs/fleet.md)")
@@ -82,6 +84,12 @@ def _run(args: argparse.Namespace) -> int:
         from perception.node.config import load_config
 
         config = load_config(args.config)
+    if args.model is not None:
+        import dataclasses
+
+        from perception.node.config import NodeConfig
+
+        config = dataclasses.replace(config or NodeConfig(), model=str(args.model))
     replay = functools.partial(replay_drive, pacing=args.pacing, copy_inputs=args.copy_inputs)
     summary = replay_drives(args.drives, args.out, config, args.jobs, replay=replay, progress=sys.stderr.isatty(),
                             use_ray=args.ray is not None, ray_address=None if args.ray in (None, "local") else args.ray)

@@ -24,6 +24,8 @@ def demo_drive() -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="node YAML (default: the embedded demo configuration)")
     parser.add_argument("--drive", help="recorded drive to run on (overrides source.drive)")
+    parser.add_argument("--model", help="ONNX model (overrides model): exported, or a plug-in detector with a model "
+                        "card (docs/plugin_models.md)")
     parser.add_argument("--pacing", choices=("realtime", "fast", "lockstep"), help="overrides source.pacing")
     parser.add_argument("--endpoint", help="PUB endpoint (overrides publish.endpoint)")
     parser.add_argument("--record", help="record the outputs into this MCAP run file")
@@ -49,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     if args.pacing:
         source = dataclasses.replace(source, pacing=args.pacing)
     config = dataclasses.replace(config, source=source)
+    if args.model:
+        config = dataclasses.replace(config, model=args.model)
     if args.endpoint:
         config = dataclasses.replace(config, publish=dataclasses.replace(config.publish, endpoint=args.endpoint))
     if args.record:

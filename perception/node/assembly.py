@@ -27,7 +27,7 @@ from perception.node.config import NodeConfig
 from perception.node.defaults import DEMO_MODEL
 from perception.node.node import Node, remap_tables
 from perception.node.sinks import PublisherSink, RecorderSink, Sink
-from perception.preprocess import FastPreprocessor, Normalization
+from perception.preprocess import FastPreprocessor
 from perception.sources.base import Source
 from perception.sources.live import CameraSource, FrameBusSource
 from perception.sources.recorded import DriveSource
@@ -100,7 +100,7 @@ def open_stages(preprocess: str, engine: Engine, tables: list) -> Stages:
     """`cuda` when a GPU backend is usable (else the CPU fast path, with a warning). A device-reading engine
     (TensorRT) gets the batch in place, the kernels queued on the engine's own stream; any other engine
     gets the downloaded batch."""
-    norm = Normalization(engine.contract.mean, engine.contract.std)
+    norm = engine.contract.normalization
     if preprocess == "cuda":
         from kernels.launcher import CudaPreprocessor, available_backend
 

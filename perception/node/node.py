@@ -21,9 +21,10 @@ import numpy as np
 from calib.camera import CameraModel
 from calib.remap import RemapTable, build_remap
 from calib.rig import Rig
-from perception.decode.centernet import DecodeConfig, Decoder
+from perception.decode import DecodeConfig, make_decoder
 from perception.detections import Detections
 from perception.contract import ModelContract
+from perception.model_card import ModelCard
 from perception.engine.stages import Stages
 from perception.errors import ConfigError
 from perception.frame import Frame
@@ -87,9 +88,10 @@ class NodeStats:
         return self._publish_drops
 
 
-def remap_tables(camera_models: list[CameraModel], contract: ModelContract) -> list[RemapTable]:
-    """Each camera's letterbox remap into the network input."""
-    return [build_remap(cam, contract.input_width, contract.input_height, "letterbox") for cam in camera_models]
+def remap_tables(camera_models: list[CameraModel], contract: ModelContract | ModelCard) -> list[RemapTable]:
+    """Each camera's letterbox remap into the network input (centred, or as the model card says)."""
+    return [build_remap(cam, contract.input_width, contract.input_height, "letterbox", contract.letterbox)
+            for cam in camera_models]
 
 
 class Node:
@@ -109,7 +111,7 @@ class Node:
         self.contract = contract
         self.camera_models = [rig[name] for name in self.cameras]
         self.tables = tables
-        self.decoder = Decoder(contract, self.tables, DecodeConfig.for_classes(
+        self.decoder = make_decoder(contract, self.tables, DecodeConfig.for_classes(
             contract.classes, config.decode.score_threshold, nms_iou=config.decode.nms_iou))
         self.tracker = MultiCameraTracker(self.camera_models, config.tracker, config.ranging)
         self.hints = HintGenerator(config.hints)
