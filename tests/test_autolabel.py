@@ -136,3 +136,13 @@ def test_semi_automatic_loop_on_real_video_with_yolox(shared_data: Path, tmp_pat
     config.write_text("track_score: 0.3\nmin_track_score: 0.3\n")  # YOLOX-Nano scores distant cars ~0.3-0.5
     video = str(shared_data / "dashcam" / "solidWhiteRight.mp4")
     _loop([video, "--end", "1.6", "--config", str(config)], teacher, tmp_path, capsys)
+
+
+def test_evaluate_reports_teacher_and_cleaned_figures(synth_drive: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["autolabel", "evaluate", str(synth_drive), "--teacher", str(DEMO_MODEL), "--threads", "1"]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()]
+    header, stages = rows[0], rows[2:]
+    assert [r[2] for r in stages] == ["teacher", "cleaned"] and all(r[1] == "30" for r in stages)
+    aps = [k for k, name in enumerate(header) if name.startswith("AP@0.5")]
+    assert all(max(float(r[k]) for k in aps if r[k] != "-") > 0.3 for r in stages)  # it sees the synthetic world
+    assert all(0.0 <= float(r[k]) <= 1.0 for r in stages for k in aps if r[k] != "-")

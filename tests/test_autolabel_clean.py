@@ -138,3 +138,21 @@ def test_corrections_that_do_not_fit_the_labels_are_named(tmp_path: Path) -> Non
     path.write_text("#" * (1 << 20) + "\n")
     with pytest.raises(ConfigError, match="larger than"):
         load_corrections(path)
+
+
+def test_label_set_scores_follow_the_protocol() -> None:
+    from perception.autolabel.evaluate import _scores
+    from perception.eval import MODERATE, ScoredFrame
+
+    gt = np.array([[10, 10, 110, 90], [200, 50, 260, 170]], np.float64)
+    cls = np.array([CAR, PED])
+
+    def frame(box, det_cls, score):
+        return ScoredFrame.build(box, det_cls, score, gt, cls, [0, 0], [0, 0], 640.0, MODERATE)
+
+    perfect = _scores([frame(gt, cls, [0.9, 0.8])] * 3)
+    assert perfect.precision == perfect.recall == 1.0 and perfect.ap50["car"] == perfect.ap50["pedestrian"] == 1.0
+    # one right car, one ghost car, the pedestrian missed; a tiny unmatched box is ignored (below the level)
+    mixed = _scores([frame([gt[0], [300, 200, 400, 300], [500, 10, 504, 14]], [CAR, CAR, CAR], [0.9, 0.5, 0.4])])
+    assert (mixed.precision, mixed.recall, mixed.labels_per_frame) == (0.5, 0.5, 3.0)
+    assert mixed.ap50["car"] == pytest.approx(1.0) and mixed.ap50["pedestrian"] == 0.0

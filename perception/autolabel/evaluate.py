@@ -95,7 +95,7 @@ def _scores(frames: Sequence[ScoredFrame]) -> Scores:
 def format_table(gains: Sequence[CleaningGain]) -> str:
     """Markdown: one row per drive and stage, AP@0.5 of the classes any drive scores, precision, recall."""
     classes = [c for c in CLASSES if any(np.isfinite(g.raw.ap50[c]) for g in gains)]
-    head = ["drive", "frames", "labels"] + [f"AP@0.5 {c}" for c in classes] + ["precision", "recall",
+    head = ["drive", "frames", "labels from"] + [f"AP@0.5 {c}" for c in classes] + ["precision", "recall",
                                                                              "labels / frame"]
     rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for g in gains:

@@ -3,6 +3,7 @@
     perception autolabel INPUT... --teacher M.onnx [--teacher-card CARD.yaml] --out LABELLED.mcap
                          [--every K] [--start S] [--end S] [--corrections corr.yaml] [--config cleaning.yaml]
     perception autolabel review LABELLED.mcap --out review.html [--corrections-template corr.yaml]
+    perception autolabel evaluate DRIVE... --teacher M.onnx [--config cleaning.yaml] [--level moderate]
 
 INPUT: a video file (its one camera: the default uncalibrated camera, docs/drive_format.md), a drive
 (MCAP) or a ROS 2 bag. One INPUT: `--out` is the labelled drive; several: `--out` is a folder and each
@@ -14,6 +15,9 @@ plug-in detector with its model card, e.g. YOLOX). Example on the shared dashcam
         --out /tmp/swr.mcap --end 2
     perception autolabel review /tmp/swr.mcap --out /tmp/swr.html --corrections-template /tmp/corr.yaml
     # edit /tmp/corr.yaml, then the same first command with --corrections /tmp/corr.yaml
+
+`evaluate` measures what cleaning buys on drives with exact labels (synthetic drives): the teacher's
+boxes and the cleaned labels against the drive's ground truth, a Markdown table (docs/autolabel.md).
 
 Exit codes: 0 fine, 2 bad input.
 """
@@ -28,27 +32,42 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.usage = ("perception autolabel INPUT... --teacher M.onnx --out OUT [options]\n"
-                    "       perception autolabel review LABELLED.mcap --out review.html")
+                    "       perception autolabel review LABELLED.mcap --out review.html\n"
+                    "       perception autolabel evaluate DRIVE... --teacher M.onnx")
     parser.epilog = __doc__.split("\n\n", 1)[1]
     parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="...", help=argparse.SUPPRESS)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    """Teacher, frame selection and cleaning options, shared by labelling and evaluation."""
+    p.add_argument("--teacher", required=True, type=Path, metavar="M.onnx", help="the teacher model")
+    p.add_argument("--teacher-card", type=Path, metavar="CARD.yaml",
+                   help="model card of a plug-in teacher (default: beside the model or in its metadata)")
+    p.add_argument("--every", type=int, default=1, metavar="K", help="label every K-th frame of each camera")
+    p.add_argument("--start", type=float, metavar="S", help="first second to label (from the first frame)")
+    p.add_argument("--end", type=float, metavar="S", help="label up to this second (exclusive)")
+    p.add_argument("--cameras", nargs="+", help="cameras of a drive to label (default all)")
+    p.add_argument("--config", type=Path, metavar="cleaning.yaml",
+                   help="cleaning settings (keys of perception.autolabel.clean.CleaningConfig)")
+    p.add_argument("--threads", type=int, help="teacher threads (default: ONNX Runtime's)")
 
 
 def _label_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="perception autolabel")
     p.add_argument("inputs", nargs="+", metavar="INPUT", type=Path, help="video files, drives (MCAP) or ROS 2 bags")
-    p.add_argument("--teacher", required=True, type=Path, metavar="M.onnx", help="the teacher model")
-    p.add_argument("--teacher-card", type=Path, metavar="CARD.yaml",
-                   help="model card of a plug-in teacher (default: beside the model or in its metadata)")
     p.add_argument("--out", required=True, type=Path, help="labelled drive (one INPUT) or folder (several)")
-    p.add_argument("--every", type=int, default=1, metavar="K", help="label every K-th frame of each camera")
-    p.add_argument("--start", type=float, metavar="S", help="first second to label (from the first frame)")
-    p.add_argument("--end", type=float, metavar="S", help="label up to this second (exclusive)")
-    p.add_argument("--cameras", nargs="+", help="cameras of a drive to label (default all)")
+    _common(p)
     p.add_argument("--corrections", type=Path, metavar="corr.yaml", help="apply these corrections (one INPUT)")
-    p.add_argument("--config", type=Path, metavar="cleaning.yaml",
-                   help="cleaning settings (keys of perception.autolabel.clean.CleaningConfig)")
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the copied frames (default 90)")
-    p.add_argument("--threads", type=int, help="teacher threads (default: ONNX Runtime's)")
+    return p
+
+
+def _evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="perception autolabel evaluate")
+    p.add_argument("drives", nargs="+", metavar="DRIVE", type=Path, help="drives with exact ground truth")
+    _common(p)
+    p.add_argument("--level", default="moderate", choices=("easy", "moderate", "hard"),
+                   help="difficulty level of the evaluation protocol (default moderate)")
     return p
 
 
@@ -68,13 +87,14 @@ def run(args: argparse.Namespace) -> int:
         argv = ["--help"]
     if argv[0] == "review":
         return _review(_review_parser().parse_args(argv[1:]))
+    if argv[0] == "evaluate":
+        return _evaluate(_evaluate_parser().parse_args(argv[1:]))
     return _label(_label_parser().parse_args(argv))
 
 
-def _label(args: argparse.Namespace) -> int:
+def _options(args: argparse.Namespace):
     from perception.autolabel.clean import CleaningConfig
-    from perception.autolabel.corrections import load_corrections
-    from perception.autolabel.pipeline import LabelOptions, label_recording
+    from perception.autolabel.pipeline import LabelOptions
     from perception.errors import ConfigError
 
     cleaning = CleaningConfig()
@@ -82,9 +102,16 @@ def _label(args: argparse.Namespace) -> int:
         from perception.yaml_io import load_yaml
 
         cleaning = CleaningConfig.from_dict(load_yaml(args.config, 1 << 20, ConfigError), str(args.config))
-    options = LabelOptions(cleaning, args.start, args.end, args.every,
-                           tuple(args.cameras) if args.cameras else None, args.jpeg_quality, args.threads,
-                           args.teacher_card)
+    return LabelOptions(cleaning, args.start, args.end, args.every, tuple(args.cameras) if args.cameras else None,
+                        getattr(args, "jpeg_quality", 90), args.threads, args.teacher_card)
+
+
+def _label(args: argparse.Namespace) -> int:
+    from perception.autolabel.corrections import load_corrections
+    from perception.autolabel.pipeline import label_recording
+    from perception.errors import ConfigError
+
+    options = _options(args)
     if len(args.inputs) > 1 and args.corrections is not None:
         raise ConfigError("autolabel: --corrections belongs to one labelled recording; give one INPUT")
     if len(args.inputs) == 1:
@@ -101,6 +128,16 @@ def _label(args: argparse.Namespace) -> int:
         print(f"{recording} -> {out} (teacher {result.teacher_id})")
         for line in result.lines():
             print(f"  {line}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from perception.autolabel.evaluate import evaluate_cleaning, format_table
+    from perception.eval import level_named
+
+    options = _options(args)
+    gains = [evaluate_cleaning(drive, args.teacher, options, level_named(args.level)) for drive in args.drives]
+    print(format_table(gains))
     return 0
 
 
