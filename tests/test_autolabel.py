@@ -146,3 +146,17 @@ def test_evaluate_reports_teacher_and_cleaned_figures(synth_drive: Path, capsys:
     aps = [k for k, name in enumerate(header) if name.startswith("AP@0.5")]
     assert all(max(float(r[k]) for k in aps if r[k] != "-") > 0.3 for r in stages)  # it sees the synthetic world
     assert all(0.0 <= float(r[k]) <= 1.0 for r in stages for k in aps if r[k] != "-")
+
+
+def test_several_inputs_go_into_a_folder(synth_drive: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import shutil
+
+    inputs = [shutil.copy(synth_drive, tmp_path / name) for name in ("a.mcap", "b.mcap")]
+    out = tmp_path / "labelled"
+    assert main(["autolabel", *map(str, inputs), "--teacher", str(DEMO_MODEL), "--out", str(out),
+                 "--end", "0.5", "--threads", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.mcap", "b.mcap"]
+    assert _labels(out / "a.mcap") == _labels(out / "b.mcap") and len(_labels(out / "a.mcap")) == 8
+    assert main(["autolabel", *map(str, inputs), "--teacher", str(DEMO_MODEL), "--out", str(out),
+                 "--corrections", str(tmp_path / "c.yaml")]) == 2
+    assert "--corrections belongs to one labelled recording" in capsys.readouterr().err
