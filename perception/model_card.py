@@ -195,14 +195,18 @@ def bundled_card(sha256: str) -> Path | None:
     return None
 
 
+def model_kind(path: str | os.PathLike, max_bytes: int = MAX_MODEL_BYTES) -> str:
+    """"contract" (exported, perception/contract.py) or "card" (a plug-in detector), from the metadata."""
+    model, _, _ = _parse_onnx(path, max_bytes)
+    return "contract" if any(p.key == METADATA_KEY for p in model.metadata_props) else "card"
+
+
 def load_any_model(path: str | os.PathLike, card: str | os.PathLike | None = None,
                    max_bytes: int = MAX_MODEL_BYTES) -> LoadedModel:
     """A model the node can run: exported with a contract (perception/contract.py) or a plug-in with a card
     (`card`, or found as read_card finds it). `.contract` is a ModelContract or a ModelCard (`stateless`)."""
-    if card is None:
-        model, _, _ = _parse_onnx(path, max_bytes)
-        if any(p.key == METADATA_KEY for p in model.metadata_props):
-            return load_model(path, max_bytes=max_bytes)
+    if card is None and model_kind(path, max_bytes) == "contract":
+        return load_model(path, max_bytes=max_bytes)
     found, data = read_card(path, card, max_bytes)
     return LoadedModel(Path(path), found, data)  # type: ignore[arg-type]
 

@@ -180,3 +180,18 @@ def test_the_card_is_found_next_to_a_copy_of_the_model(tmp_path):
     shutil.copyfile(CARD, card_path(model))
     card = open_detector(model).contract
     assert isinstance(card, ModelCard) and card.class_map[7] == CLASS_INDEX["truck"] and card.letterbox == "top-left"
+
+
+def test_tensorrt_detector_without_tensorrt_is_a_clear_error():
+    if not YOLOX.is_file():
+        pytest.skip("../shared/data/models/yolox_nano.onnx is absent")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here: tests/test_yolox_tensorrt_gpu.py runs it")
+    except ImportError:
+        pass
+    from perception.engine.trt_cache import EngineBuildError
+    from perception.engine.tensorrt_detector import TensorRTDetector
+
+    with pytest.raises(EngineBuildError, match="TensorRT is not installed"):
+        TensorRTDetector(YOLOX, card=CARD)

@@ -83,9 +83,9 @@ def open_source(config: NodeConfig) -> Source:
 def open_engine(config: NodeConfig) -> Engine:
     model = config.model or str(DEMO_MODEL)
     if config.engine.kind == "tensorrt":
-        from perception.engine.tensorrt import TensorRTEngine
+        from perception.engine.tensorrt_detector import open_tensorrt
 
-        return TensorRTEngine(model)
+        return open_tensorrt(model)
     from perception.engine.onnxruntime import OnnxRuntimeEngine
 
     return OnnxRuntimeEngine(model, threads=config.engine.threads)
