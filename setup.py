@@ -23,6 +23,7 @@ setup(
         "mcap-protobuf-support>=0.5",
         "foxglove-schemas-protobuf>=0.3",
         "foxglove-sdk>=0.30",  # live view: perception run --foxglove (perception/io/foxglove_live.py)
+        "av>=12",  # the report's H.264 overlay video (replay/report/frames.py)
         "mcap-ros2-support>=0.5",
         "rosbags>=0.10",  # sqlite3 rosbag2 input (perception/io/ros2bag.py)
         "PyYAML>=6",

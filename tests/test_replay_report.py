@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import re
 
+import av
+
 import cv2
 import numpy as np
 import pytest
@@ -37,8 +39,8 @@ def test_report_with_ground_truth(drive, tmp_path):
     images = _images(html)
     assert all(image is not None and image.size for _, _, image in images)
     plots = [alt for cls, alt, _ in images if cls == "plot"]
-    assert plots == ["Precision-recall", "Errors against distance", "Detections over time", "Hints over time",
-                     "Latency histogram", "Latency timeline"]
+    assert plots == ["Precision-recall", "Errors against distance", "Detections over time", "Bird-eye view",
+                     "Hints over time", "Latency histogram", "Latency timeline"]
     metrics = summary.metrics
     assert f"<b>{metrics.detection.map50:.3f}</b><span>mAP@0.5" in html
     assert f"<b>{metrics.tracking.total.mota:.3f}</b><span>MOTA" in html
@@ -57,6 +59,11 @@ def test_report_with_ground_truth(drive, tmp_path):
     assert video.get(cv2.CAP_PROP_FPS) == pytest.approx(10.0)
     ok, frame = video.read()
     assert ok and frame.shape == (360 + 28, 2 * 480, 3)
+    with av.open(str(tmp_path / "overlay.mp4")) as container:   # H.264 in yuv420p: what browsers play
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.codec_context.pix_fmt) == ("h264", "yuv420p")
+    embedded, = re.findall(r"<video class='overlay' controls[^>]* src='data:video/mp4;base64,([^']+)'>", html)
+    assert base64.b64decode(embedded) == (tmp_path / "overlay.mp4").read_bytes()
 
 
 def test_drawn_boxes_mark_missed_and_false_objects(drive, tmp_path):

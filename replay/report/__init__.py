@@ -24,6 +24,9 @@ class ReportSummary:
     metrics: RunMetrics
 
 
+EMBED_VIDEO_BYTES = 64 * 2**20   # larger overlay videos are linked (by file name), not embedded
+
+
 def build_report(run_path: str | Path, out: str | Path, *, drive: str | Path | None = None,
                  video: str | Path | None = None, config: MetricsConfig | None = None) -> ReportSummary:
     """Writes the report of `run_path` to `out` (HTML). Frames and ground truth come from `drive`, else from
@@ -32,7 +35,7 @@ def build_report(run_path: str | Path, out: str | Path, *, drive: str | Path | N
     from perception.io.drive import DriveReader, open_drive
     from replay.report.frames import contact_sheet, write_video
     from replay.report.html import render
-    from replay.report.plots import plot_all
+    from replay.report.plots import bird_eye_view, plot_all
 
     config = config or MetricsConfig()
     run = load_run(run_path)
@@ -41,6 +44,9 @@ def build_report(run_path: str | Path, out: str | Path, *, drive: str | Path | N
     drive_path = drive_for(run, drive)
     start = min((m.t_ns for m in run.detections[:1] + run.hints[:1] + run.health[:1]), default=0)
     plots = plot_all(run, metrics, start)
+    bev = bird_eye_view(run, labels)
+    if bev is not None:
+        plots.append(("Bird-eye view", bev))
     tiles, frames = [], 0
     if drive_path is not None:
         opened = DriveReader(drive_path) if drive_path == run.path else open_drive(drive_path)
@@ -58,8 +64,10 @@ def build_report(run_path: str | Path, out: str | Path, *, drive: str | Path | N
         raise DriveError(f"{run.path}: no camera frames to draw the video on: the run has no copied inputs and "
                          "names no drive (pass the drive)")
     out = Path(out)
+    video_data = Path(video).read_bytes() if video is not None and Path(video).stat().st_size <= EMBED_VIDEO_BYTES \
+        else None
     text = render(run, metrics, config, plots, tiles, drive_path.name if drive_path else None,
-                  Path(video).name if video is not None else None)
+                  Path(video).name if video is not None else None, video_data)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, out)

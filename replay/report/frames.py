@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from perception.errors import DriveError
 from perception.labels import CLASSES, GroundTruth
@@ -96,7 +100,8 @@ def contact_sheet(run: Run, metrics: RunMetrics, drive: Drive, min_iou: float, c
 def write_video(run: Run, drive: Drive, out: Path, labels: dict[tuple[str, int], GroundTruth] | None = None,
                 min_iou: float = 0.5) -> int:
     """The overlay video: per frame set every camera side by side (VIDEO_HEIGHT px high) with its boxes and a
-    status line; mp4v at the frame-set rate. Returns the number of video frames written."""
+    status line; H.264 (yuv420p, MP4 with faststart, which browsers play) at the frame-set rate, written
+    with PyAV. Returns the number of video frames written."""
     if not run.detections:
         raise DriveError(f"{run.path}: no detections to draw")
     times = np.array([m.t_ns for m in run.detections], np.int64)
@@ -105,16 +110,20 @@ def write_video(run: Run, drive: Drive, out: Path, labels: dict[tuple[str, int],
     cameras = run.rig.names
     widths = [round(run.rig[c].width * VIDEO_HEIGHT / run.rig[c].height) // 2 * 2 for c in cameras]
     size = (sum(widths), VIDEO_HEIGHT + 28)
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
-    if not writer.isOpened():
-        raise DriveError(f"{out}: OpenCV cannot write an mp4v video here")
+    try:
+        container = av.open(str(out), "w", format="mp4", options={"movflags": "+faststart"})
+    except (av.FFmpegError, OSError) as e:
+        raise DriveError(f"{out}: cannot write a video here: {e}") from None
+    stream = container.add_stream("h264", rate=Fraction(round(fps * 1000), 1000))
+    stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+    stream.options = {"crf": "26", "preset": "veryfast"}
     written = 0
     start = int(times[0])
     latest: dict[str, tuple[int, np.ndarray]] = {}
     frames = _frames(drive, cameras)
     pending = next(frames, None)
     try:
-        for recorded in run.detections:
+        for recorded in tqdm(run.detections, desc="overlay video", unit="frame", disable=not sys.stderr.isatty()):
             m = recorded.message
             wanted = {c: int(t) for c, t in zip(m.diag.cameras, m.diag.capture_ns) if t >= 0}
             horizon = max(wanted.values(), default=recorded.t_ns)
@@ -135,10 +144,11 @@ def write_video(run: Run, drive: Drive, out: Path, labels: dict[tuple[str, int],
                             cv2.LINE_AA)
                 x += width
             _status(canvas, recorded.t_ns - start, hints.get(recorded.t_ns))
-            writer.write(canvas)
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(canvas, format="bgr24")))
             written += 1
+        container.mux(stream.encode(None))
     finally:
-        writer.release()
+        container.close()
     return written
 
 

@@ -20,7 +20,7 @@ from perception.io.run_file import Run
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px auto; max-width: 1180px;
        color: #222; padding: 0 16px; }
-h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ddd; }
+video.overlay { width: 100%; } h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 18px; margin-top: 32px; border-bottom: 1px solid #ddd; }
 .meta { color: #555; font-size: 13px; } .note { color: #666; font-size: 13px; max-width: 900px; }
 table { border-collapse: collapse; font-size: 13px; margin: 8px 0 16px; }
 th, td { border: 1px solid #ddd; padding: 4px 10px; text-align: right; } th { background: #f4f4f4; }
@@ -55,7 +55,9 @@ def _card(value: str, label: str) -> str:
 
 
 def render(run: Run, metrics: RunMetrics, config: MetricsConfig, plots: list[tuple[str, bytes]],
-           tiles: list[Tile], drive_name: str | None, video_name: str | None) -> str:
+           tiles: list[Tile], drive_name: str | None, video_name: str | None, video: bytes | None = None) -> str:
+    """The page; `video` (the overlay MP4's bytes) is embedded and plays in the page, else `video_name` is
+    linked."""
     first = run.detections[0].message if run.detections else None
     duration = (run.detections[-1].t_ns - run.detections[0].t_ns) / 1e9 if len(run.detections) > 1 else 0.0
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Replay report: "
@@ -78,11 +80,16 @@ def render(run: Run, metrics: RunMetrics, config: MetricsConfig, plots: list[tup
     else:
         parts.append("<p class='note'>No ground truth in the drive: detection, tracking, error and hint metrics "
                      "need labels (<code>/camera/&lt;name&gt;/ground_truth</code>).</p>")
-    parts += ["<h2>Objects over time</h2>", _maybe(plot, "Detections over time")]
+    parts += ["<h2>Objects over time</h2>", _maybe(plot, "Detections over time"), _maybe(plot, "Bird-eye view")]
     parts += ["<h2>Control hints</h2>", _hints_section(metrics, config), _maybe(plot, "Hints over time")]
     parts += ["<h2>Latency</h2>", _latency_table(metrics), _maybe(plot, "Latency histogram"),
               _maybe(plot, "Latency timeline"), _health_table(run)]
     parts.append("<h2>Frames</h2>")
+    if video is not None:
+        parts.append("<video class='overlay' controls muted playsinline preload='metadata' "
+                     f"src='data:video/mp4;base64,{base64.b64encode(video).decode('ascii')}'></video>")
+    elif video_name is not None:
+        parts.append(f"<p><a href='{html.escape(video_name)}'>overlay video: {html.escape(video_name)}</a></p>")
     if tiles:
         parts.append("<p class='note'>" + ("Camera frames with the most missed + false detections, worst first. "
                                            "Reported boxes in their class colour; <b>magenta</b>: matches no "

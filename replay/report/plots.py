@@ -9,7 +9,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from perception.labels import CLASSES
+from perception.labels import CLASSES, GroundTruth
 from replay.metrics import RunMetrics
 from perception.eval import IOU_THRESHOLDS, RECALL_THRESHOLDS
 from replay.metrics.hints import STAGES
@@ -198,6 +198,43 @@ def hints_over_time(run: Run, metrics: RunMetrics, start_ns: int) -> bytes | Non
     right.set_ylabel("free distance (m) / speed cap (m/s)")
     lines = bottom.get_legend_handles_labels()[0] + right.get_legend_handles_labels()[0]
     bottom.legend(lines, [line.get_label() for line in lines], fontsize=8, ncol=4, loc="upper right")
+    return _png(fig)
+
+
+def bird_eye_view(run: Run, labels: Sequence[GroundTruth] | None) -> bytes | None:
+    """Tracks from above (vehicle frame: x forward up the page, y left to the left), one line per track in
+    its class colour, against the ground-truth objects' paths (grey)."""
+    tracks: dict[int, tuple[str, list[tuple[float, float]]]] = {}
+    for recorded in run.detections:
+        m = recorded.message
+        o = m.objects
+        for i in range(len(o)):
+            if np.all(np.isfinite(o.position[i, :2])):
+                entry = tracks.setdefault(int(o.track_id[i]), (m.classes[o.cls[i]], []))
+                entry[1].append((float(o.position[i, 0]), float(o.position[i, 1])))
+    if not tracks:
+        return None
+    truth: dict[int, dict[int, tuple[float, float]]] = {}
+    for gt in labels or ():
+        for obj in gt.objects:
+            truth.setdefault(obj.id, {})[gt.t_ns] = (obj.position[0], obj.position[1])
+    fig = _figure(6.0, 6.0)
+    ax = fig.add_subplot(1, 1, 1)
+    for k, path in enumerate(truth.values()):
+        xy = np.array([path[t] for t in sorted(path)])
+        ax.plot(-xy[:, 1], xy[:, 0], color="0.6", linewidth=4, alpha=0.5, label="ground truth" if k == 0 else None)
+    shown: set[str] = set()
+    for cls, points in tracks.values():
+        xy = np.array(points)
+        ax.plot(-xy[:, 1], xy[:, 0], ".-", color=class_color(cls), markersize=2, linewidth=1,
+                label=cls if cls not in shown else None)
+        shown.add(cls)
+    ax.plot([0], [0], marker="^", color="black", markersize=10, linestyle="none", label="ego (vehicle origin)")
+    ax.set_xlabel("left  ←  y (m)  →  right")
+    ax.set_ylabel("x forward (m)")
+    ax.set_aspect("equal", adjustable="datalim")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     return _png(fig)
 
 
