@@ -222,15 +222,16 @@ def bird_eye_view(run: Run, labels: Sequence[GroundTruth] | None) -> bytes | Non
     ax = fig.add_subplot(1, 1, 1)
     for k, path in enumerate(truth.values()):
         xy = np.array([path[t] for t in sorted(path)])
-        ax.plot(-xy[:, 1], xy[:, 0], color="0.6", linewidth=4, alpha=0.5, label="ground truth" if k == 0 else None)
+        ax.plot(xy[:, 1], xy[:, 0], color="0.6", linewidth=4, alpha=0.5, label="ground truth" if k == 0 else None)
     shown: set[str] = set()
     for cls, points in tracks.values():
         xy = np.array(points)
-        ax.plot(-xy[:, 1], xy[:, 0], ".-", color=class_color(cls), markersize=2, linewidth=1,
+        ax.plot(xy[:, 1], xy[:, 0], ".-", color=class_color(cls), markersize=2, linewidth=1,
                 label=cls if cls not in shown else None)
         shown.add(cls)
     ax.plot([0], [0], marker="^", color="black", markersize=10, linestyle="none", label="ego (vehicle origin)")
-    ax.set_xlabel("left  ←  y (m)  →  right")
+    ax.invert_xaxis()   # +y (left) on the left, as seen from above facing forward
+    ax.set_xlabel("y, left (m)")
     ax.set_ylabel("x forward (m)")
     ax.set_aspect("equal", adjustable="datalim")
     ax.grid(alpha=0.3)
