@@ -12,6 +12,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from tqdm import tqdm
+
 from perception.engine.base import Engine
 from perception.io.record import RunRecorder
 from perception.node.config import NodeConfig
@@ -20,9 +22,11 @@ from perception.node.sinks import RecorderSink
 
 
 def replay_drive(drive_path: str | Path, out_path: str | Path, config: NodeConfig | None = None, *,
-                 pacing: str = "lockstep", copy_inputs: bool = False, engine: Engine | None = None) -> RunSummary:
+                 pacing: str = "lockstep", copy_inputs: bool = False, engine: Engine | None = None,
+                 progress: bool = False) -> RunSummary:
     """Run the node on `drive_path` and record its outputs (detections, hints, health, image annotations)
-    into `out_path`. `copy_inputs` also copies the drive's images into the run (one self-contained file)."""
+    into `out_path`. `copy_inputs` also copies the drive's images into the run (one self-contained file).
+    `progress`: a progress bar of frame sets on stderr."""
     config = config or NodeConfig()
     config = dataclasses.replace(
         config,
@@ -33,4 +37,7 @@ def replay_drive(drive_path: str | Path, out_path: str | Path, config: NodeConfi
     with NodeProcess(config, engine=engine) as process:
         process.attach(RecorderSink(RunRecorder(out_path, process.node.rig, drive_path=drive_path,
                                                 copy_inputs=copy_inputs)))
-        return process.run()
+        if not progress:
+            return process.run()
+        with tqdm(desc=Path(drive_path).name, unit=" frame sets") as bar:
+            return process.run(status=lambda summary, outputs: bar.update(1))
