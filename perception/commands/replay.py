@@ -90,7 +90,8 @@ def _run(args: argparse.Namespace) -> int:
         from perception.node.config import NodeConfig
 
         config = dataclasses.replace(config or NodeConfig(), model=str(args.model))
-    replay = functools.partial(replay_drive, pacing=args.pacing, copy_inputs=args.copy_inputs)
+    replay = functools.partial(replay_drive, pacing=args.pacing, copy_inputs=args.copy_inputs,
+                               progress=len(args.drives) == 1 and sys.stderr.isatty())  # one drive: its frames
     summary = replay_drives(args.drives, args.out, config, args.jobs, replay=replay, progress=sys.stderr.isatty(),
                             use_ray=args.ray is not None, ray_address=None if args.ray in (None, "local") else args.ray)
     print(summary.table())
