@@ -129,7 +129,7 @@ def test_a_run_decodes_from_its_schemas(run):
     assert set(health[0][1]["cameras"]) == set(rig.names)
     assert all(math.isfinite(h["latency_p50_ms"] or 0.0) for _, h in health)
 
-    truth = topics["/ground_truth/scene"]
+    truth = [m for camera in rig.names for m in topics[f"/camera/{camera}/ground_truth/scene"]]
     assert truth and all(e.id.startswith("gt/") and e.frame_id == "vehicle" for _, s in truth for e in s.entities)
 
     # the copied drive channels decode too (images, calibration, ground truth JSON)

@@ -45,7 +45,6 @@ TRANSFORMS_TOPIC = "/tf"
 SCENE_TOPIC = "/perception/scene"
 HINTS_JSON_TOPIC = "/perception/hints/json"
 HEALTH_JSON_TOPIC = "/perception/health/json"
-GROUND_TRUTH_SCENE_TOPIC = "/ground_truth/scene"
 
 # Detections carry no extent: draw each class at its typical size (length, width from the ranging model).
 _HEIGHT_M = {"car": 1.5, "truck": 3.2, "pedestrian": 1.75, "cyclist": 1.7}
@@ -61,6 +60,11 @@ def annotations_topic(camera: str) -> str:
 
 def ground_truth_annotations_topic(camera: str) -> str:
     return f"/camera/{camera}/ground_truth/annotations"
+
+
+def ground_truth_scene_topic(camera: str) -> str:
+    """Per camera: each camera's labels replace only that camera's previous ones (scenes are per topic)."""
+    return f"/camera/{camera}/ground_truth/scene"
 
 
 def _finite(value: float) -> float | None:
@@ -271,7 +275,7 @@ def health_json(message: HealthMessage) -> bytes:
     return json.dumps(value, allow_nan=False).encode()
 
 
-__all__ = ["CLASS_SIZE_M", "GROUND_TRUTH_SCENE_TOPIC", "HEALTH_JSON_TOPIC", "HEALTH_SCHEMA", "HINTS_JSON_TOPIC",
+__all__ = ["CLASS_SIZE_M", "HEALTH_JSON_TOPIC", "HEALTH_SCHEMA", "HINTS_JSON_TOPIC",
            "HINTS_SCHEMA", "SCENE_TOPIC", "TRANSFORMS_TOPIC", "VEHICLE_FRAME", "annotations_topic",
            "detection_label", "frame_transforms", "ground_truth_annotations", "ground_truth_annotations_topic",
-           "ground_truth_scene", "health_json", "hints_json", "image_annotations", "scene_update"]
+           "ground_truth_scene", "ground_truth_scene_topic", "health_json", "hints_json", "image_annotations", "scene_update"]

@@ -195,7 +195,7 @@ class RunRecorder:
         try:
             for gt in drive.ground_truth():
                 if gt.camera in self.rig:
-                    self._write_proto(fox.GROUND_TRUTH_SCENE_TOPIC, gt.t_ns, fox.ground_truth_scene(gt))
+                    self._write_proto(fox.ground_truth_scene_topic(gt.camera), gt.t_ns, fox.ground_truth_scene(gt))
                     self._write_proto(fox.ground_truth_annotations_topic(gt.camera), gt.t_ns,
                                       fox.ground_truth_annotations(gt))
         finally:

@@ -13,7 +13,7 @@ Layout (written by replay/record.py, read here):
   docs/foxglove.md): `/perception/scene` (Foxglove `SceneUpdate`), `/camera/<name>/annotations`
   (`ImageAnnotations` of the boxes, at that camera's capture time), `/perception/hints/json` and
   `/perception/health/json` (JSON schema), `/tf` (`FrameTransforms` of the rig, at the run's first time),
-  `/ground_truth/scene` and `/camera/<name>/ground_truth/annotations` (the drive's labels, when it has some);
+  `/camera/<name>/ground_truth/scene` and `.../ground_truth/annotations` (the drive's labels, when it has some);
 - ROS 2 (CDR, perception/io/ros2_out.py): `/perception/objects` (autoware_perception_msgs TrackedObjects)
   and `/camera/<name>/detections_2d` (vision_msgs Detection2DArray);
 - with `inputs: copied` also the drive's own channels (images, calibration, ground truth, ego), so the run
@@ -64,10 +64,10 @@ annotations_topic = fox.annotations_topic
 def derived_topics(rig: Rig) -> set[str]:
     """Every topic a run's recorder writes (the rest of a run with copied inputs is the drive's)."""
     cameras = {t for c in rig for t in (fox.annotations_topic(c), fox.ground_truth_annotations_topic(c),
-                                        ros2.detections_2d_topic(c))}
+                                        fox.ground_truth_scene_topic(c), ros2.detections_2d_topic(c))}
     return set(OUTPUT_TOPICS.values()) | cameras | {
         fox.SCENE_TOPIC, fox.HINTS_JSON_TOPIC, fox.HEALTH_JSON_TOPIC, fox.TRANSFORMS_TOPIC,
-        fox.GROUND_TRUTH_SCENE_TOPIC, ros2.OBJECTS_TOPIC}
+        ros2.OBJECTS_TOPIC}
 
 
 def message_time(message: Message) -> int:
