@@ -164,3 +164,25 @@ def test_a_run_carries_autoware_and_vision_msgs(run):
             for d, box in zip(msg.detections, o.box[mine]):
                 assert d.bbox.center.position.x == pytest.approx((box[0] + box[2]) / 2, abs=1e-3)
                 assert d.bbox.size_y == pytest.approx(box[3] - box[1], abs=1e-3)
+
+
+@pytest.mark.slow
+def test_a_run_recorded_by_perception_run_decodes_from_its_schemas(tmp_path):
+    """The real node (bundled model) on a small synthetic drive, `perception run --record`."""
+    from perception.cli import main
+    from replay.synth import cached_drive
+
+    drive = cached_drive(seed=5, seconds=1.0, fps=10.0, num_cameras=3, scenario="lead_brake", width=320,
+                         height=180)
+    out = tmp_path / "run.mcap"
+    assert main(["run", "--drive", str(drive), "--pacing", "lockstep", "--quiet", "--record", str(out),
+                 "--endpoint", f"ipc://{tmp_path}/node"]) == 0
+    topics = decode_by_schema(out)
+    cameras = ("front", "front_left", "front_right")
+    expected = {"/tf", "/perception/scene", "/perception/objects", "/perception/hints/json",
+                "/perception/health/json", "/perception/detections", "/perception/hints", "/perception/health"}
+    expected |= {f"/camera/{c}/{t}" for c in cameras
+                 for t in ("annotations", "detections_2d", "ground_truth/annotations", "ground_truth/scene")}
+    assert set(topics) == expected
+    assert len(topics["/perception/scene"]) == len(topics["/perception/detections"]) == 10
+    assert sum(len(s.entities) for _, s in topics["/perception/scene"]) > 0
