@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from calib.camera import CameraModel
 from calib.remap import RemapTable, build_remap
@@ -135,12 +137,16 @@ def drive_samples(path: str, model: str, per_drive: int, every: int, cameras: tu
     try:
         names = tuple(cameras) if cameras is not None else tuple(drive.cameras)
         state = engine.initial_state(len(names))
+        bar = tqdm(total=per_drive, desc=f"calibration samples {Path(path).name}", unit=" samples",
+                   disable=not sys.stderr.isatty())
         for step, fs in enumerate(frame_set_inputs(drive, engine.contract, names)):
             if len(engine.recorded) >= per_drive:
                 break
             engine.record = step % every == 0
             _, state = engine.run(fs.images, fs.camera_t_ns, state, fs.fresh)
+            bar.update(len(engine.recorded) - bar.n)
             run += 1
+        bar.close()
     finally:
         drive.close()
     if not engine.recorded:
