@@ -55,9 +55,9 @@ def converted(tiny, calib, tmp_path_factory):
     return paths
 
 
-def stream_heads(path, steps: int = 8):
+def stream_heads(path, steps: int = 8, simulate_qdq: bool = False):
     """Stream the test drive through a model: per step (heads dict, state) and the detections."""
-    engine = OnnxRuntimeEngine(path, threads=1)
+    engine = OnnxRuntimeEngine(path, threads=1, simulate_qdq=simulate_qdq)
     drive = open_drive(drive_path())
     try:
         decoder = Decoder(engine.contract, node_tables([drive.rig[n] for n in drive.cameras], engine.contract),
@@ -137,8 +137,12 @@ def test_int8_detections_agree_with_fp32(tiny, converted):
         return inter / (area(a)[:, None] + area(b)[None] - inter)
 
     ref = stream_heads(tiny, steps=12)
-    for kind in ("int8", "int8-trt"):
-        got = stream_heads(converted[kind], steps=12)
+    # The TensorRT-targeted model (signed, symmetric activations) is judged by what its Q/DQ nodes compute
+    # (TensorRT accumulates int8 products in int32). ORT's fused x86 kernels run signed activations through
+    # the u8 x s8 path, which on CPUs without AVX512-VNNI / AVX-VNNI (vpmaddubsw) saturates the int16 sums
+    # of product pairs: measured on such a CPU, fused 296/613 agree vs 511/613 with Q/DQ as float ops.
+    for kind, simulate in (("int8", False), ("int8-trt", True)):
+        got = stream_heads(converted[kind], steps=12, simulate_qdq=simulate)
         matched = total = 0
         for (_, r), (_, g) in zip(ref, got):
             total += len(r)

@@ -74,3 +74,21 @@ def test_ray_calibration_equals_local_calibration(local_ray, drives):
         assert x.keys() == y.keys() and all(np.array_equal(x[k], y[k]) for k in x)
     with pytest.raises(DriveError, match="broken.mcap"):
         calibration_set(model, drives, max_samples=6, spread=spread)
+
+
+def test_ray_autolabel_equals_local_autolabel(local_ray, drives, tmp_path, capsys):
+    from perception.cli import main
+    from perception.io.drive import DriveReader
+
+    from tests.conftest import PROJECT_ROOT
+
+    teacher = PROJECT_ROOT / "models" / "demo.onnx"
+    common = ["--teacher", str(teacher), "--threads", "1", "--end", "0.6"]
+    assert main(["autolabel", *map(str, drives), "--out", str(tmp_path / "ray"), *common, "--ray"]) == 1
+    assert "broken.mcap" in capsys.readouterr().err
+    assert main(["autolabel", *map(str, drives[:2]), "--out", str(tmp_path / "local"), *common]) == 0
+    for drive in drives[:2]:
+        name = f"{drive.stem}.mcap"
+        with DriveReader(tmp_path / "ray" / name) as a, DriveReader(tmp_path / "local" / name) as b:
+            labels_a, labels_b = list(a.ground_truth()), list(b.ground_truth())
+        assert labels_a and labels_a == labels_b

@@ -59,6 +59,8 @@ def _label_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--corrections", type=Path, metavar="corr.yaml", help="apply these corrections (one INPUT)")
     p.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the copied frames (default 90)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="label the inputs as Ray tasks (ADDRESS, 'auto', or none: a local Ray; docs/fleet.md)")
     return p
 
 
@@ -123,12 +125,35 @@ def _label(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         outs = [args.out / f"{stem}.mcap" for stem in stems]
     corrections = load_corrections(args.corrections) if args.corrections is not None else None
+    if args.ray is not None:
+        return _label_on_ray(args, outs, options, corrections)
     for recording, out in zip(args.inputs, outs):
         result = label_recording(recording, args.teacher, out, options, corrections, _progress(recording.name))
         print(f"{recording} -> {out} (teacher {result.teacher_id})")
         for line in result.lines():
             print(f"  {line}")
     return 0
+
+
+def _label_on_ray(args: argparse.Namespace, outs: list[Path], options, corrections) -> int:
+    """One Ray task per input (replay/fleet/pool.py); a failed input is reported and the others go on."""
+    from perception.autolabel.pipeline import label_recording
+    from replay.fleet.pool import map_drives
+
+    outcomes: dict = {}
+    map_drives(label_recording, [(r, args.teacher, o, options, corrections) for r, o in zip(args.inputs, outs)],
+               on_result=outcomes.__setitem__, use_ray=True, ray_address=None if args.ray == "local" else args.ray)
+    failed = 0
+    for i, (recording, out) in enumerate(zip(args.inputs, outs)):
+        result = outcomes[i]
+        if isinstance(result, BaseException):
+            print(f"perception autolabel: error: {recording}: {result}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{recording} -> {out} (teacher {result.teacher_id})")
+        for line in result.lines():
+            print(f"  {line}")
+    return 1 if failed else 0
 
 
 def _evaluate(args: argparse.Namespace) -> int:

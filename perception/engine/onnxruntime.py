@@ -31,12 +31,14 @@ class OnnxRuntimeEngine(Engine):
     idle worker threads spin-wait for the next run; off by default because the node shares its cores with
     preprocessing and tracking (measured on 2 cores at 20 Hz: spinning saves ~1 ms per step but doubles
     the CPU time the engine takes, 41 vs 21 ms per step). `card`: the model card of a plug-in detector
-    when it is neither in the model's metadata nor next to it; `expected` applies to exported models."""
+    when it is neither in the model's metadata nor next to it; `expected` applies to exported models.
+    `simulate_qdq`: do not fuse Q/DQ into ORT's integer kernels (an INT8 model then computes what its Q/DQ
+    nodes define, with exact accumulation; for judging a TensorRT-targeted model on a CPU)."""
 
     def __init__(self, path: str | os.PathLike, expected: ModelExpectation | None = None, *,
                  threads: int | None = None, providers: list[str] | None = None, io_binding: bool = False,
                  spin: bool = False, card: str | os.PathLike | None = None,
-                 max_bytes: int = MAX_MODEL_BYTES) -> None:
+                 max_bytes: int = MAX_MODEL_BYTES, simulate_qdq: bool = False) -> None:
         loaded = load_any_model(path, card, max_bytes)
         self.contract = loaded.contract
         if expected is not None and not self.contract.stateless:
@@ -48,6 +50,8 @@ class OnnxRuntimeEngine(Engine):
         if threads is not None:
             options.intra_op_num_threads = threads
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        if simulate_qdq:  # Q/DQ run as float ops (exact Q/DQ semantics, as TensorRT computes them; docs/tensorrt.md)
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
         available = ort.get_available_providers()
         chosen = [p for p in (providers or PREFERRED_PROVIDERS) if p in available]
         if not chosen:
