@@ -104,8 +104,10 @@ class HealthConfig(ConfigBase):
                            unit="Hz", gt=0.0, le=100.0)
     lag_drop_ratio: float = param(0.2, "degraded when more than this share of captured frames is dropped",
                                   gt=0.0, lt=1.0)
-    lost_after_s: float = param(1.0, "a camera without frames this long is lost (fault if it is the anchor)",
-                                unit="s", gt=0.0)
+    lost_after_s: float = param(1.0, "a camera without frames this long is lost; a lost anchor hands over to the "
+                                "next camera (fault when every camera is lost)", unit="s", gt=0.0)
+    exit_after_s: float = param(0.0, "live sources: exit with an error after this long without any frame set "
+                                "(0 = never)", unit="s", ge=0.0)
     window_s: float = param(5.0, "window of the latency percentiles and drop ratio", unit="s", gt=0.0)
 
 

@@ -87,7 +87,11 @@ class HealthMonitor:
         if self._engine_failed_last:
             fault = True
             reasons.append("engine error")
-        if states[self.cameras.index(self.anchor)] == "lost" or all(s != "ok" for s in states):
+        if all(s == "lost" for s in states):
+            fault = True
+        elif states[self.cameras.index(self.anchor)] == "lost" and "ok" in states:
+            reasons.append(f"anchor camera {self.anchor} lost: the next camera anchors the frame sets")
+        elif all(s != "ok" for s in states):
             fault = True
         latencies = np.array([lat for _, lat in self._window], np.float64)
         p50, p99 = (np.percentile(latencies, [50, 99]) if latencies.size else (float("nan"), float("nan")))

@@ -48,7 +48,8 @@ class NodeProcess:
         self.node = self._assembly.node
         self.engine = self.node.engine
         self.sinks = self._assembly.sinks
-        self.sync_config = SyncConfig(self.node.cameras, self.node.anchor, config.sync.max_skew_ms)
+        self.sync_config = SyncConfig(self.node.cameras, self.node.anchor, config.sync.max_skew_ms,
+                                      anchor_lost_s=config.health.lost_after_s)
 
     def attach(self, sink: Sink) -> None:
         """One more sink, written after the configured ones (and closed with them)."""
@@ -97,6 +98,10 @@ class NodeProcess:
                     if summary.frame_sets == 0 and timeout > 0 and now - silent_since >= timeout:
                         raise SourceError(f"no frame set within {timeout:g} s of starting "
                                           f"(source.first_frame_timeout_s): {_camera_report(health)}")
+                    exit_after = self.config.health.exit_after_s
+                    if summary.frame_sets > 0 and exit_after > 0 and now - silent_since >= exit_after:
+                        raise SourceError(f"no frame set for {now - silent_since:.1f} s "
+                                          f"(health.exit_after_s): {_camera_report(health)}")
                 continue
             silent_since = time.monotonic()
             next_health = silent_since + NO_FRAMES_HEALTH_S

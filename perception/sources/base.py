@@ -74,7 +74,7 @@ class PushSource:
                     return  # every producer ended (a finished drive or video file)
                 yield None
                 continue
-            yield Arrival(frame_set, frame_set.frames[sync.anchor].arrival_ns,
+            yield Arrival(frame_set, frame_set.frames[frame_set.anchor].arrival_ns,
                           sum(s.received for s in slots.values()))
 
     def close(self) -> None:

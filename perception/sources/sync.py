@@ -2,6 +2,11 @@
 
 A camera with no frame close enough to the anchor is *stale* for that set (None): the set goes on
 without it (degraded), the engine is told the camera is missing and holds its temporal state.
+
+Live, an anchor camera that delivers nothing usable for `anchor_lost_s` hands over to the next camera in
+rig order that still delivers (the configured anchor takes back over once its frames join sets again);
+frames overwritten while the node waits for an anchor frame are not counted as dropped (that is an
+outage, not lag).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ class SyncConfig:
     cameras: tuple[str, ...]  # rig order: batch index n is cameras[n]
     anchor: str
     max_skew_ms: float = 20.0
+    anchor_lost_s: float = 1.0  # live: an anchor silent this long hands over to the next camera
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -30,6 +36,8 @@ class SyncConfig:
             raise ConfigError(f"sync.anchor: {self.anchor!r} is not one of the cameras {list(self.cameras)}")
         if not 0 <= self.max_skew_ms < 1000:
             raise ConfigError(f"sync.max_skew_ms: must be in [0, 1000), got {self.max_skew_ms}")
+        if not self.anchor_lost_s > 0:
+            raise ConfigError(f"sync.anchor_lost_s: must be > 0, got {self.anchor_lost_s}")
 
     @property
     def max_skew_ns(self) -> int:
@@ -42,6 +50,7 @@ class FrameSet:
     t_ns: int  # the anchor's capture time: the time of every output for this set
     frames: dict[str, CapturedFrame | None]  # every rig camera in rig order; None = stale
     dropped: dict[str, int] = field(default_factory=dict)  # frames dropped per camera so far (cumulative)
+    anchor: str = ""  # the camera whose frame set the time ("" = the configured anchor)
 
     @property
     def stale(self) -> list[str]:
@@ -109,7 +118,7 @@ class LockstepSynchronizer:
                     self.dropped[name] += 1
                 buf.popleft()
             frames[name] = best
-        return FrameSet(seq, anchor.t_ns, frames, dict(self.dropped))
+        return FrameSet(seq, anchor.t_ns, frames, dict(self.dropped), self.config.anchor)
 
 
 class LiveSynchronizer:
@@ -124,26 +133,79 @@ class LiveSynchronizer:
         self._seq = 0
         self._held: dict[str, CapturedFrame | None] = {name: None for name in config.cameras}
         self._last_used_seq: dict[str, int] = {name: -1 for name in config.cameras}
+        self._last_good: dict[str, float | None] = {name: None for name in config.cameras}  # monotonic s
+        self._outage_drops = {name: 0 for name in config.cameras}
+        self._started = time.monotonic()
+        self._anchor = config.anchor
+        self._last_t_ns: int | None = None
 
     def next_set(self, timeout_s: float) -> FrameSet | None:
         """The next set, or None if the anchor produced nothing within timeout_s (or its source closed)."""
         cfg = self.config
-        anchor_slot = self.slots[cfg.anchor]
-        if not anchor_slot.wait(timeout_s):
+        anchor_name = self._choose_anchor()
+        anchor = self._wait_anchor(anchor_name, timeout_s)
+        if anchor is None:
             return None
-        anchor = anchor_slot.take()
-        assert anchor is not None
+        self._accept(anchor_name, anchor)
         # Late cameras get up to one skew interval of (monotonic) waiting; stamps decide membership.
         deadline = time.monotonic() + cfg.max_skew_ms / 1e3
         frames: dict[str, CapturedFrame | None] = {}
         for name in cfg.cameras:
-            if name == cfg.anchor:
-                frames[name] = anchor
-                continue
-            frames[name] = self._join(name, anchor.t_ns, deadline)
+            frames[name] = anchor if name == anchor_name else self._join(name, anchor.t_ns, deadline)
+            if name != anchor_name and frames[name] is not None:
+                self._accept(name, frames[name])
         self._seq += 1
-        dropped = {name: slot.dropped for name, slot in self.slots.items()}
-        return FrameSet(self._seq - 1, anchor.t_ns, frames, dropped)
+        self._last_t_ns = anchor.t_ns
+        dropped = {name: slot.dropped - self._outage_drops[name] for name, slot in self.slots.items()}
+        return FrameSet(self._seq - 1, anchor.t_ns, frames, dropped, anchor_name)
+
+    @property
+    def anchor(self) -> str:
+        """The camera anchoring the frame sets now."""
+        return self._anchor
+
+    def _choose_anchor(self) -> str:
+        """The configured anchor unless it is lost; else the first camera after it in rig order that is not
+        lost, else the first with a frame waiting."""
+        cfg = self.config
+        now = time.monotonic()
+        start = cfg.cameras.index(cfg.anchor)
+        order = cfg.cameras[start:] + cfg.cameras[:start]
+        lost_s = cfg.anchor_lost_s
+
+        def lost(name: str) -> bool:
+            last = self._last_good[name]
+            return now - (self._started if last is None else last) > lost_s
+
+        choice = next((n for n in order if not lost(n)), None)
+        if choice is None:
+            choice = next((n for n in order if self.slots[n].wait(0)), self._anchor)
+        self._anchor = choice
+        return choice
+
+    def _wait_anchor(self, name: str, timeout_s: float) -> CapturedFrame | None:
+        """The anchor's next frame later than the last set; frames other cameras lose meanwhile are an
+        outage's, not lag."""
+        before = {n: slot.dropped for n, slot in self.slots.items()}
+        slot = self.slots[name]
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not slot.wait(remaining):
+                    return None
+                frame = slot.take()
+                if frame is not None and (self._last_t_ns is None or frame.t_ns > self._last_t_ns):
+                    return frame
+        finally:
+            for n, slot_n in self.slots.items():
+                if n != name:
+                    self._outage_drops[n] += slot_n.dropped - before[n]
+
+    def _accept(self, name: str, frame: CapturedFrame) -> None:
+        self._held[name] = frame
+        self._last_used_seq[name] = frame.seq
+        self._last_good[name] = time.monotonic()
 
     def _join(self, name: str, t_anchor: int, deadline: float) -> CapturedFrame | None:
         skew = self.config.max_skew_ns
@@ -155,7 +217,6 @@ class LiveSynchronizer:
             held = self._held[name]
             usable = held is not None and held.seq != self._last_used_seq[name]
             if usable and abs(held.t_ns - t_anchor) <= skew:
-                self._last_used_seq[name] = held.seq
                 return held
             if usable and held.t_ns > t_anchor + skew:
                 return None  # newer than this set: keep it for the next one
