@@ -132,8 +132,8 @@ class FoxgloveLive(Sink):
                                     data=encode_jpeg(captured.frame, self.jpeg_quality))
             image.timestamp.FromNanoseconds(captured.t_ns)
             self._proto(image_topic(camera), captured.t_ns, image)
-        for camera, (capture_ns, annotations) in fox.image_annotations(detections).items():
-            self._proto(fox.annotations_topic(camera), capture_ns, annotations)
+        for camera, (capture_ns, boxes) in fox.image_annotations(detections).items():
+            self._proto(fox.annotations_topic(camera), capture_ns, boxes)
         self._proto(fox.SCENE_TOPIC, t_ns, fox.scene_update(detections))
         self._json(fox.HINTS_JSON_TOPIC, t_ns, fox.hints_json(outputs.hints), fox.HINTS_SCHEMA)
         if outputs.health is not None:

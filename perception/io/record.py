@@ -157,8 +157,8 @@ class RunRecorder:
         self._seq[topic] = envelope.seq + 1
         if isinstance(message, DetectionsMessage):
             self._write_proto(fox.SCENE_TOPIC, t_ns, fox.scene_update(message))
-            for camera, (capture_ns, annotations) in fox.image_annotations(message).items():
-                self._write_proto(fox.annotations_topic(camera), capture_ns, annotations)
+            for camera, (capture_ns, boxes) in fox.image_annotations(message).items():
+                self._write_proto(fox.annotations_topic(camera), capture_ns, boxes)
             self._write_ros2(ros2.OBJECTS_TOPIC, t_ns, ros2.TRACKED_OBJECTS, ros2.tracked_objects(message))
             for camera, (capture_ns, data) in ros2.detection_2d_arrays(message).items():
                 self._write_ros2(ros2.detections_2d_topic(camera), capture_ns, ros2.DETECTION_2D_ARRAY, data)
