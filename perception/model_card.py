@@ -93,12 +93,29 @@ class ModelCard:
     def num_anchors(self) -> int:
         return sum((self.input_height // s) * (self.input_width // s) for s in self.strides)
 
+    def expected_io(self) -> tuple[dict[str, tuple], dict[str, tuple]]:
+        """Input and output names -> shapes, as ModelContract.expected_io (batch 1: one camera per run)."""
+        return {self.input_name: (1, 3, self.input_height, self.input_width)}, self.expected_outputs()
+
     def expected_outputs(self) -> dict[str, tuple]:
         """Graph output name -> shape (None = any size)."""
         if self.format == "yolox-raw":
             return {self.outputs["raw"]: (1, self.num_anchors, 5 + self.num_classes)}
         return {self.outputs["boxes"]: (1, None, 4), self.outputs["scores"]: (1, None),
                 self.outputs["labels"]: (1, None)}
+
+    def to_dict(self) -> dict:
+        """The card's fields as read by from_dict (YAML / the JSON of the `perception.card` metadata)."""
+        if self.format == "yolox-raw":
+            output: dict = {"name": self.outputs["raw"], "strides": list(self.strides)}
+        else:
+            output = dict(self.outputs)
+        return {"version": CARD_VERSION, "model_id": self.model_id, "format": self.format, "sha256": self.sha256,
+                "input": {"name": self.input_name, "width": self.input_width, "height": self.input_height,
+                          "color_order": self.color_order, "value_range": self.value_range, "mean": list(self.mean),
+                          "std": list(self.std), "pad_value": self.pad_value, "letterbox": self.letterbox},
+                "output": output, "num_classes": self.num_classes,
+                "class_map": {str(k): CLASSES[v] for k, v in sorted(self.class_map.items())}}
 
     @staticmethod
     def from_dict(d: Any, where: str) -> "ModelCard":
@@ -140,6 +157,15 @@ class ModelCard:
             value_range=value_range, mean=_floats3(inp["mean"], "input.mean", where), std=std, pad_value=pad,
             letterbox=_choice(inp["letterbox"], ALIGNMENTS, "input.letterbox", where), outputs=outputs,
             strides=strides, num_classes=num_classes, class_map=_class_map(d["class_map"], num_classes, where))
+
+
+def embed_card(model, card: ModelCard) -> None:
+    """Write `card` (its sha256 = the graph hash of `model`, an onnx.ModelProto) into the model's metadata."""
+    props = [p for p in model.metadata_props if p.key != CARD_METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(props)
+    entry = model.metadata_props.add()
+    entry.key, entry.value = CARD_METADATA_KEY, json.dumps(card.to_dict(), sort_keys=True)
 
 
 def card_path(model_path: str | os.PathLike) -> Path:
@@ -233,7 +259,7 @@ def _check_graph_io(model, card: ModelCard, where: str) -> None:
     inputs = {v.name: v for v in model.graph.input if v.name not in init}
     outputs = {v.name: v for v in model.graph.output}
     problems = []
-    want_in = (1, 3, card.input_height, card.input_width)
+    want_in = card.expected_io()[0][card.input_name]
     if set(inputs) != {card.input_name}:
         problems.append(f"inputs {sorted(inputs)}, card says one input {card.input_name!r}")
     elif not _fits(_shape(inputs[card.input_name]), want_in, batch_free=True):

@@ -142,3 +142,23 @@ def test_the_bundled_yolox_card_is_valid_and_found_by_the_file_hash():
                               3: CLASS_INDEX["cyclist"], 5: CLASS_INDEX["truck"], 7: CLASS_INDEX["truck"]}
     assert bundled_card(card.sha256) == YOLOX_CARD
     assert bundled_card("0" * 64) is None
+
+
+def test_int8_of_a_plug_in_detector_carries_its_card_in_the_metadata(model, tmp_path):
+    """perception/precision/int8.py on a card model: the quantized graph gets the card re-embedded with the
+    new graph hash and an int8 model id, and loads again (opset 11 models are raised to 13 first)."""
+    import numpy as np
+
+    from perception.precision.int8 import quantize_int8
+    from perception.precision.metadata import read_precision
+
+    write(model, card_dict(sha(model)))
+    samples = [{"images": np.random.default_rng(k).uniform(0, 255, (1, 3, 64, 64)).astype(np.float32)}
+               for k in range(2)]
+    out = tmp_path / "tiny.int8.onnx"
+    card = quantize_int8(model, out, samples, method="minmax")
+    assert card.model_id == "tiny+int8-minmax" and card.sha256 == graph_sha256(onnx.load(str(out)))
+    again, _ = read_card(out)
+    assert again == card and read_precision(out).precision == "int8"
+    with pytest.raises(Exception, match="calibration sample 0"):
+        quantize_int8(model, tmp_path / "bad.onnx", [{"image": samples[0]["images"]}])

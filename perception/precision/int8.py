@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from perception.contract import ModelContract, load_model
+from perception.contract import ModelContract
 from perception.errors import ConfigError, ModelContractError
-from perception.precision.graph import elem_types, feature_nodes, output_nodes, time_valued_tensors
+from perception.model_card import ModelCard, load_any_model
+from perception.precision.graph import FEATURE_INPUTS, elem_types, feature_nodes, output_nodes, time_valued_tensors
 from perception.precision.metadata import PrecisionInfo, finish_converted, precision_of
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -63,6 +64,9 @@ class SampleReader:
         return len(self._samples)
 
 
+MIN_OPSET = 13
+
+
 def quantize_int8(source: str | os.PathLike, out: str | os.PathLike, samples: Sequence[dict[str, np.ndarray]],
                   method: str = DEFAULT_METHOD, *, percentile: float = DEFAULT_PERCENTILE,
                   target: str = "tensorrt", per_channel: bool = True, histogram_bins: int = HISTOGRAM_BINS,
@@ -81,17 +85,20 @@ def quantize_int8(source: str | os.PathLike, out: str | os.PathLike, samples: Se
         raise ConfigError(f"quantize: histogram_bins must be >= {2 * ENTROPY_QUANTIZED_BINS}, got {histogram_bins}")
     if not 50.0 < percentile <= 100.0:
         raise ConfigError(f"quantize: percentile must be in (50, 100], got {percentile}")
-    loaded = load_model(source)
+    loaded = load_any_model(source)  # an exported model or a plug-in detector (model card)
     model = onnx.load_model_from_string(loaded.data)
     origin = precision_of(model, str(source))
     if origin.precision != "fp32":
         raise ModelContractError(f"{source}: is already {origin.precision}; quantize the float32 export")
     _check_samples(samples, loaded.contract)
+    if _default_opset(model) < MIN_OPSET:  # per-channel Q/DQ (their `axis`) needs opset 13; YOLOX exports 11
+        model = onnx.version_converter.convert_version(model, MIN_OPSET)
 
     types = elem_types(model)
     heads = {n.name for n in output_nodes(model, "Conv")}
-    timed = time_valued_tensors(model, types)
-    quantized = {n.name for n in feature_nodes(model, types) if n.op_type in QUANTIZED_OPS
+    feature_inputs = (loaded.contract.input_name,) if loaded.contract.stateless else FEATURE_INPUTS
+    timed = time_valued_tensors(model, types, feature_inputs)
+    quantized = {n.name for n in feature_nodes(model, types, feature_inputs) if n.op_type in QUANTIZED_OPS
                  and n.name not in heads and not any(i in timed for i in n.input)}
     exclude = [n.name for n in model.graph.node if n.name not in quantized]
 
@@ -106,7 +113,7 @@ def quantize_int8(source: str | os.PathLike, out: str | os.PathLike, samples: Se
                         activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=calibrate, extra_options=extra, calibration_cache_path=ranges)
         result = onnx.load_model(str(raw))
-    info = PrecisionInfo("int8", loaded.contract.graph_sha256, method, {
+    info = PrecisionInfo("int8", origin.source_graph_sha256, method, {
         "percentile": percentile if method == "percentile" else None, "target": target,
         "histogram_bins": histogram_bins if method != "minmax" else None,
         "per_channel": per_channel, "quantized_nodes": sorted(quantized), **(details or {})})
@@ -144,13 +151,17 @@ def _calibrate(model: onnx.ModelProto, samples: Sequence[dict[str, np.ndarray]],
     return cache
 
 
+def _default_opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
+
+
 def count_qdq(model: onnx.ModelProto) -> tuple[int, int]:
     """(QuantizeLinear, DequantizeLinear) node counts."""
     ops = [n.op_type for n in model.graph.node]
     return ops.count("QuantizeLinear"), ops.count("DequantizeLinear")
 
 
-def _check_samples(samples: Sequence[dict[str, np.ndarray]], contract: ModelContract) -> None:
+def _check_samples(samples: Sequence[dict[str, np.ndarray]], contract: ModelContract | ModelCard) -> None:
     want, _ = contract.expected_io()
     for k, sample in enumerate(samples):
         if set(sample) != set(want):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from perception.contract import METADATA_KEY, ModelContract, embed_contract, graph_sha256, save_model
 from perception.errors import ModelContractError
+from perception.model_card import CARD_METADATA_KEY, ModelCard, embed_card
 
 PRECISION_KEY = "perception.precision"
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -79,16 +80,22 @@ def read_precision(path: str | os.PathLike) -> PrecisionInfo:
     return precision_of(model, str(path))
 
 
-def finish_converted(model, source: ModelContract, info: PrecisionInfo, out: str | os.PathLike) -> ModelContract:
-    """Re-embed the contract for the new graph, record `info`, check and write `model` to `out` atomically."""
-    props = [p for p in model.metadata_props if p.key not in (METADATA_KEY, PRECISION_KEY)]
+def finish_converted(model, source: ModelContract | ModelCard, info: PrecisionInfo,
+                     out: str | os.PathLike) -> ModelContract | ModelCard:
+    """Re-embed the contract (or a plug-in detector's model card) for the new graph, record `info`, check
+    and write `model` to `out` atomically."""
+    props = [p for p in model.metadata_props if p.key not in (METADATA_KEY, CARD_METADATA_KEY, PRECISION_KEY)]
     del model.metadata_props[:]
     model.metadata_props.extend(props)
     digest = graph_sha256(model)
     base_id = source.model_id.split("+", 1)[0]
-    contract = dataclasses.replace(source, model_id=f"{base_id}+{info.precision}"
-                                   + (f"-{info.method}" if info.method else ""), graph_sha256=digest)
-    embed_contract(model, contract)
+    model_id = f"{base_id}+{info.precision}" + (f"-{info.method}" if info.method else "")
+    if source.stateless:
+        contract = dataclasses.replace(source, model_id=model_id, sha256=digest)
+        embed_card(model, contract)
+    else:
+        contract = dataclasses.replace(source, model_id=model_id, graph_sha256=digest)
+        embed_contract(model, contract)
     entry = model.metadata_props.add()
     entry.key, entry.value = PRECISION_KEY, info.to_json()
     save_model(model, out)
