@@ -46,11 +46,16 @@ class _Timings(Sink):
 def run_node(config: NodeConfig, pacing: str, warmup: int = 5) -> dict:
     """One run of the node; the first `warmup` frame sets (first inference, caches) are left out."""
     config = dataclasses.replace(config, source=dataclasses.replace(config.source, pacing=pacing))
-    timings = _Timings()
+    stages: list[dict[str, int]] = []
+    marks: list[float] = []
+
+    def record(_summary, out) -> None:
+        stages.append(out.stage_ns)
+        marks.append(time.perf_counter())
+
     with NodeProcess(config) as process:
-        process.attach(timings)
-        summary = process.run()
-    stages, marks = timings.stages[warmup:], timings.marks[warmup:]
+        summary = process.run(status=record)
+    stages, marks = stages[warmup:], marks[warmup:]
     wall = marks[-1] - marks[0]
     sets = len(stages) - 1
     engine = np.array([s["engine"] for s in stages[1:]]) / 1e6
@@ -66,13 +71,17 @@ def main() -> None:
     parser.add_argument("--drive")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--messages", type=int, default=500)
+    parser.add_argument("--cameras", type=int, help="a synthetic drive of this many cameras (demo drive settings) "
+                                                    "instead of the demo drive")
+    parser.add_argument("--preprocess", choices=("cpu", "cuda"), default="cpu")
     args = parser.parse_args()
+    drive = args.drive or _drive(args.cameras)
 
     with tempfile.TemporaryDirectory() as tmp:
         base = NodeConfig()
         config = dataclasses.replace(
             base, model=args.model,
-            source=dataclasses.replace(base.source, drive=args.drive),
+            source=dataclasses.replace(base.source, drive=drive), preprocess=args.preprocess,
             engine=dataclasses.replace(base.engine, threads=args.threads),
             publish=dataclasses.replace(base.publish, endpoint=f"ipc://{tmp}/bench"))
         realtime = run_node(config, "realtime")
@@ -101,6 +110,16 @@ def main() -> None:
     width = max(len(r[0]) for r in rows)
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>18}  {note}")
+
+
+def _drive(cameras: int | None) -> str:
+    from perception.commands.run import DEMO_DRIVE, demo_drive
+
+    if cameras is None:
+        return demo_drive()
+    from replay.synth import cached_drive
+
+    return str(cached_drive(**{**DEMO_DRIVE, "num_cameras": cameras}))
 
 
 if __name__ == "__main__":
