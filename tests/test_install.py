@@ -6,6 +6,7 @@ small drive without importing torch."""
 from __future__ import annotations
 
 import shutil
+import os
 import subprocess
 import sys
 import sysconfig
@@ -60,11 +61,14 @@ def test_wheel_install_runs_the_node_without_torch(tmp_path):
               f"rc = main(['run', '--drive', {str(drive)!r}, '--max-frame-sets', '3', '--pacing', 'fast', "
               f"'--quiet', '--endpoint', 'ipc://{tmp_path}/node'])\n"
               "print('torch imported' if 'torch' in sys.modules else 'no torch')\nsys.exit(rc)\n")
-    result = subprocess.run([python, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    # the installed package only: no PYTHONPATH pointing back into a checkout
+    clean_env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run([python, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                            env=clean_env)
     assert result.returncode == 0, result.stderr
     assert f"package {site}" in result.stdout and "no torch" in result.stdout
     assert "3 frame sets" in result.stderr and "model demo-" in result.stderr
 
     version = subprocess.run([env_dir / "bin" / "perception", "--version"], capture_output=True, text=True,
-                             cwd=tmp_path)
+                             cwd=tmp_path, env=clean_env)
     assert version.returncode == 0 and version.stdout.startswith("perception 0.")
