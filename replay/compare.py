@@ -266,6 +266,21 @@ class _ObjectComparison:
                 ious += self._frame(g.t_ns, g.message, r.message)
         self.mean_iou = float(np.mean(ious)) if ious else math.nan
 
+    def _match(self, g_ids: np.ndarray, r_ids: np.ndarray, iou: np.ndarray,
+               allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Objects with the same track id (same camera and class, IoU >= min_iou) first, the rest by IoU."""
+        same = allowed & (iou >= self.tol.min_iou) & (g_ids[:, None] == r_ids[None, :])
+        gi, ri = [], []
+        for a, b in zip(*np.nonzero(same)):
+            if a not in gi and b not in ri:
+                gi.append(int(a))
+                ri.append(int(b))
+        g_rest = np.setdiff1d(np.arange(len(g_ids)), gi)
+        r_rest = np.setdiff1d(np.arange(len(r_ids)), ri)
+        a2, b2 = match_boxes(iou[np.ix_(g_rest, r_rest)], self.tol.min_iou, allowed[np.ix_(g_rest, r_rest)])
+        return (np.concatenate([np.array(gi, np.intp), g_rest[a2]]).astype(np.intp),
+                np.concatenate([np.array(ri, np.intp), r_rest[b2]]).astype(np.intp))
+
     def _frame(self, t_ns: int, g: DetectionsMessage, r: DetectionsMessage) -> list[float]:
         go, ro = g.objects, r.objects
         self.golden_count += len(go)
@@ -275,8 +290,10 @@ class _ObjectComparison:
         g_cls = np.array(g.classes, dtype=object)[go.cls] if len(go) else np.zeros(0, object)
         r_cls = np.array(r.classes, dtype=object)[ro.cls] if len(ro) else np.zeros(0, object)
         iou = box_iou(go.box, ro.box)
+        if len(go) and len(ro):  # identical boxes match, degenerate ones too (their IoU with anything is 0)
+            iou = np.where((go.box[:, None, :] == ro.box[None, :, :]).all(axis=2), 1.0, iou)
         allowed = (g_cam[:, None] == r_cam[None, :]) & (g_cls[:, None] == r_cls[None, :])
-        gi, ri = match_boxes(iou, self.tol.min_iou, allowed)
+        gi, ri = self._match(go.track_id, ro.track_id, iou, allowed)
         self.matched += len(gi)
         self.id_maps[t_ns] = {int(go.track_id[a]): int(ro.track_id[b]) for a, b in zip(gi, ri)}
 

@@ -193,3 +193,17 @@ def test_determinism_check(drive, tmp_path):
     shorter = record(tmp_path / "d.mcap", rig, messages[:-3], drive)
     assert any("40 messages in a.mcap, 39 in d.mcap" in d for d in run_differences(a, shorter))
     assert T0 == detections[0].frame_ns
+
+
+def test_identical_runs_with_an_inverted_box_compare_equal(drive, tmp_path):
+    """Identical objects match by track id first, and identical boxes match even when degenerate (issue 12:
+    an inverted box has IoU 0 with itself)."""
+    messages = copy.deepcopy(simulated_outputs(drive))
+    target = next(m for m in messages if isinstance(m, DetectionsMessage) and len(m.objects) > 1)
+    box = target.objects.box
+    box[0] = (box[0][2], box[0][1], box[0][0] - 7, box[0][3])  # x0 > x1
+    golden = _run(tmp_path, drive, messages, "golden.mcap")
+    result = compare_runs(golden, _run(tmp_path, drive, copy.deepcopy(messages)))
+    assert result.passed and not result.findings, format_diff(result)
+    g, r, matched = result.objects
+    assert g == r == matched
