@@ -50,7 +50,7 @@ def scene(noise: float = 2.0) -> list[Detections]:
 
 def test_cleaning_drops_ghosts_fills_gaps_votes_the_class_and_smooths() -> None:
     frames = scene()
-    (track,) = clean(T, frames, CleaningConfig(max_gap=2), SIZE)
+    (track,) = clean(T, frames, CleaningConfig(max_gap=2, class_agnostic=True), SIZE)
     assert track.cls == CAR
     np.testing.assert_array_equal(track.frame, np.arange(20))
     assert track.origin[6] == track.origin[7] == INTERPOLATED and (np.delete(track.origin, [6, 7]) == TEACHER).all()
@@ -66,9 +66,9 @@ def test_class_strict_association_splits_a_flickering_track() -> None:
 
 
 def test_gaps_longer_than_max_gap_split_the_track_and_short_tracks_go() -> None:
-    tracks = clean(T, scene(), CleaningConfig(max_gap=1, min_frames=3), SIZE)
+    tracks = clean(T, scene(), CleaningConfig(max_gap=1, min_frames=3, class_agnostic=True), SIZE)
     assert [(int(tr.frame[0]), int(tr.frame[-1])) for tr in tracks] == [(0, 5), (8, 19)]
-    assert clean(T, scene(), CleaningConfig(max_gap=1, min_frames=7), SIZE)[0].frame[0] == 8
+    assert clean(T, scene(), CleaningConfig(max_gap=1, min_frames=7, class_agnostic=True), SIZE)[0].frame[0] == 8
     assert clean(T, scene(), CleaningConfig(min_track_score=0.9), SIZE) == []
 
 
@@ -88,7 +88,8 @@ class Labels:  # what apply_corrections needs of pipeline.CameraLabels
 
 
 def labelled() -> Labels:
-    return Labels("front", SIZE, np.asarray(T, np.int64), clean(T, scene(), CleaningConfig(max_gap=2), SIZE))
+    return Labels("front", SIZE, np.asarray(T, np.int64),
+                  clean(T, scene(), CleaningConfig(max_gap=2, class_agnostic=True), SIZE))
 
 
 def test_corrections_delete_relabel_and_rebox() -> None:

@@ -3,16 +3,17 @@
 1. Association: the node's per-camera image tracker (`perception.track.camera_tracker.CameraTracker`,
    ByteTrack-style two-stage IoU matching on constant-velocity box filters) links the detections of
    successive frames. It needs no calibration (it works in pixels), so the uncalibrated default camera of
-   a video is no obstacle. It runs class-agnostic (every detection as class 0) so that a teacher flickering
-   between car and truck keeps one track; detections of another class on the same object (IoU >=
-   `duplicate_iou`; class-wise NMS keeps such pairs) are merged into the higher-scored one first. The
-   class is voted afterwards. Tracks coast `max_gap` frames.
+   a video is no obstacle. It matches within a class by default; with `class_agnostic` it links every
+   class (so a teacher flickering between car and truck keeps one track) after merging detections of
+   another class on the same object (IoU >= `duplicate_iou`; class-wise NMS keeps such pairs) into the
+   higher-scored one, and votes the class. On synthetic drives class-strict matching measured better
+   (docs/autolabel.md). Tracks coast `max_gap` frames.
 2. Per track: dropped when it has fewer than `min_frames` teacher detections or a mean teacher score
    (its `track_score`) under `min_track_score`; gaps of up to `max_gap` frames filled by interpolating
    the boxes linearly in capture time; every box coordinate smoothed with a Savitzky-Golay filter over
    `smooth_frames` frames (a local polynomial of degree `smooth_order`: steady motion passes unchanged);
    one class for the whole track, the class with the highest summed teacher score (merged duplicates
-   included).
+   included; with class-strict matching the track's only class).
 Track ids are those of the tracker: deterministic for the same detections and configuration, so a
 corrections file written against one run applies to the next (docs/autolabel.md).
 """
@@ -50,7 +51,8 @@ class CleaningConfig(ConfigBase):
                          "interpolation)", unit="frames", ge=0)
     smooth_frames: int = param(5, "window of the box smoothing (odd; 1 = none)", unit="frames", ge=1)
     smooth_order: int = param(1, "degree of the smoothing polynomial", ge=0)
-    class_agnostic: bool = param(True, "link detections of any class into one track (its class is voted)")
+    class_agnostic: bool = param(False, "link detections of any class into one track (its class is voted); "
+                                 "default off: on synthetic drives it merged objects of different classes")
     duplicate_iou: float = param(0.7, "class-agnostic: a detection overlapping a higher-scored one of another "
                                  "class this much is the same object (it only votes for its class)", gt=0.0, le=1.0)
 

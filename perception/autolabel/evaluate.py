@@ -1,7 +1,8 @@
 """What cleaning buys: a teacher's raw boxes and the cleaned labels, both against a drive's own ground truth.
 
 Both are label sets: the teacher's boxes at or above `min_track_score` (the obvious way to label without
-cleaning, ranked by teacher score) and the cleaned labels (every label written, ranked by track score).
+cleaning, ranked by teacher score) and the cleaned labels (every label written, ranked by their `score`:
+the teacher's, interpolated across gaps; ranking by track score measured worse).
 Scored with the one evaluation protocol (perception/eval, the difficulty level's ignore rules): AP@0.5 per
 class, and the precision / recall of the whole set at IoU 0.5. Only for drives whose labels are exact
 (synthetic drives, hand-labelled drives), which autolabel replaces.
@@ -64,7 +65,7 @@ def evaluate_cleaning(drive_path: str | Path, teacher_path: str | Path, options:
             raw.append(_frame(d.box, d.cls, d.score, gt, widths[cam.camera], level))
             boxes = labelled[f].boxes
             cleaned.append(_frame([b.box for b in boxes], [CLASS_INDEX[b.cls] for b in boxes],
-                                  [b.auto.track_score for b in boxes], gt, widths[cam.camera], level))
+                                  [b.auto.score for b in boxes], gt, widths[cam.camera], level))
     return CleaningGain(str(drive_path), len(raw), _scores(raw), _scores(cleaned))
 
 

@@ -94,7 +94,8 @@ class LabelResult:
 
 def selected_frames(drive: Drive, cameras: Sequence[str], options: LabelOptions) -> Iterator[CameraFrame]:
     """The frames to label: within [start, end) of the recording's first frame, every k-th per camera."""
-    t0 = drive.start_ns or 0
+    # asked only with a time range: a video's start_ns grabs every frame of the file once
+    t0 = 0 if options.start_s is None and options.end_s is None else (drive.start_ns or 0)
     start = None if options.start_s is None else t0 + round(options.start_s * 1e9)
     end = None if options.end_s is None else t0 + round(options.end_s * 1e9)
     counts = dict.fromkeys(cameras, 0)
