@@ -209,3 +209,18 @@ def test_export_cuts_a_clip_that_is_a_regression_case(indexed, tmp_path, replay_
     replay_regression(clip, golden=clip)
     sheet = write_contact_sheet(db, [hit], tmp_path / "sheet.html", title="lead_brake")
     assert sheet.read_text().count("data:image/jpeg;base64,") == 1
+
+
+def test_index_and_search_commands(indexed, tmp_path, capsys):
+    from perception.cli import main
+
+    db, ids, root = indexed
+    run = root / "runs" / f"{ids['lead_brake']}.run.mcap"
+    assert main(["index", str(run), str(tmp_path / "missing.mcap"), "--db", str(tmp_path / "f.duckdb")]) == 1
+    out = capsys.readouterr()
+    assert f"{ids['lead_brake']}: 50 frame sets" in out.out and "missing.mcap" in out.err
+    assert main(["search", "lead_brake", "--db", str(tmp_path / "f.duckdb")]) == 0
+    assert "lead 1 brakes" in capsys.readouterr().out
+    assert main(["search", "pedestrain", "--db", str(tmp_path / "f.duckdb")]) == 2
+    assert "unknown word 'pedestrain'" in capsys.readouterr().err
+    assert main(["search", "cut_in", "--db", str(tmp_path / "none.duckdb")]) == 2
