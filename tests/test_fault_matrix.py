@@ -256,3 +256,35 @@ def test_signal_at_start_up_and_mid_run_leaves_a_readable_recording(tmp_path, si
         run = load_run(record)
         if when_s > 0:
             assert run.topic("detections"), "mid-run: the recording holds what was published"
+
+
+# ---- frame-bus authentication ----------------------------------------------------------------------------
+def test_framebus_curve_accepts_the_listed_node_and_refuses_others(tmp_path):
+    from perception.messaging.curve import CurveClientKeys, CurveServerKeys, create_keys
+    from perception.sources.framebus import FrameBusReceiver
+
+    bus_public, bus_secret = create_keys(tmp_path / "bus", "bus")
+    node_public, node_secret = create_keys(tmp_path / "clients", "node")
+    _, intruder_secret = create_keys(tmp_path / "other", "intruder")
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    publisher = FrameBusPublisher(endpoint, curve=CurveServerKeys(bus_secret, tmp_path / "clients"))
+    image = Frame.from_bgr(np.zeros((8, 8, 3), np.uint8))
+
+    def receive(secret: Path) -> int:
+        stop = threading.Event()
+        got: list[CapturedFrame] = []
+        receiver = FrameBusReceiver(endpoint, ["front"], curve=CurveClientKeys(secret, bus_public))
+        thread = threading.Thread(target=lambda: got.extend(receiver.frames(stop)), daemon=True)
+        thread.start()
+        for seq in range(20):
+            publisher.send(CapturedFrame("front", 1_000 + seq, image, seq))
+            time.sleep(0.05)
+        stop.set()
+        thread.join(5)
+        return len(got)
+
+    try:
+        assert receive(node_secret) > 0
+        assert receive(intruder_secret) == 0
+    finally:
+        publisher.close()

@@ -21,7 +21,7 @@ from perception.engine.stages import DeviceStages, HostStages, Stages
 from perception.errors import ConfigError
 from perception.io.drive import open_drive
 from perception.io.record import RunRecorder
-from perception.messaging.curve import CurveServerKeys
+from perception.messaging.curve import CurveClientKeys, CurveServerKeys
 from perception.messaging.publisher import Publisher
 from perception.node.config import NodeConfig
 from perception.node.defaults import DEMO_MODEL
@@ -77,7 +77,9 @@ def open_source(config: NodeConfig) -> Source:
     assert rig is not None  # config validation requires a rig for live sources
     if src.kind == "cameras":
         return CameraSource(rig, src.cameras)
-    return FrameBusSource(rig, src.endpoint)
+    curve = (None if src.curve_secret_key is None
+             else CurveClientKeys(Path(src.curve_secret_key), Path(src.curve_server_key)))
+    return FrameBusSource(rig, src.endpoint, curve)
 
 
 def open_engine(config: NodeConfig) -> Engine:

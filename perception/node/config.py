@@ -48,6 +48,10 @@ class SourceConfig(ConfigBase):
     loop: bool = param(False, "start a recorded drive over when it ends")
     cameras: dict[str, str] = param({}, "kind cameras: camera name -> OpenCV source spec")
     endpoint: str | None = param(None, "kind framebus: the frame bus endpoint, e.g. tcp://127.0.0.1:7460")
+    curve_secret_key: str | None = param(None, "kind framebus: the node's CURVE secret key file (zmq.auth format)",
+                                         path=True)
+    curve_server_key: str | None = param(None, "kind framebus: the frame bus publisher's CURVE public key file",
+                                         path=True)
     first_frame_timeout_s: float = param(10.0, "the node exits with an error when no frame set arrives within this "
                                          "time of starting (0 = wait for ever)", unit="s", ge=0.0)
 
@@ -56,6 +60,8 @@ class SourceConfig(ConfigBase):
             raise self.invalid("cameras", "kind 'cameras' needs at least one camera")
         if self.kind == "framebus" and self.endpoint is None:
             raise self.invalid("endpoint", "kind 'framebus' needs an endpoint like tcp://127.0.0.1:7460")
+        if (self.curve_secret_key is None) != (self.curve_server_key is None):
+            raise self.invalid("curve_secret_key", "CURVE needs both curve_secret_key and curve_server_key")
 
 
 @dataclass(frozen=True)

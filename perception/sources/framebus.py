@@ -3,7 +3,9 @@
 Message (multipart, one ZeroMQ message): [camera name, msgpack header, pixel buffer]
 Header: {"v": 1, "t_ns": int, "seq": int, "width": int, "height": int, "stride": int,
          "format": "nv12"|"yuyv"|"bgr8"|"rgb8", "matrix": "bt601"|"bt709", "range": "limited"|"full"}
-The subscriber validates every field and the buffer size; a bad message is counted and skipped.
+The subscriber validates every field and the buffer size; a bad message is counted and skipped, and
+libzmq drops a peer sending a part larger than MAX_FRAME_BYTES. Optional CURVE (perception/messaging/curve.py):
+the camera process's publisher is the server accepting only listed node keys, the node is a client.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import zmq
 
 from perception.errors import FrameError, MessageError
 from perception.frame import ColorMatrix, ColorRange, ColorSpec, Frame, PixelFormat
+from perception.messaging.curve import CurveClientKeys, CurveServerKeys, configure_client, start_server
 from perception.sources.slot import CapturedFrame
 
 FRAMEBUS_VERSION = 1
@@ -85,10 +88,12 @@ def decode_frame(parts: list[bytes]) -> CapturedFrame:
 class FrameBusPublisher:
     """For camera processes (and tests): publishes frames on the bus."""
 
-    def __init__(self, endpoint: str, context: zmq.Context | None = None) -> None:
+    def __init__(self, endpoint: str, context: zmq.Context | None = None,
+                 curve: CurveServerKeys | None = None) -> None:
         self._ctx = context or zmq.Context.instance()
         self.socket = self._ctx.socket(zmq.PUB)
         self.socket.setsockopt(zmq.LINGER, 0)
+        self._authenticator = start_server(self._ctx, self.socket, curve) if curve is not None else None
         self.socket.bind(endpoint)
 
     def send(self, captured: CapturedFrame) -> None:
@@ -96,13 +101,17 @@ class FrameBusPublisher:
 
     def close(self) -> None:
         self.socket.close()
+        if self._authenticator is not None:
+            self._authenticator.stop()
 
 
 class FrameBusReceiver:
     """Subscribes to the bus for a set of cameras; counts malformed messages instead of dying."""
 
-    def __init__(self, endpoint: str, cameras: list[str], context: zmq.Context | None = None) -> None:
+    def __init__(self, endpoint: str, cameras: list[str], context: zmq.Context | None = None,
+                 curve: CurveClientKeys | None = None) -> None:
         self.endpoint = endpoint
+        self.curve = curve
         self.cameras = cameras
         self.bad_messages = 0
         self.last_error: str | None = None
@@ -112,6 +121,9 @@ class FrameBusReceiver:
         socket = self._ctx.socket(zmq.SUB)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.RCVHWM, 4 * len(self.cameras))
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_BYTES)
+        if self.curve is not None:
+            configure_client(socket, self.curve)
         for camera in self.cameras:
             socket.setsockopt(zmq.SUBSCRIBE, camera.encode())
         socket.connect(self.endpoint)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from calib.rig import Rig
 from perception.errors import ConfigError
+from perception.messaging.curve import CurveClientKeys
 from perception.sources.base import BadFrame, Producer, PushSource
 from perception.sources.capture import capture_frames, check_spec
 from perception.sources.framebus import FrameBusReceiver
@@ -33,9 +34,10 @@ class CameraSource(PushSource):
 class FrameBusSource(PushSource):
     """Frames published by another process on the frame bus (perception/sources/framebus.py)."""
 
-    def __init__(self, rig: Rig, endpoint: str) -> None:
+    def __init__(self, rig: Rig, endpoint: str, curve: CurveClientKeys | None = None) -> None:
         super().__init__(rig)
         self.endpoint = endpoint
+        self.curve = curve
 
     def producers(self, cameras: tuple[str, ...], on_bad_frame: BadFrame) -> list[tuple[str, Producer, tuple[str, ...]]]:
-        return [("framebus", FrameBusReceiver(self.endpoint, list(cameras)).frames, cameras)]
+        return [("framebus", FrameBusReceiver(self.endpoint, list(cameras), curve=self.curve).frames, cameras)]
