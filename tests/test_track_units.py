@@ -94,6 +94,17 @@ def test_camera_tracks_confirm_coast_and_drop():
     assert len(tracker) == 0
 
 
+def test_a_matched_track_that_leaves_the_image_is_dropped_and_not_reported_as_measured():
+    """Its detection matched it, but its updated box lies outside the image: it is dropped in that step and
+    must not be in the step's measured tracks (the fusion would link a track that no longer exists)."""
+    tracker = CameraTracker(TrackerConfig(), (160, 90))
+    first = tracker.step(0, _dets([[150.0, 10.0, 200.0, 50.0]], [0.9]))
+    assert first.track_ids.tolist() == [1]
+    step = tracker.step(50_000_000, _dets([[159.5, 10.0, 209.5, 50.0]], [0.9]))
+    assert step.dropped.tolist() == [1] and 1 not in step.track_ids.tolist() and len(tracker) == 0
+    assert len(step.track_ids) == len(step.det_index)
+
+
 def test_tentative_track_dies_on_first_miss_and_weak_detections_start_nothing():
     tracker = CameraTracker(TrackerConfig())
     tracker.step(0, _dets([[0, 0, 50, 50], [200, 0, 250, 50]], [0.9, 0.3]))

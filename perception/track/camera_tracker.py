@@ -108,6 +108,10 @@ class CameraTracker:
         dropped = self._remove((track_free & (self.hits < cfg.confirm_hits)) | (self.misses > cfg.max_misses)
                                | outside)
 
+        # a matched track whose box left the image is gone: its detection is not reported as measuring it
+        alive = ~np.isin(matched_ids, dropped)
+        matched_ids, d_rows = matched_ids[alive], d_rows[alive]
+
         births = np.flatnonzero(high_free & (dets.score >= cfg.new_track_score))
         new_ids = self._start(births, det_boxes[births], dets, t_ns)
         return CameraStep(np.concatenate([matched_ids, new_ids]), np.concatenate([d_rows, births]), dropped)
