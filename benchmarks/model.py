@@ -13,7 +13,11 @@ Variants take turns within every round, so load from other processes hits them a
 with the default `spin=False` (idle ONNX Runtime threads sleep): with spinning, one session's idle threads
 would steal the cores from the next variant.
 
-    python benchmarks/model.py [--model models/demo.onnx] [--cameras 3] [--runs 200] [--threads 2]
+- baseline:       with `--baseline OTHER.onnx`, that model streaming the same frames, interleaved too
+                  (the ratio is the engine-time target of a replacement model)
+
+    python benchmarks/model.py [--model models/demo.onnx] [--baseline old.onnx] [--cameras 3] [--runs 200]
+                               [--threads 2]
 """
 
 from __future__ import annotations
@@ -84,6 +88,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "demo.onnx")
+    parser.add_argument("--baseline", type=Path, help="another model timed side by side (streaming)")
     parser.add_argument("--cameras", type=int, default=3)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
@@ -98,6 +103,13 @@ def main() -> int:
     period_ns = 50_000_000
     clock = {"t": 0}
     states = {"streaming": plain.initial_state(n), "streaming+iob": bound.initial_state(n)}
+    baseline = OnnxRuntimeEngine(args.baseline, threads=args.threads) if args.baseline else None
+    if baseline is not None:
+        b = baseline.contract
+        if (b.input_height, b.input_width) != (c.input_height, c.input_width):
+            parser.error(f"--baseline {args.baseline}: input {b.input_width}x{b.input_height}, the model's is "
+                         f"{c.input_width}x{c.input_height}")
+        states["baseline"] = baseline.initial_state(n)
 
     def stream(name: str, engine: OnnxRuntimeEngine) -> None:
         clock["t"] += period_ns
@@ -112,6 +124,8 @@ def main() -> int:
     variants = {"streaming": lambda: stream("streaming", plain),
                 "streaming+iob": lambda: stream("streaming+iob", bound),
                 f"recompute K={k}": recompute}
+    if baseline is not None:
+        variants[f"baseline {args.baseline.name} streaming"] = lambda: stream("baseline", baseline)
     for fn in variants.values():
         for _ in range(3):
             fn()

@@ -24,7 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", metavar="CHECKPOINT", help="start from these weights")
     parser.add_argument("--init-part", choices=("all", "backbone"), default="all",
                         help="what --init copies (default all)")
-    parser.add_argument("--freeze", choices=("none", "backbone"), default="none", help="parameters kept fixed")
+    parser.add_argument("--teacher-init", metavar="YOLOX.onnx",
+                        help="start a 'yolox-nano' backbone from this YOLOX-Nano export (transfer learning)")
+    parser.add_argument("--freeze", choices=("none", "backbone", "teacher"), default="none",
+                        help="parameters kept fixed (teacher: the convolutions --teacher-init copied)")
     for name, kind, help_text in (
             ("epochs", int, "epochs (upper bound: early stopping)"), ("steps_per_epoch", int, "steps per epoch"),
             ("batch_size", int, "clips per step"), ("clip_length", int, "frames per clip"),
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         clip_length=args.clip_length, crop_width=args.crop_width, lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, patience=args.patience, val_frames=args.val_frames, seed=args.seed,
         threads=args.threads, workers=args.workers, bf16=args.bf16, init=args.init, init_part=args.init_part,
-        freeze=args.freeze)
+        teacher_init=args.teacher_init, freeze=args.freeze)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
     best = train(cfg, resume=args.resume, progress=not args.quiet)

@@ -24,7 +24,8 @@ class ModelConfig:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)   # RGB, applied to values in [0, 1]
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     stride: int = 8
-    backbone_channels: tuple[int, ...] = (16, 32, 48, 96)       # at strides 2, 4, 8, 16
+    backbone: str = "resnet"                                    # "resnet" | "yolox-nano" (network.py)
+    backbone_channels: tuple[int, ...] = (16, 32, 48, 96)       # "resnet": at strides 2, 4, 8, 16
     feature_channels: int = 32                                  # per-frame features kept in the state
     head_channels: int = 48
     window: int = 3                                             # K: frames fused (current + K-1 stored)
@@ -41,6 +42,10 @@ class ModelConfig:
             problems.append(f"classes must be a non-empty list of distinct names, got {list(self.classes)}")
         if self.stride not in (8, 16):
             problems.append(f"stride must be 8 or 16, got {self.stride}")
+        if self.backbone not in ("resnet", "yolox-nano"):
+            problems.append(f"backbone must be 'resnet' or 'yolox-nano', got {self.backbone!r}")
+        if self.backbone == "yolox-nano" and (self.stride != 8 or self.input_height % 32 or self.input_width % 32):
+            problems.append("backbone 'yolox-nano' needs stride 8 and an input size in multiples of 32")
         if len(self.backbone_channels) != 4 or min(self.backbone_channels) <= 0:
             problems.append(f"backbone_channels must be 4 positive widths, got {list(self.backbone_channels)}")
         for name in ("input_height", "input_width"):

@@ -69,11 +69,94 @@ class Backbone(nn.Module):
         return self.out(x16)
 
 
+def _silu_conv(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
+    """YOLOX's BaseConv as exported (batch norm folded into the conv's bias), SiLU."""
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=True), nn.SiLU())
+
+
+def _dw_conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(_silu_conv(cin, cin, 3, stride, groups=cin), _silu_conv(cin, cout))
+
+
+class _CSP(nn.Module):
+    """YOLOX CSPLayer (depthwise); submodules registered in the order the exported graph runs them."""
+
+    def __init__(self, cin: int, cout: int, n: int, shortcut: bool = True) -> None:
+        super().__init__()
+        hidden = cout // 2
+        self.conv1, self.conv2 = _silu_conv(cin, hidden), _silu_conv(cin, hidden)
+        self.m = nn.ModuleList(nn.Sequential(_silu_conv(hidden, hidden), _dw_conv(hidden, hidden)) for _ in range(n))
+        self.conv3 = _silu_conv(2 * hidden, cout)
+        self.shortcut = shortcut
+
+    def forward(self, x: Tensor) -> Tensor:
+        a, b = self.conv1(x), self.conv2(x)
+        for block in self.m:
+            a = a + block(a) if self.shortcut else block(a)
+        return self.conv3(torch.cat([a, b], 1))
+
+
+class _SPP(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = _silu_conv(cin, cin // 2), _silu_conv(cin // 2 * 4, cout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.conv1(x)
+        return self.conv2(torch.cat([x] + [nn.functional.max_pool2d(x, k, 1, k // 2) for k in (5, 9, 13)], 1))
+
+
+class YoloxNanoBackbone(nn.Module):
+    """YOLOX-Nano's CSPDarknet + the PAFPN's top-down path + the stride-8 head's stem and cls / reg towers
+    (perception/model/yolox.py loads the teacher's weights), then a 1x1 projection to the stored features.
+
+    The node feeds RGB normalised with the contract's mean / std; YOLOX was trained on BGR 0-255, so the
+    first step undoes the normalisation exactly (a per-channel affine) and reverses the channel order.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.register_buffer("in_scale", torch.tensor(cfg.std[::-1]).reshape(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("in_shift", torch.tensor(cfg.mean[::-1]).reshape(1, 3, 1, 1) * 255.0, persistent=False)
+        self.stem = _silu_conv(12, 16, 3)                                           # Focus
+        self.dark2 = nn.Sequential(_dw_conv(16, 32, 2), _CSP(32, 32, 1))
+        self.dark3 = nn.Sequential(_dw_conv(32, 64, 2), _CSP(64, 64, 3))
+        self.dark4 = nn.Sequential(_dw_conv(64, 128, 2), _CSP(128, 128, 3))
+        self.dark5 = nn.Sequential(_dw_conv(128, 256, 2), _SPP(256, 256), _CSP(256, 256, 1, shortcut=False))
+        self.lateral0 = _silu_conv(256, 128)
+        self.c3_p4 = _CSP(256, 128, 1, shortcut=False)
+        self.reduce1 = _silu_conv(128, 64)
+        self.c3_p3 = _CSP(128, 64, 1, shortcut=False)
+        self.head_stem = _silu_conv(64, 64)
+        self.cls_tower = nn.Sequential(_dw_conv(64, 64), _dw_conv(64, 64))
+        self.reg_tower = nn.Sequential(_dw_conv(64, 64), _dw_conv(64, 64))
+        self.project = _conv(128, cfg.feature_channels, k=1)
+
+    def pretrained_convs(self) -> list[nn.Conv2d]:
+        """The convolutions that come from the teacher, in the exported graph's order."""
+        return [m for name, m in self.named_modules() if isinstance(m, nn.Conv2d) and not name.startswith("project")]
+
+    def forward(self, images: Tensor) -> Tensor:
+        x = torch.flip(images, [1]) * self.in_scale + self.in_shift
+        x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], 1)
+        x3 = self.dark3(self.dark2(self.stem(x)))
+        x4 = self.dark4(x3)
+        x5 = self.dark5(x4)
+        up = lambda t: nn.functional.interpolate(t, scale_factor=2.0, mode="nearest")  # noqa: E731
+        f0 = self.lateral0(x5)
+        f1 = self.reduce1(self.c3_p4(torch.cat([up(f0), x4], 1)))
+        p3 = self.head_stem(self.c3_p3(torch.cat([up(f1), x3], 1)))
+        return self.project(torch.cat([self.cls_tower(p3), self.reg_tower(p3)], 1))
+
+
+BACKBONES = {"resnet": Backbone, "yolox-nano": YoloxNanoBackbone}
+
+
 class TemporalCenterNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.backbone = Backbone(cfg)
+        self.backbone = BACKBONES[cfg.backbone](cfg)
         k1, c, h = cfg.window - 1, cfg.feature_channels, cfg.head_channels
         # input: current features, K-1 masked stored features, and per slot (valid, valid * age) planes
         self.fusion = nn.Sequential(_conv(c * cfg.window + 2 * k1, h, k=1), _Residual(h))

@@ -61,7 +61,8 @@ class TrainConfig:
     bf16: bool = False
     init: str | None = None               # checkpoint to start from
     init_part: str = "all"                # "all" | "backbone"
-    freeze: str = "none"                  # "none" | "backbone"
+    teacher_init: str | None = None       # YOLOX-Nano ONNX whose weights start a "yolox-nano" backbone
+    freeze: str = "none"                  # "none" | "backbone" | "teacher" (the convolutions from the teacher)
     augmentation: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self) -> None:
@@ -79,8 +80,10 @@ class TrainConfig:
             problems.append("lr must be > 0, weight_decay and warmup_steps >= 0")
         if self.init_part not in ("all", "backbone"):
             problems.append(f"init_part must be 'all' or 'backbone', got {self.init_part!r}")
-        if self.freeze not in ("none", "backbone"):
-            problems.append(f"freeze must be 'none' or 'backbone', got {self.freeze!r}")
+        if self.freeze not in ("none", "backbone", "teacher"):
+            problems.append(f"freeze must be 'none', 'backbone' or 'teacher', got {self.freeze!r}")
+        if (self.teacher_init or self.freeze == "teacher") and self.model.backbone != "yolox-nano":
+            problems.append("teacher_init / freeze 'teacher' need the 'yolox-nano' backbone")
         if problems:
             raise ConfigError("train: " + "; ".join(problems))
 
@@ -129,11 +132,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     sampler = ClipSampler(train_seqs, cfg.model, cfg.clip_length, cfg.augmentation, cfg.crop_width)
 
     model = TemporalCenterNet(cfg.model)
+    if cfg.teacher_init:
+        from perception.model.yolox import load_teacher_weights
+        load_teacher_weights(model.backbone, cfg.teacher_init)
     if cfg.init:
         initialise(model, cfg.init, cfg.init_part)
-    frozen = model.backbone if cfg.freeze == "backbone" else None
-    if frozen is not None:
-        frozen.requires_grad_(False)
+    frozen = {"none": [], "backbone": [model.backbone],
+              "teacher": model.backbone.pretrained_convs() if cfg.freeze == "teacher" else []}[cfg.freeze]
+    for module in frozen:
+        module.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.steps_per_epoch
@@ -164,8 +171,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         t0 = time.perf_counter()
         torch.manual_seed(cfg.seed * 100_003 + epoch)
         model.train()
-        if frozen is not None:
-            frozen.eval()
+        for module in frozen:
+            module.eval()
         sums: dict[str, float] = {}
         clips = _clip_batches(sampler, cfg, epoch)
         bar = tqdm(clips, total=cfg.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",

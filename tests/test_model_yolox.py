@@ -1,0 +1,97 @@
+"""The YOLOX-Nano teacher and the transfer-learned student backbone (perception/model/yolox.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from perception.errors import ModelContractError  # noqa: E402
+from perception.labels import CLASS_INDEX  # noqa: E402
+from perception.model.config import ModelConfig  # noqa: E402
+from perception.model.network import TemporalCenterNet  # noqa: E402
+from perception.model.yolox import CLS_TOWER, REG_TOWER, YoloxTeacher, decode_raw, load_teacher_weights  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+TEACHER = SHARED / "models" / "yolox_nano.onnx"
+needs_teacher = pytest.mark.skipif(not TEACHER.exists(), reason=f"{TEACHER} absent (shared test data)")
+TINY = ModelConfig(backbone="yolox-nano", input_height=64, input_width=96, feature_channels=8, head_channels=8,
+                   window=3, max_age_s=0.25)
+
+
+def test_stream_equals_whole_clip_with_the_yolox_backbone():
+    from tests.test_model import stream
+
+    torch.manual_seed(0)
+    model = TemporalCenterNet(TINY).eval()
+    clip = torch.randn(2, 5, 3, TINY.input_height, TINY.input_width)
+    dt = torch.full((2, 5), 0.05)
+    dt[1, 2] = 0.4                       # history masked
+    fresh = torch.ones(2, 5)
+    fresh[0, 3] = 0.0                    # stale camera
+    streamed = stream(model, clip, dt, fresh)
+    with torch.no_grad():
+        offline = model.forward_clip(clip, dt, fresh)
+    for s, o in zip(streamed, offline):
+        for name in ("heatmap", "size", "offset", "velocity", "log_depth"):
+            torch.testing.assert_close(s[name], o[name], atol=1e-5, rtol=1e-5)
+
+
+def test_decode_raw_by_hand():
+    raw = np.zeros((3549, 85), np.float32)
+    # anchor (row 2, col 3) of the stride-16 grid (26 x 26): index 52 * 52 + 2 * 26 + 3
+    k = 52 * 52 + 2 * 26 + 3
+    raw[k, :4] = [0.5, 0.25, np.log(2.0), 0.0]
+    raw[k, 4], raw[k, 5 + 2] = 0.8, 0.5
+    boxes, scores = decode_raw(raw)
+    cx, cy, w, h = (3 + 0.5) * 16, (2 + 0.25) * 16, 2.0 * 16, 16.0
+    np.testing.assert_allclose(boxes[k], [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], rtol=1e-6)
+    assert scores[k, 2] == pytest.approx(0.4) and scores[k].argmax() == 2
+
+
+@needs_teacher
+def test_student_backbone_equals_the_teacher_graph():
+    """The student's pretrained part computes the teacher's own stride-8 head towers (ONNX Runtime)."""
+    cfg = ModelConfig(backbone="yolox-nano", input_height=416, input_width=416)
+    model = TemporalCenterNet(cfg).eval()
+    assert load_teacher_weights(model.backbone, TEACHER) == len(model.backbone.pretrained_convs())
+    graph = onnx.load(str(TEACHER))
+    for name in (CLS_TOWER, REG_TOWER):
+        graph.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    bgr = np.random.default_rng(0).uniform(0, 255, (1, 3, 416, 416)).astype(np.float32)
+    ref = session.run([CLS_TOWER, REG_TOWER], {"images": bgr})
+    # the node's input: RGB, normalised by the contract's mean / std
+    rgb = bgr[:, ::-1] / 255.0
+    x = (rgb - np.reshape(cfg.mean, (1, 3, 1, 1))) / np.reshape(cfg.std, (1, 3, 1, 1))
+    got = {}
+    b = model.backbone
+    b.cls_tower.register_forward_hook(lambda m, i, o: got.__setitem__(CLS_TOWER, o))
+    b.reg_tower.register_forward_hook(lambda m, i, o: got.__setitem__(REG_TOWER, o))
+    with torch.no_grad():
+        b(torch.from_numpy(x.astype(np.float32)))
+    for name, r in zip((CLS_TOWER, REG_TOWER), ref):
+        np.testing.assert_allclose(got[name].numpy(), r, atol=2e-4 * float(np.abs(r).max()))
+
+
+@needs_teacher
+def test_teacher_finds_the_cars_on_a_real_still():
+    import cv2
+
+    still = sorted((SHARED / "dashcam" / "highway_images").glob("*.jpg"))[0]
+    boxes, cls, score = YoloxTeacher(TEACHER, 0.3).detect_bgr(cv2.imread(str(still)))
+    cars = score[cls == CLASS_INDEX["car"]]
+    assert len(cars) >= 1 and cars.max() > 0.6
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] <= 540).all()
+
+
+def test_weights_from_another_graph_are_refused():
+    model = TemporalCenterNet(TINY)
+    with pytest.raises(ModelContractError, match="not the published YOLOX-Nano export"):
+        load_teacher_weights(model.backbone, ROOT / "models" / "demo.onnx")
