@@ -132,7 +132,7 @@ class ModelContract:
         if any(s <= 0 for s in self.std):
             problems.append(f"std must be positive, got {list(self.std)}")
         if self.window < 2 or len(self.state_shape) != 4 or self.state_shape[0] != self.window - 1 \
-                or tuple(self.state_shape[2:]) != self.feature_size:
+                or (self.stride in (8, 16) and tuple(self.state_shape[2:]) != self.feature_size):
             problems.append(f"state_shape {list(self.state_shape)} does not fit window {self.window} and "
                             f"feature size {list(self.feature_size)}")
         if not (math.isfinite(self.max_age_s) and self.max_age_s > 0):

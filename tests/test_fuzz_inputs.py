@@ -396,3 +396,12 @@ def golden_run_bytes() -> bytes:
     if len(data) > 4 << 20:
         pytest.skip("golden run too large to fuzz in CI")
     return data
+
+
+@pytest.mark.skipif(_CONTRACT_TEXT is None, reason="the bundled demo model is absent")
+def test_contract_with_stride_zero_is_a_contract_error():
+    """Found by the long fuzz run: a zero stride divided by zero in the consistency check."""
+    d = json.loads(_CONTRACT_TEXT)
+    d["stride"] = 0
+    with pytest.raises(ModelContractError, match="model.onnx: inconsistent contract: stride 0"):
+        ModelContract.from_json(json.dumps(d), "model.onnx")
