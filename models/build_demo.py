@@ -109,7 +109,7 @@ def real_drive(name: str, part: str) -> Path:
     from perception.autolabel.clean import CleaningConfig
     from perception.autolabel.pipeline import LabelOptions, label_drive, write_labelled
     from perception.io.drive import open_drive
-    from perception.model.yolox import YoloxTeacher
+    from perception.autolabel.teacher import open_teacher
 
     video = REAL_CLIPS[name]
     if not video.exists() or not TEACHER.exists():
@@ -120,16 +120,18 @@ def real_drive(name: str, part: str) -> Path:
     else:
         options = LabelOptions(CleaningConfig(detect_score=0.5, track_score=0.5, min_frames=1, min_track_score=0.5,
                                               max_gap=0, smooth_frames=1), start_s=split)
-    code = b"".join((ROOT / f).read_bytes() for f in ("perception/model/yolox.py", "perception/autolabel/pipeline.py",
-                                                       "perception/autolabel/clean.py"))
+    code = b"".join((ROOT / f).read_bytes() for f in ("perception/decode/yolox.py", "perception/autolabel/pipeline.py",
+                                                       "perception/autolabel/clean.py", "models/yolox_nano.card.yaml"))
     key = hashlib.sha256(code + repr((video.name, video.stat().st_size, options)).encode()).hexdigest()[:20]
     out = cache() / "real" / f"{name}-{part}-{key}.mcap"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    teacher = YoloxTeacher(TEACHER, options.cleaning.detect_score, threads=1)
     drive = open_drive(video)
     try:
+        # the plug-in path the node and `perception autolabel` use (card: models/yolox_nano.card.yaml)
+        teacher = open_teacher(TEACHER, [drive.rig[c] for c in drive.cameras], options.cleaning.detect_score,
+                               threads=1)
         result = label_drive(drive, teacher, options)
         tmp = out.with_suffix(".tmp.mcap")
         write_labelled(drive, result, tmp, options)
