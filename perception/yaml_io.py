@@ -32,6 +32,7 @@ MAX_INT = 2 ** 63
 _CORE = "tag:yaml.org,2002:"
 CORE_TAGS = frozenset(_CORE + t for t in ("null", "bool", "int", "float", "str", "seq", "map"))
 _SHOWN_PATH_CHARS = 200
+_BRIEF_CHARS = 120
 
 _brief = reprlib.Repr()
 _brief.maxstring = 60
@@ -43,7 +44,8 @@ _brief.maxlong = 40
 
 def brief(value: object) -> str:
     """A repr of `value` that is short whatever its size (for error messages)."""
-    return _brief.repr(value)
+    text = _brief.repr(value)
+    return text if len(text) <= _BRIEF_CHARS else text[:_BRIEF_CHARS - 3] + "..."
 
 
 def show_path(path: str | os.PathLike) -> str:
