@@ -60,9 +60,10 @@ REAL_CLIPS = {"solidWhiteRight": SHARED / "dashcam" / "solidWhiteRight.mp4",
 TRAIN_SHARE = 2 / 3
 REAL_REPEAT = 4          # each real clip's training part is listed this often: its sampling weight
 MODEL_CONFIG = {"backbone": "yolox-nano", "head_channels": 32}
-TRAIN_ARGS = ["--epochs", "8", "--steps-per-epoch", "150", "--batch-size", "4", "--clip-length", "3",
-              "--crop-width", "224", "--lr", "2e-3", "--warmup-steps", "100", "--patience", "4",
-              "--seed", str(SEED), "--threads", "1", "--workers", "1", "--freeze", "teacher"]
+TRAIN_ARGS = ["--epochs", "30", "--steps-per-epoch", "300", "--batch-size", "6", "--clip-length", "3",
+              "--crop-width", "224", "--lr", "2e-3", "--warmup-steps", "200", "--patience", "6",
+              "--seed", str(SEED), "--threads", "1", "--workers", "1", "--bf16",
+              "--freeze", "teacher-early", "--backbone-lr-scale", "0.2"]
 
 
 def cache() -> Path:

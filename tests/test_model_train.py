@@ -13,6 +13,7 @@ from perception.errors import ConfigError  # noqa: E402
 from perception.model import train as train_module  # noqa: E402
 from perception.model.checkpoint import read_checkpoint  # noqa: E402
 from perception.model.dataset import Augmentation  # noqa: E402
+from perception.model.network import TemporalCenterNet  # noqa: E402
 from perception.model.train import TrainConfig, lr_factor, train  # noqa: E402
 from tests.test_model import TINY, tiny_drive  # noqa: E402
 
@@ -117,3 +118,24 @@ def test_cli_train_then_export(tmp_path, capsys):
     assert contract.model_id.startswith("cli-")
     assert main(["export", str(tmp_path / "missing.pt"), "--out", str(onnx_path)]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_teacher_early_freeze_and_backbone_learning_rate(tmp_path):
+    from tests.test_model_yolox import TINY as TINY_YOLOX
+
+    cfg = config(tmp_path, model=TINY_YOLOX, epochs=1, freeze="teacher-early", backbone_lr_scale=0.1)
+    train(cfg, progress=False)
+    end = read_checkpoint(tmp_path / "last.pt")
+    trained = end["model"]
+    early = ("backbone.stem.", "backbone.dark2.", "backbone.dark3.")
+    torch.manual_seed(cfg.seed)
+    fresh = TemporalCenterNet(cfg.model).state_dict()   # train() starts from this seed's weights
+    moved = {k for k in trained if not torch.equal(trained[k], fresh[k])}
+    assert moved and not any(k.startswith(early) for k in moved)          # early teacher stages fixed
+    assert any(k.startswith("backbone.dark4.") for k in moved)           # deeper stages learn
+    groups = end["optimizer"]["param_groups"]
+    assert [g["initial_lr"] for g in groups] == pytest.approx([cfg.lr, cfg.lr * 0.1])
+    with pytest.raises(ConfigError, match="backbone_lr_scale"):
+        config(tmp_path, backbone_lr_scale=0)
+    with pytest.raises(ConfigError, match="need the 'yolox-nano' backbone"):
+        config(tmp_path, freeze="teacher-early")

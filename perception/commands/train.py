@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from perception.model.train import TrainConfig
+    from perception.model.train import FREEZE_CHOICES, TrainConfig
 
     d = TrainConfig.__dataclass_fields__
     parser.add_argument("--drives", nargs="+", required=True, metavar="FILE", help="training drives with ground truth")
@@ -26,13 +26,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="what --init copies (default all)")
     parser.add_argument("--teacher-init", metavar="YOLOX.onnx",
                         help="start a 'yolox-nano' backbone from this YOLOX-Nano export (transfer learning)")
-    parser.add_argument("--freeze", choices=("none", "backbone", "teacher"), default="none",
-                        help="parameters kept fixed (teacher: the convolutions --teacher-init copied)")
+    parser.add_argument("--freeze", choices=FREEZE_CHOICES, default="none",
+                        help="parameters kept fixed (teacher: the convolutions --teacher-init copied; "
+                             "teacher-early: its layers up to the stride-8 stage)")
     for name, kind, help_text in (
             ("epochs", int, "epochs (upper bound: early stopping)"), ("steps_per_epoch", int, "steps per epoch"),
             ("batch_size", int, "clips per step"), ("clip_length", int, "frames per clip"),
             ("crop_width", int, "training crop width in network pixels (full height)"),
-            ("lr", float, "peak learning rate (AdamW)"), ("weight_decay", float, "AdamW weight decay"),
+            ("lr", float, "peak learning rate (AdamW)"),
+            ("backbone_lr_scale", float, "learning-rate factor of the backbone's trainable parameters"),
+            ("weight_decay", float, "AdamW weight decay"),
             ("warmup_steps", int, "linear warm-up steps before the cosine decay"),
             ("patience", int, "epochs without a better validation mAP before stopping"),
             ("val_frames", int, "validate on the first N frames of each camera"),
@@ -68,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
         drives=tuple(args.drives), val_drives=tuple(args.val_drives), out=str(args.out), name=args.name,
         model=model_cfg, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         clip_length=args.clip_length, crop_width=args.crop_width, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_steps, patience=args.patience, val_frames=args.val_frames, seed=args.seed,
+        warmup_steps=args.warmup_steps, backbone_lr_scale=args.backbone_lr_scale, patience=args.patience,
+        val_frames=args.val_frames, seed=args.seed,
         threads=args.threads, workers=args.workers, bf16=args.bf16, init=args.init, init_part=args.init_part,
         teacher_init=args.teacher_init, freeze=args.freeze)
     args.out.mkdir(parents=True, exist_ok=True)

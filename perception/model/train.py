@@ -37,6 +37,9 @@ LOG_FIELDS = ("epoch", "lr", "loss", "heatmap", "offset", "size", "displacement"
               "range_rel_error_median_under_40m", "velocity_error_median_px_s", "seconds")
 
 
+FREEZE_CHOICES = ("none", "backbone", "teacher", "teacher-early")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     drives: tuple[str, ...]
@@ -62,7 +65,8 @@ class TrainConfig:
     init: str | None = None               # checkpoint to start from
     init_part: str = "all"                # "all" | "backbone"
     teacher_init: str | None = None       # YOLOX-Nano ONNX whose weights start a "yolox-nano" backbone
-    freeze: str = "none"                  # "none" | "backbone" | "teacher" (the convolutions from the teacher)
+    freeze: str = "none"                  # "none" | "backbone" | "teacher" | "teacher-early" (FREEZE_CHOICES)
+    backbone_lr_scale: float = 1.0        # learning-rate factor of the backbone's trainable parameters
     augmentation: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self) -> None:
@@ -80,10 +84,12 @@ class TrainConfig:
             problems.append("lr must be > 0, weight_decay and warmup_steps >= 0")
         if self.init_part not in ("all", "backbone"):
             problems.append(f"init_part must be 'all' or 'backbone', got {self.init_part!r}")
-        if self.freeze not in ("none", "backbone", "teacher"):
-            problems.append(f"freeze must be 'none', 'backbone' or 'teacher', got {self.freeze!r}")
-        if (self.teacher_init or self.freeze == "teacher") and self.model.backbone != "yolox-nano":
+        if self.freeze not in FREEZE_CHOICES:
+            problems.append(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {self.freeze!r}")
+        if (self.teacher_init or self.freeze.startswith("teacher")) and self.model.backbone != "yolox-nano":
             problems.append("teacher_init / freeze 'teacher' need the 'yolox-nano' backbone")
+        if not self.backbone_lr_scale > 0:
+            problems.append(f"backbone_lr_scale must be > 0, got {self.backbone_lr_scale}")
         if problems:
             raise ConfigError("train: " + "; ".join(problems))
 
@@ -115,6 +121,19 @@ def initialise(model: TemporalCenterNet, path: str, part: str) -> int:
     return len(keys)
 
 
+def frozen_modules(model: TemporalCenterNet, freeze: str) -> list[torch.nn.Module]:
+    """What `freeze` keeps fixed: nothing, the backbone, every convolution copied from the teacher, or the
+    teacher's early layers only (Focus stem to the stride-8 CSP stage: generic edges and textures; the deeper
+    stages, the PAFPN and the head towers adapt to the new data)."""
+    if freeze == "none":
+        return []
+    if freeze == "backbone":
+        return [model.backbone]
+    if freeze == "teacher":
+        return model.backbone.pretrained_convs()
+    return [model.backbone.stem, model.backbone.dark2, model.backbone.dark3]
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
     """Train; returns the best validation metrics. Writes checkpoints and the CSV log into cfg.out."""
     from perception.engine.torch import TorchEngine
@@ -137,12 +156,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         load_teacher_weights(model.backbone, cfg.teacher_init)
     if cfg.init:
         initialise(model, cfg.init, cfg.init_part)
-    frozen = {"none": [], "backbone": [model.backbone],
-              "teacher": model.backbone.pretrained_convs() if cfg.freeze == "teacher" else []}[cfg.freeze]
+    frozen = frozen_modules(model, cfg.freeze)
     for module in frozen:
         module.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    backbone = {id(p) for p in model.backbone.parameters()}
+    groups = [{"params": [p for p in params if id(p) not in backbone]},
+              {"params": [p for p in params if id(p) in backbone], "lr": cfg.lr * cfg.backbone_lr_scale}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, weight_decay=cfg.weight_decay)
     total = cfg.epochs * cfg.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total))
 
