@@ -139,3 +139,21 @@ def test_teacher_early_freeze_and_backbone_learning_rate(tmp_path):
         config(tmp_path, backbone_lr_scale=0)
     with pytest.raises(ConfigError, match="need the 'yolox-nano' backbone"):
         config(tmp_path, freeze="teacher-early")
+
+
+def test_parity_measures_the_velocity_head_in_cells(tmp_path):
+    from perception.model.export import export_onnx, max_parity_error, parity_inputs
+    from tests.test_model import tiny_model
+
+    model = tiny_model().eval()
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path, "tiny")
+    images, t_ns = parity_inputs(model.cfg, 2)
+    assert max(max_parity_error(model, path, images, t_ns).values()) <= 1e-4
+    n_cls = len(model.cfg.classes)
+    with torch.no_grad():
+        model.head_out.bias[n_cls + 4] += 1e-3       # the torch side now regresses 1e-3 cells more
+    errors = max_parity_error(model, path, images, t_ns)
+    # measured as displacement (relative to max(1, |cells|)): at most the 1e-3 added, never 80x it as in px/s
+    assert 1e-4 < errors["velocity"] <= 1.01e-3
+    assert errors["heatmap"] <= 1e-4

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-PARITY_TOLERANCE = 1e-4   # |torch - onnxruntime| / max(1, |torch|), every output and the state
+PARITY_TOLERANCE = 1e-4   # |torch - onnxruntime| / max(1, |torch|), every output (velocity as displacement) and the state
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -94,7 +94,11 @@ def parity_inputs(cfg: ModelConfig, cameras: int, drive: str | os.PathLike | Non
 def max_parity_error(model: TemporalCenterNet, onnx_path: str | os.PathLike, images: np.ndarray,
                      t_ns: np.ndarray) -> dict[str, float]:
     """Stream `images` [T,N,3,H,W] (times `t_ns` [T]) through torch and ONNX Runtime; per output the max of
-    |ort - torch| / max(1, |torch|)."""
+    |ort - torch| / max(1, |torch|).
+
+    The velocity head is compared as what the network regresses, the displacement in cells since the
+    previous frame (velocity x gap / stride): in pixels per second the same float rounding is stride / gap
+    (80x at 10 Hz) larger, so a fixed tolerance would judge the unit, not the export."""
     from perception.engine.onnxruntime import OnnxRuntimeEngine
     from perception.engine.torch import TorchEngine
 
@@ -103,9 +107,12 @@ def max_parity_error(model: TemporalCenterNet, onnx_path: str | os.PathLike, ima
     worst: dict[str, float] = {}
     for step in range(images.shape[0]):
         results = []
+        gap_s = (t_ns[step] - t_ns[step - 1]) / 1e9 if step else 1.0
         for i, engine in enumerate(engines):
             heads, states[i] = engine.run(images[step], np.full(images.shape[1], t_ns[step]), states[i])
-            results.append(heads.as_dict() | {"state_features": states[i].features, "state_ages": states[i].ages})
+            outputs = heads.as_dict() | {"state_features": states[i].features, "state_ages": states[i].ages}
+            outputs["velocity"] = outputs["velocity"] * (gap_s / model.cfg.stride)
+            results.append(outputs)
         for k, ref in results[0].items():
             err = np.abs(results[1][k] - ref) / np.maximum(1.0, np.abs(ref))
             worst[k] = max(worst.get(k, 0.0), float(err.max()) if err.size else 0.0)
