@@ -235,6 +235,8 @@ def stage_evaluate() -> None:
         unseen[f"{spec['scenario']}-{spec['seed']}"] = evaluate(engine, load_sequences(drive_path(spec), cfg)).as_dict()
     real = {name: real_footage_metrics(engine, load_sequences(real_drive(name, "held_out"), cfg)) for name in REAL_CLIPS}
     real["unseen_stills"] = real_footage_metrics(engine, load_sequences(stills_drive(), cfg))
+    for name in REAL_CLIPS:
+        real[name]["node"] = published_metrics(real_drive(name, "held_out"))
     print(f"[real held out] {json.dumps(real)}", flush=True)
     with (run_dir() / "log.csv").open() as f:
         log = list(csv.DictReader(f))
@@ -290,6 +292,26 @@ def real_footage_metrics(engine, sequences) -> dict:
     out["unmatched_per_frame"] = unmatched_per_frame([f.scored(MODERATE) for f in frames])
     out["published_per_frame"] = sum(len(f.dets) for f in frames) / max(1, len(frames))
     return out
+
+
+def published_metrics(drive: Path) -> dict:
+    """What the node publishes (tracked objects, default configuration, lockstep replay) against the drive's
+    labels: AP@0.5 per class and objects overlapping no label, per camera frame (replay/metrics)."""
+    import tempfile
+
+    from perception.io.run_file import load_run
+    from perception.node.config import NodeConfig
+    from replay.metrics import evaluate_run, ground_truth_for
+    from replay.runner import replay_drive
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run.mcap"
+        replay_drive(drive, out, NodeConfig(model=str(MODEL)))
+        run = load_run(out)
+        metrics = evaluate_run(run, ground_truth_for(run))
+    return {**{f"AP@0.5/{k}": v for k, v in metrics.detection.ap50_by_class().items()},
+            "unmatched_per_frame": metrics.unmatched_per_frame,
+            "published_per_frame": sum(len(m.message.objects) for m in run.detections) / max(1, len(run.detections))}
 
 
 def main() -> int:
