@@ -9,6 +9,7 @@ acceleration): each axis receives an independent random value with the given std
 
 from __future__ import annotations
 
+from functools import cache
 from math import factorial
 
 import numpy as np
@@ -18,21 +19,31 @@ def predict(x: np.ndarray, P: np.ndarray, dt: float | np.ndarray, noise_std: np.
             order: int) -> tuple[np.ndarray, np.ndarray]:
     """x [N, order*d], P [N, n, n], dt (s) scalar or [N], noise_std [N, d] -> predicted (x, P)."""
     n_batch, n = x.shape
-    d = n // order
+    power, derivative, axis, same_axis = _layout(order, n // order)
     dt = np.broadcast_to(np.asarray(dt, np.float64), (n_batch,))
-    F = np.broadcast_to(np.eye(n), (n_batch, n, n)).copy()
-    for i in range(order):
-        for j in range(i + 1, order):
-            F[:, np.arange(i * d, (i + 1) * d), np.arange(j * d, (j + 1) * d)] = (
-                dt[:, None] ** (j - i) / factorial(j - i))
+    # dt^k / k! for k = 0 .. order, and 0 (column order + 1) for the entries F leaves empty
+    steps = np.concatenate([dt[:, None] ** _POWERS[order] / _FACTORIALS[order], np.zeros((n_batch, 1))], 1)
+    F = steps[:, power]
     x = np.einsum("nij,nj->ni", F, x)
-    gain = np.concatenate([np.repeat(dt[:, None] ** (order - i) / factorial(order - i), d, 1)
-                           for i in range(order)], 1)
-    g = gain * np.tile(noise_std, order)
-    same_axis = (np.arange(n)[:, None] % d) == (np.arange(n)[None, :] % d)
+    g = steps[:, order - derivative] * noise_std[:, axis]
     Q = g[:, :, None] * g[:, None, :] * same_axis
     P = F @ P @ F.transpose(0, 2, 1) + Q
     return x, P
+
+
+_POWERS = {order: np.arange(order + 1, dtype=np.float64) for order in (2, 3)}
+_FACTORIALS = {order: np.array([factorial(k) for k in range(order + 1)], np.float64) for order in (2, 3)}
+
+
+@cache
+def _layout(order: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For a state of `order` over d axes: the power of dt in each entry of F ([n, n]; order + 1 where F is 0),
+    each state entry's derivative and axis ([n]), and which pairs of entries share an axis ([n, n])."""
+    derivative, axis = np.divmod(np.arange(order * d), d)
+    same_axis = axis[:, None] == axis[None, :]
+    gap = derivative[None, :] - derivative[:, None]
+    power = np.where(same_axis & (gap >= 0), gap, order + 1)
+    return power, derivative, axis, same_axis
 
 
 def update(x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray,

@@ -1,10 +1,11 @@
 """Multi-camera tracking: per-camera image tracks fused into objects in the vehicle frame.
 
-Per frame set, cameras are processed in order of capture time:
-1. the camera's `CameraTracker` matches its detections (persistent per-camera ids, coasting);
-2. every track that received a detection is placed on the ground (`ranging.estimate_positions`);
-3. each such measurement updates a fused object: a Kalman filter on the object's (x, y) relative to the
-   ego vehicle, predicted to that camera's capture time. A track already linked to an object updates it
+Per frame set:
+1. each camera's `CameraTracker` matches its detections (persistent per-camera ids, coasting);
+2. every track that received a detection is placed on the ground (`ranging.RigRanging`, all cameras in one
+   call);
+3. camera by camera in order of capture time, each such measurement updates a fused object: a Kalman filter
+   on the object's (x, y) relative to the ego vehicle, predicted to that camera's capture time. A track already linked to an object updates it
    while the measurement stays within the gate; unlinked tracks are assigned to objects of the same class
    that this camera has not measured in this frame (Hungarian on the squared Mahalanobis distance, gated),
    or else found a new object. So an object seen by two cameras is one object with one global id.
@@ -28,7 +29,7 @@ from perception.track.camera_tracker import CameraTracker
 from perception.track.config import TrackerConfig
 from perception.track.matching import gated_assignment
 from perception.track.objects import TrackedObjects
-from perception.track.ranging import RangeEstimates, RangeSource, RangingConfig, estimate_positions
+from perception.track.ranging import RangeEstimates, RangeSource, RangingConfig, RigRanging
 
 if TYPE_CHECKING:
     from calib.camera import CameraModel
@@ -57,6 +58,7 @@ class MultiCameraTracker:
         self.cameras = tuple(cameras)
         self.config = config or TrackerConfig()
         self.ranging = ranging or RangingConfig()
+        self.ranging_model = RigRanging(self.cameras, self.ranging)
         self.camera_trackers = [CameraTracker(self.config, (c.width, c.height)) for c in self.cameras]
         self.camera_t_ns: list[int | None] = [None] * len(self.cameras)
         self.objects: dict[int, _FusedObject] = {}
@@ -76,19 +78,28 @@ class MultiCameraTracker:
             if not 0 <= c < len(self.cameras):
                 raise ValueError(f"camera index {c} is not in the rig ({len(self.cameras)} cameras)")
 
-        updated: set[int] = set()
+        # The cameras' image tracks do not depend on the fusion, so all of them are stepped first and their
+        # measurements ranged in one call; the fusion then takes the cameras in order of capture time.
+        steps = []
         for c, cam_t in sorted(camera_t_ns.items(), key=lambda item: (item[1], item[0])):
             previous = self.camera_t_ns[c]
             if previous is not None and cam_t <= previous:
                 self.out_of_order_frames += 1
                 continue
             self.camera_t_ns[c] = cam_t
-            dets = detections.select(np.flatnonzero(detections.camera == c))
-            step = self.camera_trackers[c].step(cam_t, dets)
+            rows = np.flatnonzero(detections.camera == c)
+            step = self.camera_trackers[c].step(cam_t, detections.select(rows))
+            steps.append((c, cam_t, step, rows[step.det_index]))
+        measured = np.concatenate([rows for *_, rows in steps]) if steps else np.zeros(0, np.intp)
+        estimates = self.ranging_model.estimate(detections.camera[measured], detections.box[measured],
+                                                detections.cls[measured], detections.range_m[measured])
+        updated: set[int] = set()
+        start = 0
+        for c, cam_t, step, rows in steps:
             self._unlink(c, step.dropped)
-            estimates = estimate_positions(self.cameras[c], dets.box[step.det_index], dets.cls[step.det_index],
-                                           dets.range_m[step.det_index], self.ranging)
-            updated |= self._fuse(c, cam_t, step.track_ids, dets.cls[step.det_index], estimates)
+            end = start + len(rows)
+            updated |= self._fuse(c, cam_t, step.track_ids, detections.cls[rows], estimates.rows(slice(start, end)))
+            start = end
 
         for c, tracker in enumerate(self.camera_trackers):
             self._unlink(c, tracker.expire(t_ns))
