@@ -7,9 +7,10 @@ import pytest
 
 from perception.detections import Detections
 from perception.errors import ConfigError
+from perception.eval.detection import box_iou
 from perception.track import TrackerConfig, gap_and_ttc, kalman
 from perception.track.camera_tracker import CameraTracker
-from perception.track.matching import box_iou, gated_assignment
+from perception.track.matching import gated_assignment
 
 
 # ---- Kalman filter -----------------------------------------------------------------------------------------
@@ -60,6 +61,8 @@ def test_box_iou():
     a = np.array([[0.0, 0.0, 10.0, 10.0]])
     b = np.array([[5.0, 0.0, 15.0, 10.0], [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 10.0, 10.0]])
     np.testing.assert_allclose(box_iou(a, b), [[50.0 / 150.0, 0.0, 1.0]])
+    inverted = np.array([[10.0, 0.0, 5.0, 10.0], [10.0, 10.0, 0.0, 0.0]])  # a predicted box whose size went < 0
+    np.testing.assert_array_equal(box_iou(inverted, np.concatenate([a, b])), np.zeros((2, 4)))
 
 
 def test_gap_and_ttc():

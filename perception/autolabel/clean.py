@@ -28,10 +28,10 @@ from scipy.signal import savgol_filter
 
 from perception.config_base import ConfigBase, param
 from perception.detections import Detections
+from perception.eval.detection import box_iou
 from perception.labels import CLASSES
 from perception.track.camera_tracker import CameraTracker
 from perception.track.config import TrackerConfig
-from perception.track.matching import box_iou
 
 TEACHER, INTERPOLATED, CORRECTED = 0, 1, 2  # Track.origin codes = indices into perception.labels.AUTO_ORIGINS
 

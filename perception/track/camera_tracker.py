@@ -19,9 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from perception.detections import Detections
+from perception.eval.detection import box_iou
 from perception.track import kalman
 from perception.track.config import TrackerConfig
-from perception.track.matching import box_iou, gated_assignment
+from perception.track.matching import gated_assignment
 
 _H_BOX = np.eye(4, 8)                                       # measures cx, cy, w, h
 _H_BOX_VELOCITY = np.vstack([np.eye(4, 8), np.eye(2, 8, 4)])  # ... and the head's vcx, vcy
