@@ -238,3 +238,18 @@ def test_calibration_methods_give_different_ranges(tiny, calib, tmp_path):
         ratios = np.array([scales[method][k] / scales["minmax"][k] for k in scales["minmax"]])
         assert (ratios <= 1.0 + 1e-6).all(), method          # both clip inside the observed range ...
         assert (ratios < 0.95).any(), method                 # ... and really clip somewhere
+
+
+def test_plugin_detector_calibrates_on_a_video_and_quantizes(shared_data, tmp_path):
+    """A stateless plug-in detector (YOLOX-Nano, batch-1 graph) records one graph input per camera frame."""
+    from perception.model_card import load_any_model
+
+    yolox = shared_data / "models" / "yolox_nano.onnx"
+    calib = calibration_set(yolox, [shared_data / "dashcam" / "solidWhiteRight.mp4"], max_samples=3, every=1)
+    assert len(calib.samples) == 3 and calib.frame_sets_run == 3
+    assert all(set(s) == {"images"} and s["images"].shape == (1, 3, 416, 416) for s in calib.samples)
+    assert not np.array_equal(calib.samples[0]["images"], calib.samples[1]["images"])   # consecutive frames
+    out = tmp_path / "yolox.int8.onnx"
+    quantize_int8(yolox, out, calib.samples, target="cpu")
+    loaded = load_any_model(out)
+    assert loaded.contract.stateless and "int8" in loaded.contract.model_id

@@ -89,6 +89,14 @@ class _RecordingEngine(OnnxRuntimeEngine):
             self.recorded.append({k: np.array(v, copy=True) for k, v in inputs.items()})
         return super()._infer(inputs)
 
+    def detect(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """A plug-in detector's graph input (one sample per camera for a batch-1 graph)."""
+        if self.record:
+            name = self.contract.input_name
+            batches = [images[n:n + 1] for n in range(images.shape[0])] if self._batch_one else [images]
+            self.recorded += [{name: np.array(b, copy=True)} for b in batches]
+        return super().detect(images)
+
 
 @dataclass
 class CalibrationSet:
