@@ -40,6 +40,7 @@ class Assembly:
     source: Source
     node: Node
     sinks: list[Sink] = field(default_factory=list)
+    pipelined: bool = False  # run by the pipelined loop (perception/node/pipeline.py)
 
     def close(self) -> None:
         self.source.close()
@@ -55,7 +56,7 @@ def assemble(config: NodeConfig, engine: Engine | None = None) -> Assembly:
         node = build_node(source.rig, config, engine or open_engine(config))
         drive_path = config.source.drive if config.source.kind == "drive" else None
         sinks.extend(open_sinks(config, node.rig, drive_path))
-        return Assembly(source, node, sinks)
+        return Assembly(source, node, sinks, pipelined(config, node.engine))
     except BaseException:
         source.close()
         for sink in sinks:
@@ -93,9 +94,20 @@ def open_engine(config: NodeConfig) -> Engine:
     return OnnxRuntimeEngine(model, threads=config.engine.threads)
 
 
+def pipelined(config: NodeConfig, engine: Engine) -> bool:
+    """`pipeline` is honoured for host engines fed by the CPU preprocessor: the CUDA paths (pycuda contexts
+    are per thread) are not validated across the loop's threads and run one stage after another."""
+    return config.pipeline and config.preprocess == "cpu" and not engine.reads_device_batches
+
+
 def build_node(rig: Rig, config: NodeConfig, engine: Engine) -> Node:
+    """The node with one preprocessor + engine pair per batch buffer: two for the pipelined loop (it
+    preprocesses frame set k+1 while the engine reads k)."""
     tables = remap_tables([rig[name] for name in rig.names], engine.contract)
-    return Node(rig, config, open_stages(config.preprocess, engine, tables), tables)
+    buffers = 2 if pipelined(config, engine) else 1
+    if config.pipeline and buffers == 1:
+        log.info("pipeline: %s with %s preprocessing runs the sequential loop", engine.name, config.preprocess)
+    return Node(rig, config, [open_stages(config.preprocess, engine, tables) for _ in range(buffers)], tables)
 
 
 def open_stages(preprocess: str, engine: Engine, tables: list) -> Stages:
