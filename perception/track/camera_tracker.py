@@ -26,6 +26,7 @@ from perception.track.matching import gated_assignment
 
 _H_BOX = np.eye(4, 8)                                       # measures cx, cy, w, h
 _H_BOX_VELOCITY = np.vstack([np.eye(4, 8), np.eye(2, 8, 4)])  # ... and the head's vcx, vcy
+_DIAG = np.arange(6)
 MIN_VISIBLE_PX = 1.0  # a track whose box, clipped to the image, is narrower or lower than this is dropped
 
 
@@ -80,9 +81,9 @@ class CameraTracker:
             self.x, self.P = kalman.predict(self.x, self.P, (t_ns - self.t_ns) * 1e-9, self._accel_std(), order=2)
         self.t_ns = t_ns
 
-        det_boxes = _to_centre(dets.box.astype(np.float64))
-        track_boxes = self.boxes
         det_box64 = dets.box.astype(np.float64)
+        det_boxes = _to_centre(det_box64)
+        track_boxes = self.boxes
         high_mask = dets.score >= cfg.high_score
         high = np.flatnonzero(high_mask)
         low = np.flatnonzero((dets.score >= cfg.low_score) & ~high_mask)
@@ -110,8 +111,9 @@ class CameraTracker:
                                | outside)
 
         # a matched track whose box left the image is gone: its detection is not reported as measuring it
-        alive = ~np.isin(matched_ids, dropped)
-        matched_ids, d_rows = matched_ids[alive], d_rows[alive]
+        if len(dropped):
+            alive = ~np.isin(matched_ids, dropped)
+            matched_ids, d_rows = matched_ids[alive], d_rows[alive]
 
         births = np.flatnonzero(high_free & (dets.score >= cfg.new_track_score))
         new_ids = self._start(births, det_boxes[births], dets, t_ns)
@@ -137,10 +139,10 @@ class CameraTracker:
         return np.maximum(self.config.box_noise_min_px, self.config.box_noise_rel * np.abs(heights))
 
     def _accel_std(self) -> np.ndarray:
-        h = np.maximum(np.abs(self.x[:, 3]), 1.0)
-        a = np.full_like(h, self.config.image_accel_std_px_s2)
-        s = self.config.size_accel_std_rel * h
-        return np.stack([a, a, s, s], 1)
+        std = np.empty((len(self.x), 4))
+        std[:, :2] = self.config.image_accel_std_px_s2
+        std[:, 2:] = (self.config.size_accel_std_rel * np.maximum(np.abs(self.x[:, 3]), 1.0))[:, None]
+        return std
 
     def _update(self, rows: np.ndarray, boxes: np.ndarray, image_velocity: np.ndarray, scores: np.ndarray) -> None:
         if len(rows) == 0:
@@ -148,19 +150,20 @@ class CameraTracker:
         cfg = self.config
         box_var = self._box_noise(boxes[:, 3]) ** 2
         with_velocity = np.isfinite(image_velocity).all(1) & cfg.use_image_velocity
-        for use_velocity in (False, True):
-            sel = with_velocity == use_velocity
-            if not sel.any():
+        with_count = int(with_velocity.sum())
+        for use_velocity, count in ((False, len(rows) - with_count), (True, with_count)):
+            if count == 0:
                 continue
-            r = rows[sel]
+            sel = slice(None) if count == len(rows) else with_velocity == use_velocity
+            m = 6 if use_velocity else 4
+            R = np.zeros((count, m, m))
+            R[:, _DIAG[:4], _DIAG[:4]] = box_var[sel, None]
             if use_velocity:
-                z = np.concatenate([boxes[sel], image_velocity[sel].astype(np.float64)], 1)
-                var = np.concatenate([np.repeat(box_var[sel, None], 4, 1),
-                                      np.full((len(r), 2), cfg.image_velocity_std_px_s ** 2)], 1)
-                H = _H_BOX_VELOCITY
+                R[:, _DIAG[4:], _DIAG[4:]] = cfg.image_velocity_std_px_s ** 2
+                z, H = np.concatenate([boxes[sel], image_velocity[sel].astype(np.float64)], 1), _H_BOX_VELOCITY
             else:
-                z, var, H = boxes[sel], np.repeat(box_var[sel, None], 4, 1), _H_BOX
-            R = var[:, :, None] * np.eye(var.shape[1])
+                z, H = boxes[sel], _H_BOX
+            r = rows[sel]
             self.x[r], self.P[r] = kalman.update(self.x[r], self.P[r], z, R, H)
         a = cfg.score_smoothing
         self.score[rows] = (1 - a) * self.score[rows] + a * scores

@@ -49,8 +49,9 @@ def _layout(order: int, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 def update(x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray,
            H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """x [N, n], P [N, n, n], z [N, m], R [N, m, m], H [m, n] -> updated (x, P) (Joseph form)."""
-    S = H @ P @ H.T + R
-    K = np.linalg.solve(S, H @ P).transpose(0, 2, 1)  # P H^T S^-1, with S and P symmetric
+    HP = H @ P
+    S = HP @ H.T + R
+    K = np.linalg.solve(S, HP).transpose(0, 2, 1)  # P H^T S^-1, with S and P symmetric
     x = x + np.einsum("nij,nj->ni", K, z - x @ H.T)
     A = np.eye(P.shape[1]) - K @ H
     P = A @ P @ A.transpose(0, 2, 1) + K @ R @ K.transpose(0, 2, 1)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -73,9 +74,11 @@ class RangingConfig(ConfigBase):
 
     def footprint(self, cls: np.ndarray) -> np.ndarray:
         """[N, 2] typical (length, width) in m of classes cls [N] (indices into perception.labels.CLASSES)."""
-        table = np.array([[getattr(self, f"{name}_length_m"), getattr(self, f"{name}_width_m")]
-                          for name in CLASSES])
-        return table[np.asarray(cls, np.intp)]
+        return self._footprints[np.asarray(cls, np.intp)]
+
+    @cached_property
+    def _footprints(self) -> np.ndarray:
+        return np.array([[getattr(self, f"{name}_length_m"), getattr(self, f"{name}_width_m")] for name in CLASSES])
 
 
 @dataclass
@@ -143,7 +146,7 @@ class RigRanging:
         camera = np.asarray(camera, np.intp).reshape(-1)
         uv = np.asarray(uv, np.float64).reshape(-1, 2)
         rays, ok = _interpolate(self.table, self.offset[camera], self.shape[camera], self.step[camera], uv)
-        for c in np.unique(camera[~ok]).tolist():
+        for c in np.unique(camera[~ok]).tolist() if not ok.all() else ():
             rows = np.flatnonzero(~ok & (camera == c))
             rays[rows] = self.cameras[c].pixel_to_ray(uv[rows]) @ self.cameras[c].R_vehicle_camera.T
         return rays
@@ -153,29 +156,29 @@ RAY_TABLE_TOLERANCE_PX = 0.01  # 1/200 of a box edge's pixel noise (box_bottom_s
 _NEIGHBOURS = np.arange(-1, 3)
 
 
+@np.errstate(invalid="ignore")  # NaN pixels: not ok
 def _interpolate(table: np.ndarray, offset: np.ndarray, shape: np.ndarray, step: np.ndarray,
                  uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rays [N, 3] at pixels uv [N, 2] from flat tables (grid node (k, l) of a camera at row offset + k *
     columns + l, pixel -0.5 + (l - 2) step, -0.5 + (k - 2) step); offset, shape (rows, columns), step: per
     pixel. Returns (rays, ok); rows not ok (off the grid, a NaN node) hold garbage."""
     rows, cols = shape[..., 0], shape[..., 1]
-    fu = (uv[:, 0] + 0.5) / step + 2.0
-    fv = (uv[:, 1] + 0.5) / step + 2.0
-    with np.errstate(invalid="ignore"):
-        iu, iv = np.floor(fu), np.floor(fv)
-        ok = (iu >= 1) & (iu < cols - 2) & (iv >= 1) & (iv < rows - 2)
-    iu, iv = np.where(ok, iu, 1).astype(np.intp), np.where(ok, iv, 1).astype(np.intp)
-    nodes = ((offset + iv * cols + iu)[:, None, None] + (_NEIGHBOURS * np.reshape(cols, (-1, 1)))[:, :, None]
+    f = (uv + 0.5) / np.reshape(step, (-1, 1)) + 2.0  # grid coordinates (column, row)
+    i = np.floor(f)
+    ok = (i >= 1).all(1) & (i[:, 0] < cols - 2) & (i[:, 1] < rows - 2)
+    i = np.where(ok[:, None], i, 1.0).astype(np.intp)
+    nodes = ((offset + i[:, 1] * cols + i[:, 0])[:, None, None] + (_NEIGHBOURS * np.reshape(cols, (-1, 1)))[:, :, None]
              + _NEIGHBOURS[None, None, :])
-    rays = np.einsum("ni,nj,nijk->nk", _cubic_weights(fv - iv), _cubic_weights(fu - iu), table[nodes])
+    weights = _cubic_weights(f - i)  # [N, 2, 4]: along the columns, along the rows
+    rays = np.einsum("ni,nj,nijk->nk", weights[:, 1], weights[:, 0], table[nodes])
     rays /= np.linalg.norm(rays, axis=1, keepdims=True)
     return rays, ok & np.isfinite(rays).all(1)
 
 
 def _cubic_weights(t: np.ndarray) -> np.ndarray:
-    """[N, 4] Lagrange weights of the nodes at -1, 0, 1, 2 for positions t [N] in [0, 1)."""
+    """[..., 4] Lagrange weights of the nodes at -1, 0, 1, 2 for positions t [...] in [0, 1)."""
     return np.stack([-t * (t - 1) * (t - 2) / 6, (t + 1) * (t - 1) * (t - 2) / 2,
-                     -(t + 1) * t * (t - 2) / 2, (t + 1) * t * (t - 1) / 6], 1)
+                     -(t + 1) * t * (t - 2) / 2, (t + 1) * t * (t - 1) / 6], -1)
 
 
 def _ray_table(camera: "CameraModel") -> tuple[np.ndarray, float]:
@@ -211,6 +214,7 @@ def _bottom_centres(boxes: np.ndarray) -> np.ndarray:
     return np.stack([(boxes[:, 0] + boxes[:, 2]) / 2, boxes[:, 3]], 1)
 
 
+@np.errstate(divide="ignore", invalid="ignore")  # rays at or above the horizon, no head: NaN or inf, masked below
 def _estimate(rays: np.ndarray, position: np.ndarray, fx: np.ndarray, fy: np.ndarray, cls: np.ndarray,
               head_range_m: np.ndarray, config: RangingConfig) -> RangeEstimates:
     """The estimates from unit rays [N, 3] (vehicle frame) through the boxes' bottom centres, of cameras at
@@ -220,8 +224,7 @@ def _estimate(rays: np.ndarray, position: np.ndarray, fx: np.ndarray, fy: np.nda
     origin = position[:, :2]
     height = position[:, 2] - config.ground_z_m
 
-    with np.errstate(divide="ignore", invalid="ignore"):
-        distance = -height / rays[:, 2]  # along the ray to the road; rays at or above the horizon give no point
+    distance = -height / rays[:, 2]  # along the ray to the road
     hits_ground = np.isfinite(distance) & (distance > 0)
     horizontal = np.hypot(rays[:, 0], rays[:, 1])
     ray_ok = np.isfinite(horizontal) & (horizontal > 1e-9)
@@ -232,17 +235,14 @@ def _estimate(rays: np.ndarray, position: np.ndarray, fx: np.ndarray, fy: np.nda
     half = config.footprint(cls) / 2
     to_centre = half[:, 0] * np.abs(direction[:, 0]) + half[:, 1] * np.abs(direction[:, 1])
     s_geo = s_near + to_centre
-    with np.errstate(divide="ignore", invalid="ignore"):
-        per_radian = height / (-rays[:, 2]) ** 2
-        var_geo_noise = (per_radian * config.box_bottom_std_px / fy) ** 2
-        var_geo = (var_geo_noise + (per_radian * config.pitch_std_rad) ** 2
-                   + (config.footprint_rel_std * to_centre) ** 2)
+    per_radian = height / (-rays[:, 2]) ** 2
+    var_geo_noise = (per_radian * config.box_bottom_std_px / fy) ** 2
+    var_geo = var_geo_noise + (per_radian * config.pitch_std_rad) ** 2 + (config.footprint_rel_std * to_centre) ** 2
 
     # Distance s along the ray's horizontal direction at which |origin + s d| equals the head's range.
     origin_along = np.einsum("ni,ni->n", direction, origin)
     discriminant = origin_along ** 2 - np.einsum("ni,ni->n", origin, origin) + head ** 2
-    with np.errstate(invalid="ignore"):
-        s_head = -origin_along + np.sqrt(discriminant)
+    s_head = -origin_along + np.sqrt(discriminant)
     head_ok = ray_ok & np.isfinite(head) & (head > 0) & (discriminant >= 0) & (s_head > 0)
     var_head = np.maximum(config.head_min_std_m, config.head_relative_std * head) ** 2
 

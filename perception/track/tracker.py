@@ -120,7 +120,7 @@ class MultiCameraTracker:
         measured: list[tuple[int, _FusedObject]] = []
         if linked:
             rows = np.array([i for i, _ in linked])
-            d2 = kalman.mahalanobis2_paired(np.stack([o.x for _, o in linked]), np.stack([o.P for _, o in linked]),
+            d2 = kalman.mahalanobis2_paired(np.array([o.x for _, o in linked]), np.array([o.P for _, o in linked]),
                                             est.position[rows, :2], est.covariance[rows] + extent, _H_POSITION)
             for (i, obj), inside in zip(linked, d2 <= self.config.fusion_gate_chi2):
                 if inside:
@@ -139,7 +139,7 @@ class MultiCameraTracker:
         assigned: dict[int, int] = {}
         if unlinked and candidates:
             rows = np.array(unlinked)
-            cost = kalman.mahalanobis2(np.stack([o.x for o in candidates]), np.stack([o.P for o in candidates]),
+            cost = kalman.mahalanobis2(np.array([o.x for o in candidates]), np.array([o.P for o in candidates]),
                                        est.position[rows, :2], est.covariance[rows] + extent, _H_POSITION)
             cost[np.array([o.cls for o in candidates])[:, None] != cls[rows][None, :]] = np.inf
             obj_rows, meas_rows = gated_assignment(cost, self.config.fusion_gate_chi2)
@@ -168,7 +168,7 @@ class MultiCameraTracker:
         if not objs:
             return
         dt = np.array([(t_ns - o.t_ns) * 1e-9 for o in objs])
-        x, P = kalman.predict(np.stack([o.x for o in objs]), np.stack([o.P for o in objs]), dt,
+        x, P = kalman.predict(np.array([o.x for o in objs]), np.array([o.P for o in objs]), dt,
                               np.full((len(objs), 2), self.config.jerk_std_mps3), order=3)
         for k, obj in enumerate(objs):
             obj.x, obj.P, obj.t_ns = x[k], P[k], t_ns
@@ -183,7 +183,7 @@ class MultiCameraTracker:
         # cameras disagree by their biases, so with several cameras each counts with its total error.
         single_camera = np.array([set(obj.links) <= {c} for obj in objs])
         R = np.where(single_camera[:, None, None], est.noise_covariance[rows], est.covariance[rows])
-        x, P = kalman.update(np.stack([o.x for o in objs]), np.stack([o.P for o in objs]), est.position[rows, :2],
+        x, P = kalman.update(np.array([o.x for o in objs]), np.array([o.P for o in objs]), est.position[rows, :2],
                              R, _H_POSITION)
         for k, obj in enumerate(objs):
             obj.x, obj.P = x[k], P[k]
@@ -223,7 +223,7 @@ class MultiCameraTracker:
         x = np.zeros((n, 6))
         P = np.zeros((n, 6, 6))
         if n:
-            x, P = kalman.predict(np.stack([o.x for o in objs]), np.stack([o.P for o in objs]),
+            x, P = kalman.predict(np.array([o.x for o in objs]), np.array([o.P for o in objs]),
                                   np.array([(t_ns - o.t_ns) * 1e-9 for o in objs]),
                                   np.full((n, 2), cfg.jerk_std_mps3), order=3)
         cls = np.array([o.cls for o in objs], np.int32)
