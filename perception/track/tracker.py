@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from calib.camera import CameraModel
 
 _H_POSITION = np.eye(2, 6)
+_I2 = np.eye(2)
 _AHEAD_PROBE_M = 20.0  # a camera "sees ahead" if the corridor centre this far before the bumper is in view
 
 
@@ -111,29 +112,34 @@ class MultiCameraTracker:
     def _fuse(self, c: int, t_ns: int, track_ids: np.ndarray, cls: np.ndarray, est: RangeEstimates) -> set[int]:
         """Apply one camera's measurements; returns the ids of the objects it updated."""
         self._predict_objects(t_ns)
-        extent = self.config.fusion_extent_std_m ** 2 * np.eye(2)
+        extent = self.config.fusion_extent_std_m ** 2 * _I2
         ranged = est.source != RangeSource.NONE
-        self.unranged_measurements += int((~ranged).sum())
-        linked = [(int(i), self.objects[self._link[(c, int(track_ids[i]))]]) for i in np.flatnonzero(ranged)
-                  if (c, int(track_ids[i])) in self._link]
-        unlinked = [int(i) for i in np.flatnonzero(ranged) if (c, int(track_ids[i])) not in self._link]
+        self.unranged_measurements += len(ranged) - int(ranged.sum())
+        ids = track_ids.tolist()
+        linked, unlinked = [], []
+        for i in np.flatnonzero(ranged).tolist():
+            obj_id = self._link.get((c, ids[i]))
+            if obj_id is None:
+                unlinked.append(i)
+            else:
+                linked.append((i, self.objects[obj_id]))
         measured: list[tuple[int, _FusedObject]] = []
         if linked:
             rows = np.array([i for i, _ in linked])
             d2 = kalman.mahalanobis2_paired(np.array([o.x for _, o in linked]), np.array([o.P for _, o in linked]),
                                             est.position[rows, :2], est.covariance[rows] + extent, _H_POSITION)
-            for (i, obj), inside in zip(linked, d2 <= self.config.fusion_gate_chi2):
+            for (i, obj), inside in zip(linked, (d2 <= self.config.fusion_gate_chi2).tolist()):
                 if inside:
                     measured.append((i, obj))
                 else:  # the track drifted off its object: it may join another one or start its own
                     del obj.links[c]
-                    del self._link[(c, int(track_ids[i]))]
+                    del self._link[(c, ids[i])]
                     unlinked.append(i)
 
         # Objects this camera has not measured in this frame; one whose track here got a detection (but no
         # range) is not up for grabs either.
         taken = {obj.id for _, obj in measured}
-        detected_here = set(track_ids.tolist())
+        detected_here = set(ids)
         candidates = [obj for obj in self.objects.values()
                       if obj.id not in taken and obj.links.get(c) not in detected_here]
         assigned: dict[int, int] = {}
@@ -156,8 +162,8 @@ class MultiCameraTracker:
             else:
                 obj = self._new_object(int(cls[i]), est, i, t_ns)
                 created.add(obj.id)
-            obj.links[c] = int(track_ids[i])
-            self._link[(c, int(track_ids[i]))] = obj.id
+            obj.links[c] = ids[i]
+            self._link[(c, ids[i])] = obj.id
         self._measure(measured, c, est, t_ns)
         return {obj.id for _, obj in measured} | created
 
@@ -170,8 +176,8 @@ class MultiCameraTracker:
         dt = np.array([(t_ns - o.t_ns) * 1e-9 for o in objs])
         x, P = kalman.predict(np.array([o.x for o in objs]), np.array([o.P for o in objs]), dt,
                               np.full((len(objs), 2), self.config.jerk_std_mps3), order=3)
-        for k, obj in enumerate(objs):
-            obj.x, obj.P, obj.t_ns = x[k], P[k], t_ns
+        for obj, x_k, P_k in zip(objs, x, P):
+            obj.x, obj.P, obj.t_ns = x_k, P_k, t_ns
 
     def _measure(self, measured: list[tuple[int, _FusedObject]], c: int, est: RangeEstimates, t_ns: int) -> None:
         """Update each object with measurement row i of camera c."""
@@ -185,11 +191,11 @@ class MultiCameraTracker:
         R = np.where(single_camera[:, None, None], est.noise_covariance[rows], est.covariance[rows])
         x, P = kalman.update(np.array([o.x for o in objs]), np.array([o.P for o in objs]), est.position[rows, :2],
                              R, _H_POSITION)
-        for k, obj in enumerate(objs):
-            obj.x, obj.P = x[k], P[k]
+        for obj, x_k, P_k, source in zip(objs, x, P, est.source[rows].tolist()):
+            obj.x, obj.P = x_k, P_k
             obj.hits += 1
             obj.last_update_ns = max(obj.last_update_ns, t_ns)
-            obj.range_source = int(est.source[rows[k]])
+            obj.range_source = source
 
     def _new_object(self, cls: int, est: RangeEstimates, i: int, t_ns: int) -> _FusedObject:
         P = np.zeros((6, 6))
@@ -211,15 +217,19 @@ class MultiCameraTracker:
     # ---- output ----------------------------------------------------------------------------------------
     def _output(self, t_ns: int, updated: set[int]) -> TrackedObjects:
         cfg = self.config
-        published = []  # (object, [(camera, tracker row)]) of objects with at least one confirmed track
-        row_of = [{i: r for r, i in enumerate(tracker.ids.tolist())} for tracker in self.camera_trackers]
-        confirmed = [tracker.confirmed for tracker in self.camera_trackers]
+        trackers = self.camera_trackers
+        # the tracks of all cameras as one table: camera c's row r is row start[c] + r
+        start = np.cumsum([0] + [len(t) for t in trackers]).tolist()
+        row_of = [{i: start[c] + r for r, i in enumerate(t.ids.tolist())} for c, t in enumerate(trackers)]
+        confirmed = np.concatenate([t.confirmed for t in trackers]).tolist()
+        objs, link_rows, link_cameras = [], [], []  # objects with at least one confirmed track, and their tracks
         for obj in sorted(self.objects.values(), key=lambda o: o.id):
-            links = [(c, row_of[c][tid]) for c, tid in obj.links.items()]
-            if any(confirmed[c][r] for c, r in links):
-                published.append((obj, links))
-        n = len(published)
-        objs = [obj for obj, _ in published]
+            rows = [row_of[c][tid] for c, tid in obj.links.items()]
+            if any(confirmed[r] for r in rows):
+                objs.append(obj)
+                link_rows.append(rows)
+                link_cameras.extend(obj.links)
+        n = len(objs)
         x = np.zeros((n, 6))
         P = np.zeros((n, 6, 6))
         if n:
@@ -229,20 +239,22 @@ class MultiCameraTracker:
         cls = np.array([o.cls for o in objs], np.int32)
         footprint = self.ranging.footprint(cls)
         gap, closing, closing_var, ttc = _gap_and_ttc(x[:, :2], x[:, 2:4], P[:, 2:4, 2:4], footprint, cfg.ego_front_m)
-        boxes = [tracker.image_boxes for tracker in self.camera_trackers]
+
+        counts = np.array([len(rows) for rows in link_rows], np.intp)
+        link_obj = np.repeat(np.arange(n), counts)
+        link_row = np.array([r for rows in link_rows for r in rows], np.intp)
+        link_camera = np.array(link_cameras, np.intp)
         track_ids = np.full((n, len(self.cameras)), -1, np.int64)
-        camera = np.zeros(n, np.int32)
-        box = np.zeros((n, 4))
-        score = np.zeros(n)
-        for k, (obj, links) in enumerate(published):
-            for c, r in links:
-                track_ids[k, c] = self.camera_trackers[c].ids[r]
-            # The box comes from the camera that measured the object last; ties go to the larger box.
-            c, r = max(links, key=lambda cr: (self.camera_trackers[cr[0]].last_hit_ns[cr[1]],
-                                              self.camera_trackers[cr[0]].x[cr[1], 3]))
-            camera[k] = c
-            box[k] = boxes[c][r]
-            score[k] = max(self.camera_trackers[c2].score[r2] for c2, r2 in links)
+        track_ids[link_obj, link_camera] = np.concatenate([t.ids for t in trackers])[link_row]
+        # The box comes from the camera that measured the object last; ties go to the larger box, then to the
+        # first link: sorted so, each object's last entry is that track.
+        order = np.lexsort((-np.arange(len(link_row)), np.concatenate([t.x[:, 3] for t in trackers])[link_row],
+                            np.concatenate([t.last_hit_ns for t in trackers])[link_row], link_obj))
+        chosen = order[np.cumsum(counts) - 1]
+        camera = link_camera[chosen].astype(np.int32)
+        box = np.concatenate([t.image_boxes for t in trackers])[link_row[chosen]]
+        score = (np.maximum.reduceat(np.concatenate([t.score for t in trackers])[link_row], np.cumsum(counts) - counts)
+                 if n else np.zeros(0))
         hits = np.array([o.hits for o in objs], np.int32)
         since_update = np.array([max(0.0, (t_ns - o.last_update_ns) * 1e-9) for o in objs])
         confidence = score * np.minimum(1.0, hits / cfg.full_confidence_hits) * np.exp(-since_update / cfg.stale_tau_s)
