@@ -91,9 +91,36 @@ def test_detections_round_trip():
 def test_arrays_travel_as_binary_not_float_lists():
     frame = encode(sample_detections(200), 0, 0)
     data = msgpack.unpackb(frame.partition(b"\0")[2], raw=False)
-    assert all(isinstance(v, msgpack.ExtType) for v in data["objects"].values())
-    # 200 objects x (8+4+4+4+16+4+1+12+12+4+4+1) bytes of data plus small headers
-    assert len(frame) < 200 * 74 + 1200
+    assert isinstance(data["stale"], msgpack.ExtType) and isinstance(data["diag"]["capture_ns"], msgpack.ExtType)
+    assert isinstance(data["objects"], bytes) and len(data["objects"]) == 200 * 80  # one record per object
+    assert len(frame) < 200 * 80 + 600
+
+
+def test_object_record_layout_is_the_documented_one():
+    """docs/messages.md: offsets, little-endian types and zero padding, read here with struct alone (as a
+    reader in another language would)."""
+    import struct
+
+    msg = sample_detections(3)
+    table = msgpack.unpackb(encode(msg, 0, 0).partition(b"\0")[2], raw=False)["objects"]
+    o = msg.objects
+    for i in range(3):
+        r = table[80 * i:80 * (i + 1)]
+        assert struct.unpack_from("<qii", r, 0) == (o.track_id[i], o.camera[i], o.cls[i])
+        floats = struct.unpack_from("<14f", r, 16)
+        np.testing.assert_array_equal(floats, np.concatenate([[o.score[i]], o.box[i], [o.age_s[i], o.range_m[i]],
+                                                              o.position[i], o.velocity[i], [o.ttc_s[i]]]))
+        assert (r[72], r[73], r[74:]) == (o.range_source[i], o.coasting[i], bytes(6))
+
+
+def test_decoded_columns_view_one_read_only_aligned_table():
+    got = decode(encode(sample_detections(6), 0, 0)).message.objects
+    for name in ("track_id", "box", "score", "coasting"):
+        column = getattr(got, name)
+        assert not column.flags.writeable and column.flags.aligned, name
+        assert column.base is not None and column.base is got.track_id.base, name  # views, no copies
+    with pytest.raises(ValueError, match="from_records"):
+        WireObjects.from_records(np.zeros(3, np.float32))
 
 
 def test_empty_detections_round_trip():
@@ -170,13 +197,32 @@ def _delete(path: str):
     return mutate
 
 
+def _set_object(row: int, name: str, value):
+    """Edit one column of one record of the binary object table (detections schema 2)."""
+    from perception.messaging.schemas import OBJECT_RECORD
+
+    def mutate(d):
+        records = np.frombuffer(d["objects"], OBJECT_RECORD).copy()
+        records[name][row] = value
+        d["objects"] = records.tobytes()
+    return mutate
+
+
+def _set_byte(offset: int, value: int):
+    def mutate(d):
+        table = bytearray(d["objects"])
+        table[offset] = value
+        d["objects"] = bytes(table)
+    return mutate
+
+
 def _ext(array: np.ndarray) -> msgpack.ExtType:
     from perception.messaging.codec import pack_array
     return pack_array(array)
 
 
 BAD_FIELDS = [
-    ("detections", _set("schema", 2), r"detections: schema version 2, this reader supports 1"),
+    ("detections", _set("schema", 1), r"detections: schema version 1, this reader supports 2"),
     ("detections", _set("schema", "1"), r"detections: field 'schema' must be an integer, got str"),
     ("detections", _delete("seq"), r"detections: field 'seq' is missing"),
     ("detections", _set("seq", -1), r"detections: field 'seq' must be >= 0"),
@@ -189,26 +235,35 @@ BAD_FIELDS = [
      r"detections: field 'diag.capture_ns' must be a int64 array of shape 3, got int64 of shape 2"),
     ("detections", _set("diag.stage_ns.engine", "fast"), r"detections: field 'diag.stage_ns.engine' must be an int"),
     ("detections", _set("diag", [1]), r"detections: field 'diag' must be a map, got list"),
-    ("detections", _set("objects.box", _ext(np.zeros((5, 4), np.float64))),
-     r"detections: field 'objects.box' must be a float32 array of shape 5x4, got float64 of shape 5x4"),
-    ("detections", _set("objects.box", _ext(np.zeros((5, 3), np.float32))),
-     r"detections: field 'objects.box' must be a float32 array of shape 5x4, got float32 of shape 5x3"),
-    ("detections", _set("objects.score", _ext(np.zeros(4, np.float32))),
-     r"detections: field 'objects.score' must be a float32 array of shape 5"),
-    ("detections", _set("objects.camera", _ext(np.array([0, 1, 2, 3, 0], np.int32))),
+    ("detections", _set("objects", {"box": b""}),
+     r"detections: field 'objects' must be binary \(msgpack bin\), got dict"),
+    ("detections", _delete("objects"), r"detections: field 'objects' is missing"),
+    ("detections", _set("objects", b"\0" * 399),
+     r"detections: field 'objects' has 399 bytes, not a whole number of 80-byte records"),
+    ("detections", _set_object(1, "camera", 3),
      r"detections: field 'objects.camera' has an index outside the 3 cameras"),
-    ("detections", _set("objects.cls", _ext(np.array([0, -1, 2, 3, 0], np.int32))),
-     r"detections: field 'objects.cls' has an index outside the 4 classes"),
-    ("detections", _set("objects.range_source", _ext(np.array([0, 1, 2, 9, 0], np.uint8))),
+    ("detections", _set_object(1, "cls", -1), r"detections: field 'objects.cls' has an index outside the 4 classes"),
+    ("detections", _set_object(3, "range_source", 9),
      r"detections: field 'objects.range_source' has a value outside 0..3"),
-    ("detections", _set("objects.ttc_s", msgpack.ExtType(7, b"\x05\x01\x05\x00\x00\x00")),
-     r"detections: field 'objects.ttc_s' must be a binary array \(ext type 1\), got ext type 7"),
-    ("detections", _set("objects.ttc_s", msgpack.ExtType(1, b"\x05\x01\x05\x00\x00\x00" + b"\0" * 19)),
-     r"detections: field 'objects.ttc_s' has 19 data bytes, shape \(5,\) needs 20"),
-    ("detections", _set("objects.ttc_s", msgpack.ExtType(1, b"\x63\x01")),
-     r"detections: field 'objects.ttc_s' has an invalid array header \(dtype code 99"),
-    ("detections", _set("objects.ttc_s", msgpack.ExtType(1, b"\x05\x02\x05\x00")),
-     r"detections: field 'objects.ttc_s' has a truncated array header"),
+    ("detections", _set_byte(80 * 2 + 73, 2), r"detections: field 'objects.coasting' has a byte other than 0 or 1"),
+    ("detections", _set_object(0, "score", 1.5), r"detections: field 'objects.score' has a value above 1"),
+    ("detections", _set_object(4, "score", -0.1), r"detections: field 'objects.score' has a value below 0"),
+    ("detections", _set_object(4, "score", np.nan),
+     r"detections: field 'objects.score' has a value below 0 or NaN"),
+    ("detections", _set_object(2, "box", (np.nan, 0, 10, 10)),
+     r"detections: field 'objects.box' has a coordinate below -0.5 or NaN"),
+    ("detections", _set_object(2, "box", (-3, 0, 10, 10)),
+     r"detections: field 'objects.box' has a coordinate below -0.5"),
+    ("detections", _set_object(2, "box", (0, 0, np.inf, 10)),
+     r"detections: field 'objects.box' has an infinite or NaN"),
+    ("detections", _set_object(2, "box", (10, 0, 10, 10)),
+     r"detections: field 'objects.box' has a box with x0 >= x1"),
+    ("detections", _set_object(2, "box", (0, 20, 10, 10)),
+     r"detections: field 'objects.box' has a box with y0 >= y1"),
+    ("detections", _set_object(1, "age_s", -1),
+     r"detections: field 'objects.age_s' has a negative or NaN value"),
+    ("detections", _set_object(1, "age_s", np.inf),
+     r"detections: field 'objects.age_s' has an infinite or NaN value"),
     ("detections", _set("stale", _ext(np.zeros(3, np.uint8))), r"detections: field 'stale' must be a bool array"),
     ("hints", _set("brake", "slam"), r"hints: field 'brake' must be one of none, prepare, brake, got 'slam'"),
     ("hints", _set("lead.gap_m", "far"), r"hints: field 'lead.gap_m' must be a number, got str"),
@@ -231,11 +286,26 @@ def test_bad_field_names_topic_and_field(topic, mutate, error):
 
 
 def test_too_many_objects_is_rejected():
-    # A payload within the byte limit but above MAX_OBJECTS (hand-made: the builder cannot exceed it).
+    # Payloads within the byte limit but above MAX_OBJECTS (hand-made: the builder cannot exceed them).
     n = MAX_OBJECTS + 1
     columns = {"cut_in_ids": _ext(np.arange(n, dtype=np.int64))}
     with pytest.raises(MessageError, match="hints: field 'cut_in_ids' has 4097 ids, the limit is 4096"):
         decode(repack(encode(sample_hints(), 0, 0), lambda d: d.update(columns)))
+    table = {"objects": sample_objects(n).to_records().tobytes()}
+    with pytest.raises(MessageError, match="detections: field 'objects' has 4097 objects, the limit is 4096"):
+        decode(repack(encode(sample_detections(), 0, 0), lambda d: d.update(table)))
+
+
+def test_values_the_node_publishes_decode():
+    """The edge values of the checks are valid: a box from the image's first pixel edge, score 0 and 1, age 0,
+    NaN range, position and velocity (no range source), inf / NaN TTC, the largest float32 box corner."""
+    o = sample_objects(4)
+    o.box[0] = (-0.5, -0.5, np.finfo(np.float32).max, 0.0)
+    o.score[:2] = (0.0, 1.0)
+    o.age_s[0] = 0.0
+    o.range_m[1], o.position[1], o.velocity[1], o.ttc_s[1:3] = np.nan, np.nan, np.nan, (np.nan, np.inf)
+    got = decode(encode(DetectionsMessage(sample_diag(), 1, [False] * 3, CLASSES, o), 0, 0)).message
+    assert_same_objects(got.objects, o)
 
 
 @pytest.mark.parametrize("frame,error", [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from perception.errors import ConfigError
-from perception.messaging.schemas import DetectionsMessage, HintsMessage
+from perception.messaging.schemas import DetectionsMessage, HintsMessage, WireObjects
 from replay.compare import CompareConfig, TimingGates, compare_runs, format_diff, update_golden
 from replay.determinism import assert_runs_identical, run_differences
 from perception.io.run_file import load_run
@@ -197,13 +197,15 @@ def test_determinism_check(drive, tmp_path):
 
 def test_identical_runs_with_an_inverted_box_compare_equal(drive, tmp_path):
     """Identical objects match by track id first, and identical boxes match even when degenerate (issue 12:
-    an inverted box has IoU 0 with itself)."""
-    messages = copy.deepcopy(simulated_outputs(drive))
-    target = next(m for m in messages if isinstance(m, DetectionsMessage) and len(m.objects) > 1)
-    box = target.objects.box
-    box[0] = (box[0][2], box[0][1], box[0][0] - 7, box[0][3])  # x0 > x1
-    golden = _run(tmp_path, drive, messages, "golden.mcap")
-    result = compare_runs(golden, _run(tmp_path, drive, copy.deepcopy(messages)))
+    an inverted box has IoU 0 with itself). A run file cannot carry such a box (the detections decoder
+    rejects it), so it is put into the two loaded runs."""
+    runs = [_run(tmp_path, drive, simulated_outputs(drive), name) for name in ("golden.mcap", "run.mcap")]
+    for run in runs:
+        target = next(m.message for m in run.detections if len(m.message.objects) > 1)
+        target.objects = WireObjects(**{name: np.array(v) for name, v in vars(target.objects).items()})
+        box = target.objects.box
+        box[0] = (box[0][2], box[0][1], box[0][0] - 7, box[0][3])  # x0 > x1
+    result = compare_runs(*runs)
     assert result.passed and not result.findings, format_diff(result)
     g, r, matched = result.objects
     assert g == r == matched

@@ -154,7 +154,7 @@ def test_write_wire_keeps_seq_and_publish_time(drive, outputs, tmp_path):
     assert (run.detections[0].envelope.seq, run.detections[0].envelope.publish_ns) == (41, 1_234)
 
 
-def _handmade_run(path, rig, data: bytes, schema: str = "perception.detections.v1", log_time: int = T0):
+def _handmade_run(path, rig, data: bytes, schema: str = schema_name("detections"), log_time: int = T0):
     with open(path, "wb") as f:
         writer = McapWriter(f)
         writer.start()

@@ -18,7 +18,7 @@ import numpy as np
 
 from perception.errors import MessageError
 from perception.messaging.schemas import (
-    BRAKE_STAGES, CAMERA_STATES, HEALTH_STATES, OBJECT_FIELDS, TOPIC_OF, DetectionsMessage, Diagnostics, Envelope,
+    BRAKE_STAGES, CAMERA_STATES, HEALTH_STATES, OBJECT_RECORD, TOPIC_OF, DetectionsMessage, Diagnostics, Envelope,
     HealthMessage, HintsMessage, Message, RangeSource, WireLead, WireObjects,
 )
 from perception.messaging.services import (
@@ -32,6 +32,7 @@ _DTYPE_BY_CODE: dict[int, np.dtype] = {
     5: np.dtype("<f4"), 6: np.dtype("<f8"),
 }
 _CODE_BY_DTYPE = {dtype: code for code, dtype in _DTYPE_BY_CODE.items()}
+_I8, _BOOL = np.dtype("<i8"), np.dtype("bool")
 _HEADERS = [struct.Struct(f"<BB{ndim}I") for ndim in range(_MAX_NDIM + 1)]
 _COUNT = struct.Struct("<I")  # the one dimension of a 1-d array, after the 2-byte header
 _MAX_TOPIC_LEN = max(len(t) for t in SERVICES)
@@ -81,14 +82,28 @@ def decode(frame: bytes) -> Envelope:
     version = fields.integer("schema")
     if version != service.schema_version:
         raise MessageError(f"{topic}: schema version {version}, this reader supports {service.schema_version}")
-    return Envelope(topic, fields.integer("seq", minimum=0), fields.integer("publish_ns"), _PARSE[topic](fields))
+    return _checked(Envelope, topic=topic, seq=fields.integer("seq", minimum=0),
+                    publish_ns=fields.integer("publish_ns"), message=_PARSE[topic](fields))
+
+
+def _checked(cls: type, **fields: object):
+    """An instance of a schemas dataclass from fields the decoder has checked already: the msgpack limits and
+    the field checks cover what its __post_init__ would convert and check again (types, shapes, lengths)."""
+    instance = cls.__new__(cls)
+    instance.__dict__.update(fields)
+    return instance
+
+
+_MISSING = object()
+_INT, _NUMBER, _STR, _LIST, _DICT = (int,), (int, float), (str,), (list,), (dict,)
+_BYTES, _ARRAY = (bytes,), (np.ndarray,)
 
 
 class _Fields:
     """Typed access to one decoded msgpack map; every error names the topic and the field's path."""
 
     def __init__(self, topic: str, data: object, path: str):
-        if not isinstance(data, dict):  # nested maps are checked by map()
+        if type(data) is not dict:  # nested maps are checked by map()
             raise MessageError(f"{topic}: payload must be a map, got {type(data).__name__}")
         self.topic, self._data, self._path = topic, data, path
 
@@ -98,38 +113,39 @@ class _Fields:
     def keys(self) -> list[str]:
         """The map's keys; a key that is not a msgpack str (bin, int, ...) is an error naming the map."""
         for k in self._data:
-            if not isinstance(k, str):
+            if type(k) is not str:
                 raise MessageError(f"{self.topic}: field {self._path.rstrip('.')!r} has a key of type "
                                    f"{type(k).__name__} ({_show(k)}); keys must be strings")
         return list(self._data)
 
-    def _get(self, key: str, types: type | tuple[type, ...], expected: str) -> object:
-        if key not in self._data:
+    def _get(self, key: str, types: tuple[type, ...], expected: str) -> object:
+        """The value if its type is exactly one of `types` (msgpack makes exact types; a bool is not an int)."""
+        value = self._data.get(key, _MISSING)
+        if type(value) in types:
+            return value
+        if value is _MISSING:
             raise self.error(key, "is missing")
-        value = self._data[key]
-        if isinstance(value, bool) or not isinstance(value, types):  # no field is a msgpack bool
-            raise self.error(key, f"must be {expected}, got {type(value).__name__}")
-        return value
+        raise self.error(key, f"must be {expected}, got {type(value).__name__}")
 
     def integer(self, key: str, minimum: int | None = None) -> int:
-        value = self._get(key, int, "an integer")
+        value = self._get(key, _INT, "an integer")
         if minimum is not None and value < minimum:
             raise self.error(key, f"must be >= {minimum}, got {value}")
         return value
 
     def number(self, key: str) -> float:
-        return float(self._get(key, (int, float), "a number"))
+        return float(self._get(key, _NUMBER, "a number"))
 
     def string(self, key: str, allowed: tuple[str, ...] | None = None) -> str:
-        value = self._get(key, str, "a string")
+        value = self._get(key, _STR, "a string")
         if allowed is not None and value not in allowed:
             raise self.error(key, f"must be one of {', '.join(allowed)}, got {value!r}")
         return value
 
     def strings(self, key: str, allowed: tuple[str, ...] | None = None) -> tuple[str, ...]:
-        values = self._get(key, list, "a list of strings")
+        values = self._get(key, _LIST, "a list of strings")
         for v in values:
-            if not isinstance(v, str):
+            if type(v) is not str:
                 raise self.error(key, f"must be a list of strings, has a {type(v).__name__}")
             if allowed is not None and v not in allowed:
                 raise self.error(key, f"values must be one of {', '.join(allowed)}, got {v!r}")
@@ -137,15 +153,22 @@ class _Fields:
 
     def int_map(self, key: str) -> dict[str, int]:
         sub = self.map(key)
-        return {k: sub.integer(k) for k in sub.keys()}
+        for k, v in sub._data.items():
+            if type(v) is not int or type(k) is not str:
+                sub.keys()  # names a key that is not a string
+                sub.integer(k)
+        return sub._data  # the decoder's own dict: nothing else holds it
 
     def map(self, key: str) -> "_Fields":
-        return _Fields(self.topic, self._get(key, dict, "a map"), f"{self._path}{key}.")
+        return _Fields(self.topic, self._get(key, _DICT, "a map"), f"{self._path}{key}.")
 
     def optional_map(self, key: str) -> "_Fields | None":
         if key in self._data and self._data[key] is None:
             return None
         return self.map(key)
+
+    def binary(self, key: str) -> bytes:
+        return self._get(key, _BYTES, "binary (msgpack bin)")
 
     def array(self, key: str, dtype: np.dtype, shape: tuple[int | None, ...]) -> np.ndarray:
         """A binary array of exactly `dtype`; None in `shape` matches any length."""
@@ -158,7 +181,7 @@ class _Fields:
                 return value
         if isinstance(value, _BadArray):
             raise self.error(key, value.reason)
-        value = self._get(key, np.ndarray, "a binary array")
+        value = self._get(key, _ARRAY, "a binary array")
         want_shape = "x".join("N" if s is None else str(s) for s in shape) or "scalar"
         raise self.error(key, f"must be a {dtype} array of shape {want_shape}, "
                               f"got {value.dtype} of shape {'x'.join(map(str, value.shape)) or 'scalar'}")
@@ -210,34 +233,72 @@ def _pack_diag(d: Diagnostics) -> dict:
 def _parse_diag(f: _Fields) -> Diagnostics:
     cameras = f.strings("cameras")
     n = len(cameras)
-    return Diagnostics(f.string("model_id"), cameras, f.array("capture_ns", np.dtype("<i8"), (n,)),
-                       f.array("dropped_frames", np.dtype("<i8"), (n,)), f.int_map("stage_ns"))
+    return _checked(Diagnostics, model_id=f.string("model_id"), cameras=cameras,
+                    capture_ns=f.array("capture_ns", _I8, (n,)), dropped_frames=f.array("dropped_frames", _I8, (n,)),
+                    stage_ns=f.int_map("stage_ns"))
 
 
 def _pack_detections(m: DetectionsMessage) -> dict:
     return {"frame_ns": m.frame_ns, "stale": pack_array(m.stale), "classes": list(m.classes),
-            "objects": {name: pack_array(getattr(m.objects, name)) for name in OBJECT_FIELDS}}
+            "objects": m.objects.to_records().data}
 
 
 def _parse_detections(f: _Fields) -> DetectionsMessage:
     diag = _parse_diag(f.map("diag"))
     classes = f.strings("classes")
-    o = f.map("objects")
-    columns = {}
-    n = None
-    for name, (dtype, row_shape) in OBJECT_FIELDS.items():
-        columns[name] = o.array(name, dtype, (n, *row_shape))
-        n = columns[name].shape[0]
-    if n > MAX_OBJECTS:
-        raise o.error("track_id", f"has {n} objects, the limit is {MAX_OBJECTS}")
-    for name, limit, names in (("camera", len(diag.cameras), "cameras"), ("cls", len(classes), "classes")):
-        index = columns[name]
-        if n and index.view("<u4").max() >= limit:  # as unsigned, a negative index is over any limit
-            raise o.error(name, f"has an index outside the {limit} {names}")
-    if n and columns["range_source"].max() > max(RangeSource).value:
-        raise o.error("range_source", f"has a value outside 0..{max(RangeSource).value}")
-    return DetectionsMessage(diag, f.integer("frame_ns"), f.array("stale", np.dtype(bool), (len(diag.cameras),)),
-                             classes, WireObjects(**columns))
+    table = f.binary("objects")
+    if len(table) % OBJECT_RECORD.itemsize:
+        raise f.error("objects", f"has {len(table)} bytes, not a whole number of {OBJECT_RECORD.itemsize}-byte "
+                                 f"records")
+    records = np.frombuffer(table, OBJECT_RECORD).copy()  # aligned: numpy's fast loops (the bin can be anywhere)
+    records.flags.writeable = False
+    if len(records) > MAX_OBJECTS:
+        raise f.error("objects", f"has {len(records)} objects, the limit is {MAX_OBJECTS}")
+    _check_objects(f, records, len(diag.cameras), len(classes))
+    return _checked(DetectionsMessage, diag=diag, frame_ns=f.integer("frame_ns"),
+                    stale=f.array("stale", _BOOL, (len(diag.cameras),)), classes=classes,
+                    objects=WireObjects.from_records(records))
+
+
+# The decoder's view of an object record (OBJECT_RECORD) for its value checks: the two indices, the six
+# floats that must be finite (score, box x0 y0 x1 y1, age_s) and the two one-byte codes.
+_CHECK_VIEW = np.dtype({"names": ["index", "finite", "code"], "formats": [("<u4", 2), ("<f4", 6), ("u1", 2)],
+                        "offsets": [OBJECT_RECORD.fields[name][1] for name in ("camera", "score", "range_source")],
+                        "itemsize": OBJECT_RECORD.itemsize})
+assert _CHECK_VIEW.fields["finite"][1] + 24 == OBJECT_RECORD.fields["range_m"][1], "score, box, age_s not adjacent"
+# Every check is `a < b` (one numpy ufunc for all, which keeps a message's first-touch cost down):
+# finite in [low, high] is nextafter(low, -inf) < finite < nextafter(high, inf); NaN fails both.
+_FINITE_ABOVE = np.nextafter(np.array([0.0, -0.5, -0.5, -0.5, -0.5, 0.0], np.float32), np.float32(-np.inf))
+_FINITE_BELOW = np.array([np.nextafter(np.float32(1), np.float32(2)), *[np.inf] * 5], np.float32)
+_CODE_BELOW = np.array([max(RangeSource).value + 1, 2], np.uint8)  # range_source, coasting (a bool is 0 or 1)
+_COLUMN_PROBLEMS = (
+    (("camera", "has an index outside the {cameras} cameras"), ("cls", "has an index outside the {classes} classes")),
+    (("score", "has a value below 0 or NaN"), *[("box", "has a coordinate below -0.5 or NaN")] * 4,
+     ("age_s", "has a negative or NaN value")),
+    (("score", "has a value above 1 or NaN"), *[("box", "has an infinite or NaN coordinate")] * 4,
+     ("age_s", "has an infinite or NaN value")),
+    (("box", "has a box with x0 >= x1"), ("box", "has a box with y0 >= y1")),
+    (("range_source", f"has a value outside 0..{max(RangeSource).value}"),
+     ("coasting", "has a byte other than 0 or 1")),
+)
+
+
+def _check_objects(f: _Fields, records: np.ndarray, cameras: int, classes: int) -> None:
+    """Vectorised value checks of a decoded object table: a few numpy calls whatever the number of objects
+    (the cost of a message is the number of calls); the error names the first bad column."""
+    v = records.view(_CHECK_VIEW)
+    finite = v["finite"]
+    oks = (v["index"] < np.array((cameras, classes), np.uint32),  # as unsigned, a negative index is over any limit
+           _FINITE_ABOVE < finite, finite < _FINITE_BELOW,
+           finite[:, 1:3] < finite[:, 3:5],
+           v["code"] < _CODE_BELOW)
+    if oks[0].all() and oks[1].all() and oks[2].all() and oks[3].all() and oks[4].all():
+        return
+    for ok, problems in zip(oks, _COLUMN_PROBLEMS):
+        bad = np.flatnonzero(~ok.all(0))
+        if len(bad):
+            name, what = problems[bad[0]]
+            raise f.error(f"objects.{name}", what.format(cameras=cameras, classes=classes))
 
 
 def _pack_hints(m: HintsMessage) -> dict:

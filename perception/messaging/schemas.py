@@ -25,20 +25,19 @@ HEALTH_STATES: tuple[str, ...] = ("ok", "degraded", "fault")
 CAMERA_STATES: tuple[str, ...] = ("ok", "stale", "lost")
 
 
-# name -> (dtype, shape of one row); one table drives construction checks, encoding and decoding.
+# The wire record of one object (detections schema 2, docs/messages.md): little-endian, C struct layout
+# (every field at a multiple of its size, 80 bytes with 6 bytes of zero padding at the end), so that the
+# columns of a decoded table are aligned; the floats that must be finite (score, box, age_s) are adjacent so
+# that one vectorised check covers them. One table drives construction checks, encoding and decoding;
+# changing it bumps the detections schema.
+OBJECT_RECORD = np.dtype([
+    ("track_id", "<i8"), ("camera", "<i4"), ("cls", "<i4"), ("score", "<f4"), ("box", "<f4", (4,)), ("age_s", "<f4"),
+    ("range_m", "<f4"), ("position", "<f4", (3,)), ("velocity", "<f4", (3,)), ("ttc_s", "<f4"),
+    ("range_source", "u1"), ("coasting", "?"),
+], align=True)
+# name -> (dtype, shape of one row)
 OBJECT_FIELDS: dict[str, tuple[np.dtype, tuple[int, ...]]] = {
-    "track_id": (np.dtype("<i8"), ()),
-    "camera": (np.dtype("<i4"), ()),
-    "cls": (np.dtype("<i4"), ()),
-    "score": (np.dtype("<f4"), ()),
-    "box": (np.dtype("<f4"), (4,)),
-    "range_m": (np.dtype("<f4"), ()),
-    "range_source": (np.dtype("<u1"), ()),
-    "position": (np.dtype("<f4"), (3,)),
-    "velocity": (np.dtype("<f4"), (3,)),
-    "ttc_s": (np.dtype("<f4"), ()),
-    "age_s": (np.dtype("<f4"), ()),
-    "coasting": (np.dtype("bool"), ()),
+    name: (OBJECT_RECORD[name].base, OBJECT_RECORD[name].shape) for name in OBJECT_RECORD.names
 }
 
 
@@ -73,6 +72,23 @@ class WireObjects:
 
     def __len__(self) -> int:
         return int(self.track_id.shape[0])
+
+    @classmethod
+    def from_records(cls, records: np.ndarray) -> "WireObjects":
+        """Columns viewing `records` (an OBJECT_RECORD array), without copies: the decoder's path."""
+        if records.dtype != OBJECT_RECORD or records.ndim != 1:
+            raise ValueError(f"WireObjects.from_records: {records.dtype} array of {records.ndim} dims, "
+                             f"expected a 1-d OBJECT_RECORD array")
+        objects = cls.__new__(cls)  # the record's dtype fixes every column's dtype and shape: no re-checks
+        objects.__dict__.update({name: records[name] for name in OBJECT_RECORD.names})
+        return objects
+
+    def to_records(self) -> np.ndarray:
+        """The objects as one OBJECT_RECORD array (the encoder's path)."""
+        records = np.zeros(len(self), OBJECT_RECORD)  # zero padding: the same objects, the same bytes
+        for name in OBJECT_RECORD.names:
+            records[name] = getattr(self, name)
+        return records
 
     @staticmethod
     def empty() -> "WireObjects":

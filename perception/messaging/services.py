@@ -24,7 +24,7 @@ class Service:
 
 
 SERVICES: dict[str, Service] = {s.topic: s for s in (
-    Service("detections", 1, 20.0, True, 1 << 20,
+    Service("detections", 2, 20.0, True, 1 << 20,  # 2: the object table as one binary record array
             "tracked objects of one frame set: boxes, range, vehicle-frame position/velocity, TTC"),
     Service("hints", 2, 20.0, True, 64 << 10,  # 2: lead.range_m -> lead.gap_m (the bumper gap)
             "control hints of one frame set: lead object, brake stage, speed cap, cut-ins, confidence"),
