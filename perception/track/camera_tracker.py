@@ -14,6 +14,7 @@ Tracks are held as parallel arrays so that a frame is predicted and updated in a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,27 +77,29 @@ class CameraTracker:
 
     def step(self, t_ns: int, dets: Detections) -> CameraStep:
         """Advance to this camera frame (t_ns after the previous one) and match its detections."""
-        cfg = self.config
-        if len(self.ids) and self.t_ns is not None:
-            self.x, self.P = kalman.predict(self.x, self.P, (t_ns - self.t_ns) * 1e-9, self._accel_std(), order=2)
-        self.t_ns = t_ns
+        advance([self], [t_ns])
+        return self.match(dets)
 
+    def match(self, dets: Detections) -> CameraStep:
+        """Match the detections of the frame the tracks were advanced to (`advance`)."""
+        cfg = self.config
+        t_ns = self.t_ns
         det_box64 = dets.box.astype(np.float64)
         det_boxes = _to_centre(det_box64)
         track_boxes = self.boxes
         high_mask = dets.score >= cfg.high_score
-        high = np.flatnonzero(high_mask)
-        low = np.flatnonzero((dets.score >= cfg.low_score) & ~high_mask)
+        high = high_mask.nonzero()[0]
+        low = ((dets.score >= cfg.low_score) & ~high_mask).nonzero()[0]
         track_free = np.ones(len(self.ids), bool)
-        t_high, d_high = self._match(np.flatnonzero(track_free), high, track_boxes, det_box64, dets.cls)
+        t_high, d_high = self._assign(track_free.nonzero()[0], high, track_boxes, det_box64, dets.cls)
         track_free[t_high] = False
         high_free = np.zeros(len(dets), bool)
         high_free[high] = True
         high_free[d_high] = False
-        t_low, d_low = self._match(np.flatnonzero(track_free), low, track_boxes, det_box64, dets.cls)
+        t_low, d_low = self._assign(track_free.nonzero()[0], low, track_boxes, det_box64, dets.cls)
         track_free[t_low] = False
         t_rows, d_rows = np.concatenate([t_high, t_low]), np.concatenate([d_high, d_low])
-        unmatched_tracks = np.flatnonzero(track_free)
+        unmatched_tracks = track_free.nonzero()[0]
 
         self._update(t_rows, det_boxes[d_rows], dets.image_velocity[d_rows], dets.score[d_rows])
         self.hits[t_rows] += 1
@@ -115,7 +118,7 @@ class CameraTracker:
             alive = ~np.isin(matched_ids, dropped)
             matched_ids, d_rows = matched_ids[alive], d_rows[alive]
 
-        births = np.flatnonzero(high_free & (dets.score >= cfg.new_track_score))
+        births = (high_free & (dets.score >= cfg.new_track_score)).nonzero()[0]
         new_ids = self._start(births, det_boxes[births], dets, t_ns)
         return CameraStep(np.concatenate([matched_ids, new_ids]), np.concatenate([d_rows, births]), dropped)
 
@@ -126,7 +129,7 @@ class CameraTracker:
     def remove(self, ids: np.ndarray) -> None:
         self._remove(np.isin(self.ids, ids))
 
-    def _match(self, track_rows: np.ndarray, det_rows: np.ndarray, track_boxes: np.ndarray,
+    def _assign(self, track_rows: np.ndarray, det_rows: np.ndarray, track_boxes: np.ndarray,
                det_boxes: np.ndarray, det_cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(track_rows) == 0 or len(det_rows) == 0:
             return np.zeros(0, np.intp), np.zeros(0, np.intp)
@@ -202,6 +205,22 @@ class CameraTracker:
         for name in ("ids", "cls", "x", "P", "hits", "misses", "score", "last_hit_ns"):
             setattr(self, name, getattr(self, name)[keep])
         return dropped
+
+
+def advance(trackers: Sequence[CameraTracker], t_ns: Sequence[int]) -> None:
+    """Predict the tracks of several cameras, each to its own frame time, in one batched Kalman call."""
+    moving = [(tracker, t) for tracker, t in zip(trackers, t_ns) if len(tracker.ids) and tracker.t_ns is not None]
+    if moving:
+        counts = [len(tracker.ids) for tracker, _ in moving]
+        x, P = kalman.predict(np.concatenate([tracker.x for tracker, _ in moving]),
+                              np.concatenate([tracker.P for tracker, _ in moving]),
+                              np.repeat([(t - tracker.t_ns) * 1e-9 for tracker, t in moving], counts),
+                              np.concatenate([tracker._accel_std() for tracker, _ in moving]), order=2)
+        ends = np.cumsum(counts)[:-1]
+        for (tracker, _), x_c, P_c in zip(moving, np.split(x, ends), np.split(P, ends)):
+            tracker.x, tracker.P = x_c, P_c
+    for tracker, t in zip(trackers, t_ns):
+        tracker.t_ns = t
 
 
 def _to_centre(boxes: np.ndarray) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 
 from perception.detections import Detections
 from perception.track import kalman
-from perception.track.camera_tracker import CameraTracker
+from perception.track.camera_tracker import CameraTracker, advance
 from perception.track.config import TrackerConfig
 from perception.track.matching import gated_assignment
 from perception.track.objects import TrackedObjects
@@ -79,17 +79,22 @@ class MultiCameraTracker:
             if not 0 <= c < len(self.cameras):
                 raise ValueError(f"camera index {c} is not in the rig ({len(self.cameras)} cameras)")
 
-        # The cameras' image tracks do not depend on the fusion, so all of them are stepped first and their
-        # measurements ranged in one call; the fusion then takes the cameras in order of capture time.
-        steps = []
+        # The cameras' image tracks do not depend on the fusion, so all of them are predicted (in one call) and
+        # matched first and their measurements ranged in one call; the fusion then takes the cameras in order of
+        # capture time.
+        frames = []
         for c, cam_t in sorted(camera_t_ns.items(), key=lambda item: (item[1], item[0])):
             previous = self.camera_t_ns[c]
             if previous is not None and cam_t <= previous:
                 self.out_of_order_frames += 1
                 continue
             self.camera_t_ns[c] = cam_t
-            rows = np.flatnonzero(detections.camera == c)
-            step = self.camera_trackers[c].step(cam_t, detections.select(rows))
+            frames.append((c, cam_t))
+        advance([self.camera_trackers[c] for c, _ in frames], [cam_t for _, cam_t in frames])
+        steps = []
+        for c, cam_t in frames:
+            rows = (detections.camera == c).nonzero()[0]
+            step = self.camera_trackers[c].match(detections.select(rows))
             steps.append((c, cam_t, step, rows[step.det_index]))
         measured = np.concatenate([rows for *_, rows in steps]) if steps else np.zeros(0, np.intp)
         estimates = self.ranging_model.estimate(detections.camera[measured], detections.box[measured],
@@ -117,7 +122,7 @@ class MultiCameraTracker:
         self.unranged_measurements += len(ranged) - int(ranged.sum())
         ids = track_ids.tolist()
         linked, unlinked = [], []
-        for i in np.flatnonzero(ranged).tolist():
+        for i in ranged.nonzero()[0].tolist():
             obj_id = self._link.get((c, ids[i]))
             if obj_id is None:
                 unlinked.append(i)
