@@ -34,11 +34,11 @@ setup(
         "matplotlib>=3.6",  # perception replay report (Agg backend, no display)
     ],
     extras_require={
-        "train": ["torch==2.13.0", "onnx", "onnxscript", "pycocotools"],  # pycocotools: validation mAP
+        "train": ["torch==2.13.0", "torch-pruning==1.6.1", "onnx", "onnxscript", "pycocotools"],  # pycocotools: validation mAP
         "gpu": ["pycuda", "tensorrt", "cuda-python"],
         "fleet": ["duckdb==2.0.1"],  # perception index / search (replay/index)
         "ray": ["duckdb==2.0.1", "ray==2.60.0"],  # --ray: drives spread over a Ray cluster (replay/fleet)
-        "dev": ["pytest", "hypothesis>=6.100", "torch==2.13.0", "onnx", "onnxscript", "pycocotools", "motmetrics", "matplotlib",
+        "dev": ["pytest", "hypothesis>=6.100", "torch==2.13.0", "torch-pruning==1.6.1", "onnx", "onnxscript", "pycocotools", "motmetrics", "matplotlib",
                 "jsonschema", "websockets", "duckdb==2.0.1", "ray==2.60.0"],  # schema-only decoding of run files, live-server client
     },
     entry_points={

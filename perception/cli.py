@@ -28,6 +28,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("perception.commands.train", "train the temporal CNN on drives with ground truth"),
     "export": ("perception.commands.export", "export a checkpoint to ONNX with its contract (parity-checked)"),
+    "prune": ("perception.commands.prune", "prune a checkpoint's channels, fine-tune it by distillation, export it"),
     "run": ("perception.commands.run", "run the node (default: demo model on the bundled synthetic drive)"),
     "replay": ("perception.commands.replay", "replay drives into run files, compare with golden runs, report"),
     "calib": ("perception.commands.calib", "camera calibration tools (chessboard intrinsics)"),

@@ -49,6 +49,9 @@ def load_model(path: str | os.PathLike) -> tuple[TemporalCenterNet, dict]:
     payload = read_checkpoint(path)
     cfg = ModelConfig.from_dict(payload["config"], where=f"{path}: config")
     model = TemporalCenterNet(cfg)
+    if payload.get("pruned"):   # channel widths below the config's (perception/model/prune.py)
+        from perception.model.prune import fit_to_state_dict
+        fit_to_state_dict(model, payload["model"], str(path))
     try:
         model.load_state_dict(payload["model"])
     except RuntimeError as e:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ LOG_FIELDS = ("epoch", "lr", "loss", "heatmap", "offset", "size", "displacement"
 
 
 FREEZE_CHOICES = ("none", "backbone", "teacher", "teacher-early")
+LossHook = Callable[[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,13 @@ def frozen_modules(model: TemporalCenterNet, freeze: str) -> list[torch.nn.Modul
     return [model.backbone.stem, model.backbone.dark2, model.backbone.dark3]
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
-    """Train; returns the best validation metrics. Writes checkpoints and the CSV log into cfg.out."""
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model: TemporalCenterNet | None = None,
+          loss_hook: LossHook | None = None, checkpoint_extra: dict | None = None) -> dict:
+    """Train; returns the best validation metrics. Writes checkpoints and the CSV log into cfg.out.
+
+    `model`: start from this network (of config cfg.model) instead of a new one, e.g. a pruned one;
+    `loss_hook`: changes each step's loss terms (train_step); `checkpoint_extra`: saved in every checkpoint.
+    """
     from perception.engine.torch import TorchEngine
 
     out = Path(cfg.out)
@@ -150,7 +157,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             s.labels, s.objects = s.labels[:cfg.val_frames], s.objects[:cfg.val_frames]
     sampler = ClipSampler(train_seqs, cfg.model, cfg.clip_length, cfg.augmentation, cfg.crop_width)
 
-    model = TemporalCenterNet(cfg.model)
+    if model is None:
+        model = TemporalCenterNet(cfg.model)
+    elif model.cfg != cfg.model:
+        raise ConfigError("train: the given network's config differs from the training config's model")
     if cfg.teacher_init:
         from perception.model.yolox import load_teacher_weights
         load_teacher_weights(model.backbone, cfg.teacher_init)
@@ -199,7 +209,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         bar = tqdm(clips, total=cfg.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False, unit="step")
         for batch in bar:
-            terms = train_step(model, batch, optimizer, params, cfg.grad_clip, cfg.bf16)
+            terms = train_step(model, batch, optimizer, params, cfg.grad_clip, cfg.bf16, loss_hook)
             scheduler.step()
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -210,12 +220,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         if improved:
             best, bad_epochs, best_metrics = score, 0, {**metrics, "epoch": epoch + 1}
             save_checkpoint(out / "best.pt", model, cfg.name, epoch=epoch + 1, metrics=metrics,
-                            train_config=_plain(cfg.to_dict()))
+                            train_config=_plain(cfg.to_dict()), **(checkpoint_extra or {}))
         else:
             bad_epochs += 1
         save_checkpoint(last, model, cfg.name, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                         epoch=epoch + 1, best=best, bad_epochs=bad_epochs, best_metrics=_plain(best_metrics),
-                        train_config=_plain(cfg.to_dict()))
+                        train_config=_plain(cfg.to_dict()), **(checkpoint_extra or {}))
         n = cfg.steps_per_epoch
         row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "loss": sums.get("total", 0.0) / n,
                **{k: sums.get(k, 0.0) / n for k in ("heatmap", "offset", "size", "displacement", "depth")},
@@ -251,17 +261,25 @@ def _clip_batches(sampler: ClipSampler, cfg: TrainConfig, epoch: int):
                                        persistent_workers=False)
 
 
+def clip_heads(outs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """forward_clip's per-step heads -> float32 [B*T,...] tensors (camera-major, the targets' order)."""
+    return {k: torch.stack([o[k] for o in outs], 1).flatten(0, 1).float()
+            for k in ("heatmap", "offset", "log_size", "displacement", "log_depth", "velocity_valid")}
+
+
 def train_step(model: TemporalCenterNet, batch: dict, optimizer: torch.optim.Optimizer, params: list,
-               grad_clip: float, bf16: bool = False) -> dict[str, float]:
-    """One optimiser step on a batch of clips (ClipBatch fields as tensors)."""
+               grad_clip: float, bf16: bool = False, loss_hook: LossHook | None = None) -> dict[str, float]:
+    """One optimiser step on a batch of clips (ClipBatch fields as tensors). `loss_hook(batch, heads,
+    terms)` returns the terms to use instead of the ground-truth ones (with their 'total')."""
     b, t = batch["dt"].shape
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         outs = model.forward_clip(batch["images"], batch["dt"], batch["fresh"])
-    heads = {k: torch.stack([o[k] for o in outs], 1).flatten(0, 1).float()
-             for k in ("heatmap", "offset", "log_size", "displacement", "log_depth")}
+    heads = clip_heads(outs)
     flat = lambda x: x.reshape((b * t,) + tuple(x.shape[2:]))  # noqa: E731
     terms = detection_loss(heads, flat(batch["heatmap"]), flat(batch["heatmap_weight"]), flat(batch["regression"]),
                            flat(batch["masks"]))
+    if loss_hook is not None:
+        terms = loss_hook(batch, heads, terms)
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
     torch.nn.utils.clip_grad_norm_(params, grad_clip)
