@@ -4,7 +4,8 @@
         finish(result)             # the last stage runs in the caller's thread
 
 While the caller finishes item k-1, the second stage works on k and the first on k+1 (the first stage's
-thread also iterates `items`). Results come in the order of the items, as `sequential` gives them.
+thread also iterates `items`, taking the next one only when there is room for it). Results come in the
+order of the items, as `sequential` gives them.
 Each link between two stages is a queue of depth 1 and holds at most `buffers` items, counting the one
 its consumer is working on: a stage that reuses an output buffer every `buffers` items (the node's batch
 buffers) never overwrites one that is still being read.
@@ -78,9 +79,12 @@ class _Pipeline:
         name, run = self.stages[0]
         iterator = iter(items)
         try:
-            for item in iterator:
-                if not self._acquire(0) or not self._put(0, run(item)):
-                    return
+            # the next item is taken only once there is room for it: a live source meanwhile keeps its
+            # newest frames instead of handing over ones that would wait here
+            while self._acquire(0):
+                item = next(iterator, _END)
+                if item is _END or not self._put(0, run(item)):
+                    break
             self._put(0, _END)
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
             self._fail(name, e)
