@@ -9,7 +9,7 @@ from perception.detections import Detections
 from perception.errors import ConfigError
 from perception.eval.detection import box_iou
 from perception.track import TrackerConfig, gap_and_ttc, kalman
-from perception.track.camera_tracker import CameraTracker
+from perception.track.camera_tracker import CameraTracker, advance
 from perception.track.matching import gated_assignment
 
 
@@ -106,6 +106,24 @@ def test_a_matched_track_that_leaves_the_image_is_dropped_and_not_reported_as_me
     step = tracker.step(50_000_000, _dets([[159.5, 10.0, 209.5, 50.0]], [0.9]))
     assert step.dropped.tolist() == [1] and 1 not in step.track_ids.tolist() and len(tracker) == 0
     assert len(step.track_ids) == len(step.det_index)
+
+
+def test_cameras_advanced_together_equal_cameras_stepped_one_by_one():
+    """`advance` predicts several cameras' tracks (each by its own frame interval, some without tracks yet) in one
+    batched call: the states are exactly those of stepping each camera on its own."""
+    alone = [CameraTracker(TrackerConfig()) for _ in range(3)]
+    together = [CameraTracker(TrackerConfig()) for _ in range(3)]
+    box = np.array([100.0, 100.0, 160.0, 150.0])
+    for k in range(6):
+        frames = [(k * (50_000_000 + 7_000_000 * c), _dets([box + 4 * k + 30 * c, box + 200 - 3 * k], [0.9, 0.8])
+                   if k >= c else Detections.empty()) for c in range(3)]  # camera c sees its objects from frame c
+        steps = [tracker.step(t, dets) for tracker, (t, dets) in zip(alone, frames)]
+        advance(together, [t for t, _ in frames])
+        batched = [tracker.match(dets) for tracker, (_, dets) in zip(together, frames)]
+        for a, b, step, step_b in zip(alone, together, steps, batched):
+            assert np.array_equal(a.x, b.x) and np.array_equal(a.P, b.P) and a.t_ns == b.t_ns
+            assert step.track_ids.tolist() == step_b.track_ids.tolist()
+    assert [len(t) for t in together] == [2, 2, 2]
 
 
 def test_tentative_track_dies_on_first_miss_and_weak_detections_start_nothing():

@@ -5,10 +5,11 @@ Per frame set:
 2. every track that received a detection is placed on the ground (`ranging.RigRanging`, all cameras in one
    call);
 3. camera by camera in order of capture time, each such measurement updates a fused object: a Kalman filter
-   on the object's (x, y) relative to the ego vehicle, predicted to that camera's capture time. A track already linked to an object updates it
-   while the measurement stays within the gate; unlinked tracks are assigned to objects of the same class
-   that this camera has not measured in this frame (Hungarian on the squared Mahalanobis distance, gated),
-   or else found a new object. So an object seen by two cameras is one object with one global id.
+   on the object's (x, y) relative to the ego vehicle, predicted to that camera's capture time. A track
+   already linked to an object updates it while the measurement stays within the gate; unlinked tracks are
+   assigned to objects of the same class that this camera has not measured in this frame (Hungarian on the
+   squared Mahalanobis distance, gated), or else found a new object. So an object seen by two cameras is
+   one object with one global id.
 The motion model is constant relative acceleration: at a camera's range noise a constant-velocity filter
 lags a braking lead's closing speed by 0.1-0.3 s, and delays the brake hint by as much.
 A camera without a frame in the set (stale) is not advanced; its tracks expire after `max_coast_s` and
