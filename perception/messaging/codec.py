@@ -1,7 +1,8 @@
 """Messages <-> wire bytes: pure functions, no sockets (docs/messages.md is the format's reference).
 
 A message is `topic + b"\\0" + msgpack map`. Numeric arrays travel as msgpack ExtType 1:
-`uint8 dtype code, uint8 ndim, ndim x uint32 LE dims, then the C-order little-endian data`.
+`uint8 dtype code, uint8 ndim, ndim x uint32 LE dims, then the C-order little-endian data`; the
+detections object table is one msgpack bin of fixed-layout records (schemas.OBJECT_RECORD).
 Decoding treats the bytes as untrusted: size limit per topic, msgpack limits, schema version and the
 type, dtype and shape of every field are checked; every failure is a MessageError naming the topic and
 the field. Unknown keys are ignored so that adding a field does not break older readers; removing or
