@@ -6,7 +6,7 @@
     model: null               # ONNX file; null = the bundled demo model
     engine:   {kind: onnxruntime, threads: 2}   # onnxruntime | tensorrt
     preprocess: cpu           # cpu | cuda
-    pipeline: true            # the pipelined loop (perception/node/pipeline.py); false = one stage after another
+    pipeline: false           # true: the pipelined loop (perception/node/pipeline.py), stages on three threads
     decode:   {score_threshold: 0.3, nms_iou: 0.5}  # score_threshold: a number or {class: number}
     tracker:  {...}  ranging: {...}  hints: {...}   # perception.track / perception.hints configs
     publish:  {endpoint: tcp://127.0.0.1:7450, sndhwm: 64, curve_secret_key: null, curve_clients_dir: null}
@@ -128,9 +128,9 @@ class NodeConfig(ConfigBase):
     engine: EngineSection = section(EngineSection)
     preprocess: str = param("cpu", "cpu or cuda (the GPU kernels; the CPU fast path when no GPU is usable)",
                             choices=PREPROCESSORS)
-    pipeline: bool = param(True, "run preprocessing, the engine and decode / track / publish of consecutive frame "
-                           "sets on three threads (same outputs; onnxruntime or torch with cpu preprocessing "
-                           "only, else one after another)")
+    pipeline: bool = param(False, "run preprocessing, the engine and decode / track / publish of consecutive "
+                           "frame sets on three threads (same outputs; host engines with cpu preprocessing only); "
+                           "pays off with cores to spare beyond engine.threads (benchmarks/RESULTS.md)")
     decode: DecodeSection = section(DecodeSection)
     tracker: TrackerConfig = section(TrackerConfig)
     ranging: RangingConfig = section(RangingConfig)
