@@ -9,7 +9,7 @@ from perception.detections import Detections
 from perception.errors import ConfigError
 from perception.eval.detection import box_iou
 from perception.track import TrackerConfig, gap_and_ttc, kalman
-from perception.track.camera_tracker import CameraTracker, advance
+from perception.track.camera_tracker import CameraTracker, ImageTracks
 from perception.track.matching import gated_assignment
 
 
@@ -90,7 +90,7 @@ def test_camera_tracks_confirm_coast_and_drop():
     for k in range(3):
         step = tracker.step(k * 50_000_000, _dets([box], [0.9]))
         ids.append(step.track_ids.tolist())
-    assert ids == [[1], [1], [1]] and tracker.confirmed.tolist() == [True]
+    assert ids == [[1], [1], [1]] and tracker.tracks.confirmed.tolist() == [True]
     for k in range(3, 5):  # two misses: coasting
         assert tracker.step(k * 50_000_000, Detections.empty()).dropped.size == 0
     assert tracker.step(5 * 50_000_000, Detections.empty()).dropped.tolist() == [1]  # third miss
@@ -108,22 +108,27 @@ def test_a_matched_track_that_leaves_the_image_is_dropped_and_not_reported_as_me
     assert len(step.track_ids) == len(step.det_index)
 
 
-def test_cameras_advanced_together_equal_cameras_stepped_one_by_one():
-    """`advance` predicts several cameras' tracks (each by its own frame interval, some without tracks yet) in one
-    batched call: the states are exactly those of stepping each camera on its own."""
-    alone = [CameraTracker(TrackerConfig()) for _ in range(3)]
-    together = [CameraTracker(TrackerConfig()) for _ in range(3)]
+def test_one_table_of_several_cameras_equals_one_tracker_per_camera():
+    """`ImageTracks` steps several cameras (each by its own frame interval, one without tracks yet, one stale
+    for a frame) in batched calls: every camera's tracks, ids and steps are exactly those of its own tracker."""
+    config = TrackerConfig()
+    alone = [CameraTracker(config, (640, 480)) for _ in range(3)]
+    table = ImageTracks(config, [(640, 480)] * 3)
     box = np.array([100.0, 100.0, 160.0, 150.0])
-    for k in range(6):
-        frames = [(k * (50_000_000 + 7_000_000 * c), _dets([box + 4 * k + 30 * c, box + 200 - 3 * k], [0.9, 0.8])
-                   if k >= c else Detections.empty()) for c in range(3)]  # camera c sees its objects from frame c
-        steps = [tracker.step(t, dets) for tracker, (t, dets) in zip(alone, frames)]
-        advance(together, [t for t, _ in frames])
-        batched = [tracker.match(dets) for tracker, (_, dets) in zip(together, frames)]
-        for a, b, step, step_b in zip(alone, together, steps, batched):
-            assert np.array_equal(a.x, b.x) and np.array_equal(a.P, b.P) and a.t_ns == b.t_ns
-            assert step.track_ids.tolist() == step_b.track_ids.tolist()
-    assert [len(t) for t in together] == [2, 2, 2]
+    for k in range(8):
+        frames = [(c, k * (50_000_000 + 7_000_000 * c), _dets([box + 4 * k + 30 * c, box + 200 - 3 * k], [0.9, 0.8])
+                   if k >= c else Detections.empty()) for c in range(3) if (c, k) != (1, 4)]
+        steps = {c: alone[c].step(t, dets) for c, t, dets in frames}
+        for (c, _, _), step in zip(frames, table.step(frames)):
+            assert step.track_ids.tolist() == steps[c].track_ids.tolist()
+            assert step.det_index.tolist() == steps[c].det_index.tolist()
+            assert step.dropped.tolist() == steps[c].dropped.tolist()
+        for c, tracker in enumerate(alone):
+            rows = table.camera == c
+            assert np.array_equal(table.ids[rows], tracker.tracks.ids)
+            assert np.array_equal(table.x[rows], tracker.tracks.x) and np.array_equal(table.P[rows], tracker.tracks.P)
+            assert np.array_equal(table.misses[rows], tracker.tracks.misses)
+    assert [int((table.camera == c).sum()) for c in range(3)] == [2, 2, 2]
 
 
 def test_tentative_track_dies_on_first_miss_and_weak_detections_start_nothing():
@@ -139,7 +144,7 @@ def test_weak_detection_extends_a_confirmed_track_in_the_second_stage():
     for k in range(4):
         tracker.step(k * 50_000_000, _dets([box + 2 * k], [0.9]))
     step = tracker.step(4 * 50_000_000, _dets([box + 8], [0.3]))  # partly occluded: low score
-    assert step.track_ids.tolist() == [1] and tracker.misses.tolist() == [0]
+    assert step.track_ids.tolist() == [1] and tracker.tracks.misses.tolist() == [0]
 
 
 def test_class_mismatch_never_matches():
@@ -155,9 +160,9 @@ def test_image_velocity_head_starts_a_track_moving():
     with_head, without = CameraTracker(TrackerConfig()), CameraTracker(TrackerConfig(use_image_velocity=False))
     for tracker in (with_head, without):
         tracker.step(0, dets)
-    np.testing.assert_allclose(with_head.x[0, 4:6], [300.0, -40.0])
-    np.testing.assert_allclose(without.x[0, 4:6], [0.0, 0.0])
-    assert with_head.P[0, 4, 4] < without.P[0, 4, 4]
+    np.testing.assert_allclose(with_head.tracks.x[0, 4:6], [300.0, -40.0])
+    np.testing.assert_allclose(without.tracks.x[0, 4:6], [0.0, 0.0])
+    assert with_head.tracks.P[0, 4, 4] < without.tracks.P[0, 4, 4]
 
 
 def test_constant_velocity_box_prediction_follows_a_moving_box():
@@ -165,7 +170,7 @@ def test_constant_velocity_box_prediction_follows_a_moving_box():
     for k in range(10):  # 200 px/s to the right
         tracker.step(k * 50_000_000, _dets([[100 + 10 * k, 100, 160 + 10 * k, 150]], [0.9]))
     tracker.step(10 * 50_000_000, Detections.empty())
-    np.testing.assert_allclose(tracker.boxes[0], [200, 100, 260, 150], atol=2.0)
+    np.testing.assert_allclose(tracker.tracks.boxes[0], [200, 100, 260, 150], atol=2.0)
 
 
 # ---- configuration --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tracks of one camera in image space, ByteTrack style.
+"""Tracks of each camera in image space, ByteTrack style.
 
 Each track is a constant-velocity Kalman filter on its box [cx, cy, w, h] (pixels, pixels/s). A frame is
 matched in two stages with the Hungarian method on 1 - IoU between predicted boxes and detections of the
@@ -9,7 +9,9 @@ confirmed after `confirm_hits` matches, a tentative track dies on its first miss
 (prediction only) for at most `max_misses` frames of its camera or `max_coast_s` seconds, and only while
 its box, clipped to the image, stays at least `MIN_VISIBLE_PX` wide and high (a coasting box that drifts out
 of the image or whose predicted size collapses is dropped, so no inverted or outside box is ever published).
-Tracks are held as parallel arrays so that a frame is predicted and updated in a few batched calls.
+The tracks of all cameras of a rig are held as one table of parallel arrays (a camera column; ids counted per
+camera), so that a frame set is predicted, updated and pruned in a few batched calls; only the assignment
+runs per camera. `CameraTracker` is the table of a single camera.
 """
 
 from __future__ import annotations
@@ -39,12 +41,19 @@ class CameraStep:
     dropped: np.ndarray    # [K] int64, tracks removed this frame
 
 
-class CameraTracker:
-    def __init__(self, config: TrackerConfig, image_size: tuple[int, int] | None = None):
-        """`image_size` (width, height): boxes are kept inside that image (none: unbounded image plane)."""
+class ImageTracks:
+    """The image tracks of several cameras as one table (row r: a track of camera `camera[r]`)."""
+
+    def __init__(self, config: TrackerConfig, image_sizes: Sequence[tuple[int, int] | None]):
+        """`image_sizes[c]` (width, height): camera c's boxes are kept inside that image (none: unbounded)."""
         self.config = config
-        self.image_size = image_size
-        self.t_ns: int | None = None
+        self.t_ns: list[int | None] = [None] * len(image_sizes)  # each camera's last frame
+        # per camera: the box clip limits (x0 y0 x1 y1 low, then high; pixel edges -0.5 .. size - 0.5)
+        self._limits = np.array([[-np.inf] * 4 + [np.inf] * 4 if size is None else
+                                 [-0.5] * 4 + [size[0] - 0.5, size[1] - 0.5] * 2 for size in image_sizes])
+        self._limits = self._limits.reshape(-1, 8)
+        self._next_id = [1] * len(image_sizes)
+        self.camera = np.zeros(0, np.intp)
         self.ids = np.zeros(0, np.int64)
         self.cls = np.zeros(0, np.int32)
         self.x = np.zeros((0, 8))
@@ -53,7 +62,6 @@ class CameraTracker:
         self.misses = np.zeros(0, np.int64)
         self.score = np.zeros(0)
         self.last_hit_ns = np.zeros(0, np.int64)
-        self._next_id = 1
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -69,68 +77,96 @@ class CameraTracker:
 
     @property
     def image_boxes(self) -> np.ndarray:
-        """[N, 4] the boxes clipped to the image (pixel edges: -0.5 .. width - 0.5)."""
-        if self.image_size is None:
-            return self.boxes
-        w, h = self.image_size
-        return np.clip(self.boxes, -0.5, np.array([w - 0.5, h - 0.5, w - 0.5, h - 0.5]))
+        """[N, 4] the boxes clipped to their camera's image."""
+        limits = self._limits[self.camera]
+        return np.clip(self.boxes, limits[:, :4], limits[:, 4:])
 
-    def step(self, t_ns: int, dets: Detections) -> CameraStep:
-        """Advance to this camera frame (t_ns after the previous one) and match its detections."""
-        advance([self], [t_ns])
-        return self.match(dets)
-
-    def match(self, dets: Detections) -> CameraStep:
-        """Match the detections of the frame the tracks were advanced to (`advance`)."""
+    def step(self, frames: Sequence[tuple[int, int, Detections]]) -> list[CameraStep]:
+        """Advance cameras to their frames (camera, t_ns, detections), each t_ns after that camera's previous
+        one, and match the frames' detections."""
+        if not frames:
+            return []
         cfg = self.config
-        t_ns = self.t_ns
-        det_box64 = dets.box.astype(np.float64)
-        det_boxes = _to_centre(det_box64)
+        in_frames = np.zeros(len(self.t_ns), bool)
+        in_frames[[c for c, _, _ in frames]] = True
+        stepped = in_frames[self.camera]
+        self._predict(frames)
         track_boxes = self.boxes
-        high_mask = dets.score >= cfg.high_score
-        high = high_mask.nonzero()[0]
-        low = ((dets.score >= cfg.low_score) & ~high_mask).nonzero()[0]
-        track_free = np.ones(len(self.ids), bool)
-        t_high, d_high = self._assign(track_free.nonzero()[0], high, track_boxes, det_box64, dets.cls)
-        track_free[t_high] = False
-        high_free = np.zeros(len(dets), bool)
-        high_free[high] = True
-        high_free[d_high] = False
-        t_low, d_low = self._assign(track_free.nonzero()[0], low, track_boxes, det_box64, dets.cls)
-        track_free[t_low] = False
-        t_rows, d_rows = np.concatenate([t_high, t_low]), np.concatenate([d_high, d_low])
-        unmatched_tracks = track_free.nonzero()[0]
+        track_free = stepped.copy()
+        matches, births = [], []  # per frame: (track rows, detection rows), new-track detection rows
+        for c, t_ns, dets in frames:
+            det_box64 = dets.box.astype(np.float64)
+            high_mask = dets.score >= cfg.high_score
+            high = high_mask.nonzero()[0]
+            low = ((dets.score >= cfg.low_score) & ~high_mask).nonzero()[0]
+            t_high, d_high = self._assign((track_free & (self.camera == c)).nonzero()[0], high, track_boxes,
+                                          det_box64, dets.cls)
+            track_free[t_high] = False
+            high_free = np.zeros(len(dets), bool)
+            high_free[high] = True
+            high_free[d_high] = False
+            t_low, d_low = self._assign((track_free & (self.camera == c)).nonzero()[0], low, track_boxes,
+                                        det_box64, dets.cls)
+            track_free[t_low] = False
+            matches.append((np.concatenate([t_high, t_low]), np.concatenate([d_high, d_low])))
+            births.append((high_free & (dets.score >= cfg.new_track_score)).nonzero()[0])
 
-        self._update(t_rows, det_boxes[d_rows], dets.image_velocity[d_rows], dets.score[d_rows])
+        t_rows = np.concatenate([rows for rows, _ in matches])
+        matched = [(_to_centre(dets.box[d].astype(np.float64)), dets.image_velocity[d], dets.score[d])
+               for (_, _, dets), (_, d) in zip(frames, matches)]
+        self._update(t_rows, *(np.concatenate(part) for part in zip(*matched)))
         self.hits[t_rows] += 1
         self.misses[t_rows] = 0
-        self.last_hit_ns[t_rows] = t_ns
-        self.misses[unmatched_tracks] += 1
+        self.last_hit_ns[t_rows] = np.repeat([t_ns for _, t_ns, _ in frames], [len(rows) for rows, _ in matches])
+        self.misses[track_free] += 1
         matched_ids = self.ids[t_rows]
 
         clipped = self.image_boxes
         outside = (clipped[:, 2:] - clipped[:, :2] < MIN_VISIBLE_PX).any(1)
-        dropped = self._remove((track_free & (self.hits < cfg.confirm_hits)) | (self.misses > cfg.max_misses)
-                               | outside)
-
+        drop = stepped & ((track_free & (self.hits < cfg.confirm_hits)) | (self.misses > cfg.max_misses) | outside)
         # a matched track whose box left the image is gone: its detection is not reported as measuring it
-        if len(dropped):
-            alive = ~np.isin(matched_ids, dropped)
-            matched_ids, d_rows = matched_ids[alive], d_rows[alive]
+        alive = ~drop[t_rows]
+        dropped = self._remove(drop)
+        new_ids = self._start(frames, births)
+        out, start = [], 0
+        for (c, _, _), (rows, d_rows), born, ids in zip(frames, matches, births, new_ids):
+            end = start + len(rows)
+            keep = alive[start:end]
+            out.append(CameraStep(np.concatenate([matched_ids[start:end][keep], ids]),
+                                  np.concatenate([d_rows[keep], born]), dropped[c]))
+            start = end
+        return out
 
-        births = (high_free & (dets.score >= cfg.new_track_score)).nonzero()[0]
-        new_ids = self._start(births, det_boxes[births], dets, t_ns)
-        return CameraStep(np.concatenate([matched_ids, new_ids]), np.concatenate([d_rows, births]), dropped)
-
-    def expire(self, t_ns: int) -> np.ndarray:
-        """Drop the tracks not matched for longer than max_coast_s at t_ns (a stale camera's included)."""
+    def expire(self, t_ns: int) -> list[np.ndarray]:
+        """Drop the tracks not matched for longer than max_coast_s at t_ns (a stale camera's included); the
+        dropped ids of each camera."""
         return self._remove((t_ns - self.last_hit_ns) * 1e-9 > self.config.max_coast_s)
 
-    def remove(self, ids: np.ndarray) -> None:
-        self._remove(np.isin(self.ids, ids))
+    def remove(self, camera: int, ids: np.ndarray) -> None:
+        """Drop tracks `ids` of `camera`."""
+        self._remove((self.camera == camera) & np.isin(self.ids, ids))
+
+    def _predict(self, frames: Sequence[tuple[int, int, Detections]]) -> None:
+        """Predict the stepped cameras' tracks, each camera's by its own frame interval."""
+        dt = np.zeros(len(self.t_ns))
+        moving = np.zeros(len(self.t_ns), bool)
+        for c, t_ns, _ in frames:
+            if self.t_ns[c] is not None:
+                dt[c], moving[c] = (t_ns - self.t_ns[c]) * 1e-9, True
+            self.t_ns[c] = t_ns
+        rows = moving[self.camera]
+        if rows.any():
+            every = rows.all()
+            sel = slice(None) if every else rows
+            x, P = kalman.predict(self.x[sel], self.P[sel], dt[self.camera[sel]], self._accel_std(self.x[sel]),
+                                  order=2)
+            if every:
+                self.x, self.P = x, P
+            else:
+                self.x[sel], self.P[sel] = x, P
 
     def _assign(self, track_rows: np.ndarray, det_rows: np.ndarray, track_boxes: np.ndarray,
-               det_boxes: np.ndarray, det_cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                det_boxes: np.ndarray, det_cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(track_rows) == 0 or len(det_rows) == 0:
             return np.zeros(0, np.intp), np.zeros(0, np.intp)
         cost = 1.0 - box_iou(track_boxes[track_rows], det_boxes[det_rows])
@@ -141,10 +177,10 @@ class CameraTracker:
     def _box_noise(self, heights: np.ndarray) -> np.ndarray:
         return np.maximum(self.config.box_noise_min_px, self.config.box_noise_rel * np.abs(heights))
 
-    def _accel_std(self) -> np.ndarray:
-        std = np.empty((len(self.x), 4))
+    def _accel_std(self, x: np.ndarray) -> np.ndarray:
+        std = np.empty((len(x), 4))
         std[:, :2] = self.config.image_accel_std_px_s2
-        std[:, 2:] = (self.config.size_accel_std_rel * np.maximum(np.abs(self.x[:, 3]), 1.0))[:, None]
+        std[:, 2:] = (self.config.size_accel_std_rel * np.maximum(np.abs(x[:, 3]), 1.0))[:, None]
         return std
 
     def _update(self, rows: np.ndarray, boxes: np.ndarray, image_velocity: np.ndarray, scores: np.ndarray) -> None:
@@ -171,14 +207,21 @@ class CameraTracker:
         a = cfg.score_smoothing
         self.score[rows] = (1 - a) * self.score[rows] + a * scores
 
-    def _start(self, rows: np.ndarray, boxes: np.ndarray, dets: Detections, t_ns: int) -> np.ndarray:
+    def _start(self, frames: Sequence[tuple[int, int, Detections]], births: list[np.ndarray]) -> list[np.ndarray]:
+        """New tracks from detection rows births[k] of frames[k]; their ids, per frame."""
         cfg = self.config
-        n = len(rows)
+        ids = []
+        for (c, _, _), rows in zip(frames, births):
+            ids.append(np.arange(self._next_id[c], self._next_id[c] + len(rows), dtype=np.int64))
+            self._next_id[c] += len(rows)
+        n = sum(len(rows) for rows in births)
         if n == 0:
-            return np.zeros(0, np.int64)
-        ids = np.arange(self._next_id, self._next_id + n, dtype=np.int64)
-        self._next_id += n
-        velocity = dets.image_velocity[rows].astype(np.float64)
+            return ids
+        born = [(dets.select(rows), np.full(len(rows), c), np.full(len(rows), t_ns, np.int64))
+                for (c, t_ns, dets), rows in zip(frames, births)]
+        dets = Detections.concatenate([d for d, _, _ in born])
+        boxes = _to_centre(dets.box.astype(np.float64))
+        velocity = dets.image_velocity.astype(np.float64)
         known = np.isfinite(velocity).all(1) & cfg.use_image_velocity
         x = np.zeros((n, 8))
         x[:, :4] = boxes
@@ -187,40 +230,41 @@ class CameraTracker:
         var[:, :4] = self._box_noise(boxes[:, 3])[:, None] ** 2
         var[:, 4:] = cfg.initial_image_velocity_std_px_s ** 2
         var[known, 4:6] = cfg.image_velocity_std_px_s ** 2
-        self.ids = np.concatenate([self.ids, ids])
-        self.cls = np.concatenate([self.cls, dets.cls[rows].astype(np.int32)])
+        self.camera = np.concatenate([self.camera, *(c for _, c, _ in born)])
+        self.ids = np.concatenate([self.ids, *ids])
+        self.cls = np.concatenate([self.cls, dets.cls.astype(np.int32)])
         self.x = np.concatenate([self.x, x])
         self.P = np.concatenate([self.P, var[:, :, None] * np.eye(8)])
         self.hits = np.concatenate([self.hits, np.ones(n, np.int64)])
         self.misses = np.concatenate([self.misses, np.zeros(n, np.int64)])
-        self.score = np.concatenate([self.score, dets.score[rows].astype(np.float64)])
-        self.last_hit_ns = np.concatenate([self.last_hit_ns, np.full(n, t_ns, np.int64)])
+        self.score = np.concatenate([self.score, dets.score.astype(np.float64)])
+        self.last_hit_ns = np.concatenate([self.last_hit_ns, *(t for _, _, t in born)])
         return ids
 
-    def _remove(self, mask: np.ndarray) -> np.ndarray:
-        dropped = self.ids[mask]
-        if len(dropped) == 0:
-            return dropped
+    def _remove(self, mask: np.ndarray) -> list[np.ndarray]:
+        """Drop the rows of mask; the dropped ids of each camera."""
+        if not mask.any():
+            return [np.zeros(0, np.int64)] * len(self.t_ns)
+        dropped = [self.ids[mask & (self.camera == c)] for c in range(len(self.t_ns))]
         keep = ~mask
-        for name in ("ids", "cls", "x", "P", "hits", "misses", "score", "last_hit_ns"):
+        for name in ("camera", "ids", "cls", "x", "P", "hits", "misses", "score", "last_hit_ns"):
             setattr(self, name, getattr(self, name)[keep])
         return dropped
 
 
-def advance(trackers: Sequence[CameraTracker], t_ns: Sequence[int]) -> None:
-    """Predict the tracks of several cameras, each to its own frame time, in one batched Kalman call."""
-    moving = [(tracker, t) for tracker, t in zip(trackers, t_ns) if len(tracker.ids) and tracker.t_ns is not None]
-    if moving:
-        counts = [len(tracker.ids) for tracker, _ in moving]
-        x, P = kalman.predict(np.concatenate([tracker.x for tracker, _ in moving]),
-                              np.concatenate([tracker.P for tracker, _ in moving]),
-                              np.repeat([(t - tracker.t_ns) * 1e-9 for tracker, t in moving], counts),
-                              np.concatenate([tracker._accel_std() for tracker, _ in moving]), order=2)
-        ends = np.cumsum(counts)[:-1]
-        for (tracker, _), x_c, P_c in zip(moving, np.split(x, ends), np.split(P, ends)):
-            tracker.x, tracker.P = x_c, P_c
-    for tracker, t in zip(trackers, t_ns):
-        tracker.t_ns = t
+class CameraTracker:
+    """The tracks of a single camera."""
+
+    def __init__(self, config: TrackerConfig, image_size: tuple[int, int] | None = None):
+        """`image_size` (width, height): boxes are kept inside that image (none: unbounded image plane)."""
+        self.tracks = ImageTracks(config, [image_size])
+
+    def __len__(self) -> int:
+        return len(self.tracks)
+
+    def step(self, t_ns: int, dets: Detections) -> CameraStep:
+        """Advance to this camera frame (t_ns after the previous one) and match its detections."""
+        return self.tracks.step([(0, t_ns, dets)])[0]
 
 
 def _to_centre(boxes: np.ndarray) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Multi-camera tracking: per-camera image tracks fused into objects in the vehicle frame.
 
 Per frame set:
-1. each camera's `CameraTracker` matches its detections (persistent per-camera ids, coasting);
+1. each camera's image tracks match its detections (`ImageTracks`: persistent per-camera ids, coasting);
 2. every track that received a detection is placed on the ground (`ranging.RigRanging`, all cameras in one
    call);
 3. camera by camera in order of capture time, each such measurement updates a fused object: a Kalman filter
@@ -26,7 +26,7 @@ import numpy as np
 
 from perception.detections import Detections
 from perception.track import kalman
-from perception.track.camera_tracker import CameraTracker, advance
+from perception.track.camera_tracker import ImageTracks
 from perception.track.config import TrackerConfig
 from perception.track.matching import gated_assignment
 from perception.track.objects import TrackedObjects
@@ -61,7 +61,7 @@ class MultiCameraTracker:
         self.config = config or TrackerConfig()
         self.ranging = ranging or RangingConfig()
         self.ranging_model = RigRanging(self.cameras, self.ranging)
-        self.camera_trackers = [CameraTracker(self.config, (c.width, c.height)) for c in self.cameras]
+        self.tracks = ImageTracks(self.config, [(c.width, c.height) for c in self.cameras])
         self.camera_t_ns: list[int | None] = [None] * len(self.cameras)
         self.objects: dict[int, _FusedObject] = {}
         self.out_of_order_frames = 0      # camera frames not newer than that camera's previous one, ignored
@@ -80,9 +80,8 @@ class MultiCameraTracker:
             if not 0 <= c < len(self.cameras):
                 raise ValueError(f"camera index {c} is not in the rig ({len(self.cameras)} cameras)")
 
-        # The cameras' image tracks do not depend on the fusion, so all of them are predicted (in one call) and
-        # matched first and their measurements ranged in one call; the fusion then takes the cameras in order of
-        # capture time.
+        # The cameras' image tracks do not depend on the fusion, so all cameras are stepped first (one table)
+        # and their measurements ranged in one call; the fusion then takes the cameras in order of capture time.
         frames = []
         for c, cam_t in sorted(camera_t_ns.items(), key=lambda item: (item[1], item[0])):
             previous = self.camera_t_ns[c]
@@ -91,12 +90,11 @@ class MultiCameraTracker:
                 continue
             self.camera_t_ns[c] = cam_t
             frames.append((c, cam_t))
-        advance([self.camera_trackers[c] for c, _ in frames], [cam_t for _, cam_t in frames])
-        steps = []
-        for c, cam_t in frames:
-            rows = (detections.camera == c).nonzero()[0]
-            step = self.camera_trackers[c].match(detections.select(rows))
-            steps.append((c, cam_t, step, rows[step.det_index]))
+        camera_rows = [(detections.camera == c).nonzero()[0] for c, _ in frames]
+        camera_steps = self.tracks.step([(c, cam_t, detections.select(rows))
+                                         for (c, cam_t), rows in zip(frames, camera_rows)])
+        steps = [(c, cam_t, step, rows[step.det_index])
+                 for (c, cam_t), rows, step in zip(frames, camera_rows, camera_steps)]
         measured = np.concatenate([rows for *_, rows in steps]) if steps else np.zeros(0, np.intp)
         estimates = self.ranging_model.estimate(detections.camera[measured], detections.box[measured],
                                                 detections.cls[measured], detections.range_m[measured])
@@ -108,8 +106,8 @@ class MultiCameraTracker:
             updated |= self._fuse(c, cam_t, step.track_ids, detections.cls[rows], estimates.rows(slice(start, end)))
             start = end
 
-        for c, tracker in enumerate(self.camera_trackers):
-            self._unlink(c, tracker.expire(t_ns))
+        for c, dropped in enumerate(self.tracks.expire(t_ns)):
+            self._unlink(c, dropped)
         for obj_id in [i for i, obj in self.objects.items() if not obj.links]:
             del self.objects[obj_id]
         return self._output(t_ns, updated)
@@ -162,7 +160,7 @@ class MultiCameraTracker:
                 obj = candidates[assigned[k]]
                 replaced = obj.links.get(c)
                 if replaced is not None:  # the camera lost and re-found the object: the new track takes over
-                    self.camera_trackers[c].remove(np.array([replaced]))
+                    self.tracks.remove(c, np.array([replaced]))
                     del self._link[(c, replaced)]
                 measured.append((i, obj))
             else:
@@ -223,14 +221,12 @@ class MultiCameraTracker:
     # ---- output ----------------------------------------------------------------------------------------
     def _output(self, t_ns: int, updated: set[int]) -> TrackedObjects:
         cfg = self.config
-        trackers = self.camera_trackers
-        # the tracks of all cameras as one table: camera c's row r is row start[c] + r
-        start = np.cumsum([0] + [len(t) for t in trackers]).tolist()
-        row_of = [{i: start[c] + r for r, i in enumerate(t.ids.tolist())} for c, t in enumerate(trackers)]
-        confirmed = np.concatenate([t.confirmed for t in trackers]).tolist()
+        tracks = self.tracks
+        row_of = {key: r for r, key in enumerate(zip(tracks.camera.tolist(), tracks.ids.tolist()))}
+        confirmed = tracks.confirmed.tolist()
         objs, link_rows, link_cameras = [], [], []  # objects with at least one confirmed track, and their tracks
         for obj in sorted(self.objects.values(), key=lambda o: o.id):
-            rows = [row_of[c][tid] for c, tid in obj.links.items()]
+            rows = [row_of[key] for key in obj.links.items()]
             if any(confirmed[r] for r in rows):
                 objs.append(obj)
                 link_rows.append(rows)
@@ -251,16 +247,14 @@ class MultiCameraTracker:
         link_row = np.array([r for rows in link_rows for r in rows], np.intp)
         link_camera = np.array(link_cameras, np.intp)
         track_ids = np.full((n, len(self.cameras)), -1, np.int64)
-        track_ids[link_obj, link_camera] = np.concatenate([t.ids for t in trackers])[link_row]
+        track_ids[link_obj, link_camera] = tracks.ids[link_row]
         # The box comes from the camera that measured the object last; ties go to the larger box, then to the
         # first link: sorted so, each object's last entry is that track.
-        order = np.lexsort((-np.arange(len(link_row)), np.concatenate([t.x[:, 3] for t in trackers])[link_row],
-                            np.concatenate([t.last_hit_ns for t in trackers])[link_row], link_obj))
+        order = np.lexsort((-np.arange(len(link_row)), tracks.x[link_row, 3], tracks.last_hit_ns[link_row], link_obj))
         chosen = order[np.cumsum(counts) - 1]
         camera = link_camera[chosen].astype(np.int32)
-        box = np.concatenate([t.image_boxes for t in trackers])[link_row[chosen]]
-        score = (np.maximum.reduceat(np.concatenate([t.score for t in trackers])[link_row], np.cumsum(counts) - counts)
-                 if n else np.zeros(0))
+        box = tracks.image_boxes[link_row[chosen]]
+        score = np.maximum.reduceat(tracks.score[link_row], np.cumsum(counts) - counts) if n else np.zeros(0)
         hits = np.array([o.hits for o in objs], np.int32)
         since_update = np.array([max(0.0, (t_ns - o.last_update_ns) * 1e-9) for o in objs])
         confidence = score * np.minimum(1.0, hits / cfg.full_confidence_hits) * np.exp(-since_update / cfg.stale_tau_s)
