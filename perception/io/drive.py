@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,29 +24,26 @@ from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
 from google.protobuf.message import Message as ProtobufMessage
 from mcap.decoder import DecoderFactory
 from mcap.records import Schema
-from mcap.writer import CompressionType
-from mcap.writer import Writer as McapWriter
 from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
 from mcap_protobuf.schema import build_file_descriptor_set
 
 from calib.camera import CameraModel
-from calib.rig import Rig, rig_to_yaml_str
+from calib.rig import Rig
 from perception.errors import ConfigError, DriveError
 from perception.frame import ColorMatrix, ColorRange, ColorSpec, Frame, PixelFormat
 from perception.labels import AUTO_ORIGINS, CLASSES, GroundTruth
 from perception.io.drive_common import CameraFrame, Drive, check_frame_size, select_cameras
 from perception.io.drive_images import compressed_size, encode_jpeg, frame_from_compressed, frame_from_raw
 from perception.io.drive_mcap import McapFile, McapReader, TruncatedDriveWarning
+from perception.io.mcap_writer import MAX_LOG_TIME_NS, RIG_ATTACHMENT, McapFileWriter
 from perception.io.ros2bag import Ros2BagReader
 from perception.io.video import VideoDrive
 
 __all__ = ["CameraFrame", "Drive", "DriveMessage", "DriveReader", "DriveWriter", "EgoState", "open_drive"]
 
-RIG_ATTACHMENT = "rig.yaml"
 EGO_TOPIC = "/ego/state"
 _YUV = (PixelFormat.NV12, PixelFormat.YUYV)
 _IMAGE_SCHEMAS = ("foxglove.CompressedImage", "foxglove.RawImage")
-_MAX_T_NS = 2**64 - 1
 
 
 def image_topic(camera: str) -> str:
@@ -127,7 +123,7 @@ class _Channel:
     metadata: dict[str, str]
 
 
-class DriveWriter:
+class DriveWriter(McapFileWriter):
     """Writes a drive: the rig as an attachment first, then messages in any time order.
 
     Raw frames are stored as they are (format, size, row pitch; YUV colour spec in the channel metadata)
@@ -138,27 +134,11 @@ class DriveWriter:
                  chunk_size: int = 4 * 2**20):
         if jpeg_quality is not None and not 1 <= jpeg_quality <= 100:
             raise ConfigError(f"jpeg_quality must be 1..100, got {jpeg_quality}")
-        for name in rig:
-            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
-                raise DriveError(f"{path}: camera name {name!r} cannot be part of a topic name (use A-Z a-z 0-9 _)")
-        self.path = Path(path)
-        self.rig = rig
+        super().__init__(path, rig, what="drive writer", chunk_size=chunk_size)
         self.jpeg_quality = jpeg_quality
-        try:
-            self._file = open(self.path, "wb")
-        except OSError as e:
-            raise DriveError(f"{self.path}: cannot create: {e.strerror}") from None
-        try:
-            self._mcap = McapWriter(self._file, chunk_size=chunk_size, compression=CompressionType.ZSTD)
-            self._mcap.start(library="perception drive writer")
-            self._mcap.add_attachment(0, 0, RIG_ATTACHMENT, "application/yaml", rig_to_yaml_str(rig).encode())
-        except BaseException:
-            self._file.close()
-            raise
         self._schemas: dict[str, int] = {}
         self._channels: dict[str, _Channel] = {}
         self._last_frame_ns: dict[str, int] = {}
-        self._closed = False
 
     def write_frame(self, camera: str, t_ns: int, frame: Frame | bytes) -> None:
         """One camera image at its capture time: a raw Frame or the bytes of a JPEG file."""
@@ -216,21 +196,6 @@ class DriveWriter:
                                 "json", {})
         self._add(channel, t_ns, data)
 
-    def close(self) -> None:
-        """Writes the index; the file is complete. Also called on leaving the `with` block."""
-        if not self._closed:
-            self._closed = True
-            try:
-                self._mcap.finish()
-            finally:
-                self._file.close()
-
-    def __enter__(self) -> "DriveWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _camera(self, camera: str) -> CameraModel:
         if camera not in self.rig:
             raise DriveError(f"{self.path}: camera {camera!r} is not in the rig ({', '.join(self.rig)})")
@@ -244,8 +209,7 @@ class DriveWriter:
 
     def _channel(self, topic: str, schema_name: str, schema_encoding: str, schema_data: Callable[[], bytes],
                  message_encoding: str, metadata: dict[str, str]) -> _Channel:
-        if self._closed:
-            raise DriveError(f"{self.path}: the drive writer is closed")
+        self._check_open()
         channel = self._channels.get(topic)
         if channel is None:
             if schema_name not in self._schemas:
@@ -376,7 +340,7 @@ class _JsonDecoderFactory(DecoderFactory):
 
 
 def _check_time(path: Path, t_ns: int) -> int:
-    if isinstance(t_ns, bool) or not isinstance(t_ns, int) or not 0 <= t_ns <= _MAX_T_NS:
+    if isinstance(t_ns, bool) or not isinstance(t_ns, int) or not 0 <= t_ns <= MAX_LOG_TIME_NS:
         raise DriveError(f"{path}: time must be an integer number of ns in 0..2^64-1, got {t_ns!r}")
     return t_ns
 

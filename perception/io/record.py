@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,27 +26,24 @@ from typing import Any
 from google.protobuf.message import Message as ProtobufMessage
 from mcap.decoder import DecoderFactory
 from mcap.records import Schema
-from mcap.writer import CompressionType
-from mcap.writer import Writer as McapWriter
 from mcap_protobuf.schema import build_file_descriptor_set
 
-from calib.rig import Rig, rig_to_yaml_str
+from calib.rig import Rig
 from perception.errors import ConfigError, DriveError, MessageError
 from perception.messaging.codec import decode, encode
 from perception.messaging.schemas import TOPIC_OF, DetectionsMessage, Envelope, HintsMessage, Message
 from perception.messaging.services import topic_prefix
 from perception.io import foxglove_out as fox
 from perception.io import ros2_out as ros2
-from perception.io.drive import RIG_ATTACHMENT, DriveReader
+from perception.io.drive import DriveReader
 from perception.io.drive_mcap import McapFile
+from perception.io.mcap_writer import MAX_LOG_TIME_NS, McapFileWriter
 from perception.io.run_file import (
     MESSAGE_ENCODING, OUTPUT_TOPICS, RUN_FORMAT, RUN_METADATA, derived_topics, message_time, schema_name,
 )
 
-_MAX_T_NS = 2**64 - 1
 
-
-class RunRecorder:
+class RunRecorder(McapFileWriter):
     """Writes a run file. `write(message)` for every message the node publishes, in the order it publishes
     them; `close()` (or leaving the `with` block) finishes the file.
 
@@ -61,27 +57,15 @@ class RunRecorder:
                  chunk_size: int = 4 * 2**20):
         if copy_inputs and drive_path is None:
             raise ConfigError(f"{path}: copy_inputs needs the drive_path to copy from")
-        for name in rig:
-            if not re.fullmatch(r"[A-Za-z0-9_]+", name):
-                raise DriveError(f"{path}: camera name {name!r} cannot be part of a topic name (use A-Z a-z 0-9 _)")
-        self.path = Path(path)
-        self.rig = rig
         self._clock = clock
         self._seq = {topic: 0 for topic in OUTPUT_TOPICS}
         self._last_ns: dict[str, int] = {}
         self._schemas: dict[str, int] = {}
         self._channels: dict[str, int] = {}
-        self._closed = False
         self._start_ns: int | None = None   # earliest log time written so far (inputs, ground truth)
         self._transforms_written = False
-        try:
-            self._file = open(self.path, "wb")
-        except OSError as e:
-            raise DriveError(f"{self.path}: cannot create: {e.strerror}") from None
-        try:
-            self._mcap = McapWriter(self._file, chunk_size=chunk_size, compression=CompressionType.ZSTD)
-            self._mcap.start(library="perception run recorder")
-            self._mcap.add_attachment(0, 0, RIG_ATTACHMENT, "application/yaml", rig_to_yaml_str(rig).encode())
+        super().__init__(path, rig, what="run recorder", chunk_size=chunk_size)
+        with self._closing_on_error():
             info = {"format": RUN_FORMAT, "inputs": "copied" if copy_inputs else "referenced" if drive_path else "none"}
             if drive_path is not None:
                 info["drive"] = os.path.relpath(Path(drive_path).resolve(), self.path.resolve().parent)
@@ -90,9 +74,6 @@ class RunRecorder:
                 self._copy_inputs(Path(drive_path))  # type: ignore[arg-type]
             if drive_path is not None:
                 self._write_ground_truth(Path(drive_path))
-        except BaseException:
-            self._file.close()
-            raise
 
     def write(self, message: Message, *, publish_ns: int | None = None) -> None:
         """Records one message the node produced (stamped here with the next seq and `publish_ns`, default
@@ -116,23 +97,8 @@ class RunRecorder:
             raise DriveError(f"{self.path}: cannot record: {e}") from None
         self._record(envelope, frame)
 
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            try:
-                self._mcap.finish()
-            finally:
-                self._file.close()
-
-    def __enter__(self) -> "RunRecorder":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def _record(self, envelope: Envelope, frame: bytes) -> None:
-        if self._closed:
-            raise DriveError(f"{self.path}: the run recorder is closed")
+        self._check_open()
         topic, message = envelope.topic, envelope.message
         for camera in message.diag.cameras:
             if camera not in self.rig:
@@ -141,7 +107,7 @@ class RunRecorder:
         t_ns = message_time(message)
         if t_ns < 0:  # health before any camera frame (e.g. every camera lost): it belongs to the time so far
             t_ns = max(self._last_ns.values(), default=0)
-        if not 0 <= t_ns <= _MAX_T_NS:
+        if not 0 <= t_ns <= MAX_LOG_TIME_NS:
             raise DriveError(f"{self.path}: {topic} time {t_ns} ns is outside 0..2^64-1")
         last = self._last_ns.get(topic)
         if last is not None and (t_ns < last or (t_ns == last and topic != "health")):
