@@ -8,7 +8,8 @@ CenterNet heads of an exported temporal model (centernet.py) or a plug-in detect
 
 from collections.abc import Sequence
 
-from perception.decode.centernet import DecodeConfig, Decoder, find_peaks
+from perception.decode.centernet import Decoder, find_peaks
+from perception.decode.common import DecodeConfig
 from perception.decode.yolox import DetectorDecoder
 
 

@@ -5,11 +5,9 @@ Grid convention (pixel centres at integers): feature cell (i, j) of stride s is 
 
     centre_net = (index + offset + 0.5) * s - 0.5        box_net = centre_net -+ size / 2
 
-Boxes go back to the source image through the camera's remap table (undo the letterbox, re-apply the
-lens distortion): each side is mapped at its midpoint (as training maps boxes the other way) and the box
-is clipped to the image. Boxes are pixel-edge extents, like the ground truth: a box covering the whole
-image is [-0.5, -0.5, W - 0.5, H - 0.5]. Velocities are mapped with the local Jacobian of that
-mapping at the box centre. Range: the depth head gives z = exp(log_depth) * fx / depth_focal_px (normalised
+Boxes go back to the source image through the camera's remap table and are clipped to it, as for every
+decoder (perception/decode/common.py). Velocities are mapped with the local Jacobian of that mapping at
+the box centre. Range: the depth head gives z = exp(log_depth) * fx / depth_focal_px (normalised
 to a reference focal length, so one network serves cameras of any focal length); the point at depth z on
 the box centre's viewing ray of the (distortion-free) network camera goes through the camera's extrinsics
 into the vehicle frame, and range = hypot(x, y) there, as in the ground truth (perception/labels.py).
@@ -17,45 +15,18 @@ into the vehicle frame, and range = hypot(x, y) there, as in the ground truth (p
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
 from perception.contract import ModelContract
+from perception.decode.common import DecodeConfig, boxes_to_source, classwise_nms, image_extent, rig_extents
 from perception.detections import Detections
 from perception.engine.base import Heads
 from perception.errors import ConfigError
 
-# edge midpoints (left, top, right, bottom) as fractions of (w, h) from the top-left corner
-_EDGE_MIDPOINTS = np.array([[0, 0.5], [0.5, 0], [1, 0.5], [0.5, 1]], np.float64)
-
-
-@dataclass(frozen=True)
-class DecodeConfig:
-    score_thresholds: tuple[float, ...]     # one per class, in the model's class order
-    nms_iou: float = 0.5
-    max_per_camera: int = 100               # peaks kept per camera before NMS
-
-    def __post_init__(self) -> None:
-        if not all(0.0 < t <= 1.0 for t in self.score_thresholds):
-            raise ConfigError(f"decode: score thresholds must be in (0, 1], got {list(self.score_thresholds)}")
-        if not 0.0 < self.nms_iou <= 1.0:
-            raise ConfigError(f"decode: nms_iou must be in (0, 1], got {self.nms_iou}")
-        if self.max_per_camera < 1:
-            raise ConfigError(f"decode: max_per_camera must be >= 1, got {self.max_per_camera}")
-
-    @staticmethod
-    def for_classes(classes: Sequence[str], thresholds: float | Mapping[str, float] = 0.3,
-                    default: float = 0.3, **kw: float) -> "DecodeConfig":
-        """Thresholds by class name (missing classes get `default`); unknown names are an error."""
-        if not isinstance(thresholds, Mapping):
-            return DecodeConfig(tuple(float(thresholds) for _ in classes), **kw)  # type: ignore[arg-type]
-        unknown = sorted(set(thresholds) - set(classes))
-        if unknown:
-            raise ConfigError(f"decode: score thresholds for unknown classes {unknown} (model classes: {list(classes)})")
-        return DecodeConfig(tuple(float(thresholds.get(c, default)) for c in classes), **kw)  # type: ignore[arg-type]
+__all__ = ["DecodeConfig", "Decoder", "find_peaks", "image_extent"]  # DecodeConfig, image_extent: from common.py
 
 
 def find_peaks(heatmap: np.ndarray, thresholds: np.ndarray, max_peaks: int) -> tuple[np.ndarray, ...]:
@@ -78,19 +49,11 @@ class Decoder:
     valid extent of each table (computed once)."""
 
     def __init__(self, contract: ModelContract, tables: Sequence, config: DecodeConfig) -> None:
-        if len(config.score_thresholds) != len(contract.classes):
-            raise ConfigError(f"decode: {len(config.score_thresholds)} score thresholds for "
-                              f"{len(contract.classes)} classes {list(contract.classes)}")
-        for n, t in enumerate(tables):
-            if (t.net_camera.width, t.net_camera.height) != (contract.input_width, contract.input_height):
-                raise ConfigError(f"decode: camera {n} ({t.source_camera.name}): remap table is for a "
-                                  f"{t.net_camera.width}x{t.net_camera.height} input, the model takes "
-                                  f"{contract.input_width}x{contract.input_height}")
+        self._extents = rig_extents(contract, tables, config)
         self.contract = contract
         self.tables = list(tables)
         self.config = config
         self._thresholds = np.asarray(config.score_thresholds, np.float32)
-        self._extents = [image_extent(t) for t in self.tables]
         # the depth head is normalised to a reference focal length (docs/model.md)
         self._depth_scale = [t.net_camera.fx / contract.depth_focal_px for t in self.tables]
 
@@ -110,8 +73,7 @@ class Decoder:
             centre = np.stack([(col + heads.offset[n, 0, row, col] + 0.5) * s - 0.5,
                                (row + heads.offset[n, 1, row, col] + 0.5) * s - 0.5], 1).astype(np.float64)
             size = np.stack([heads.size[n, 0, row, col], heads.size[n, 1, row, col]], 1).astype(np.float64)
-            box = _box_to_source(centre, size, self.tables[n], self._extents[n])
-            ok = np.isfinite(box).all(1) & (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
+            box, ok = boxes_to_source(centre, size, self.tables[n], self._extents[n])
             if heads.velocity_valid[n] >= 0.5:
                 v_net = np.stack([heads.velocity[n, 0, row, col], heads.velocity[n, 1, row, col]], 1)
                 velocity = _velocity_to_source(centre, v_net.astype(np.float64), self.tables[n])
@@ -122,20 +84,7 @@ class Decoder:
             parts.append(Detections(np.full(int(ok.sum()), n, np.int32), cls[ok].astype(np.int32),
                                     score[ok].astype(np.float32), box[ok].astype(np.float32),
                                     rng[ok].astype(np.float32), velocity[ok].astype(np.float32)))
-        dets = Detections.concatenate(parts)
-        return dets.select(_nms(dets, len(self.contract.classes), self.config.nms_iou)) if len(dets) else dets
-
-
-def _box_to_source(centre: np.ndarray, size: np.ndarray, table, extent: tuple) -> np.ndarray:
-    """Boxes (centre, size) in network pixels -> [M,4] source-pixel boxes (NaN where nothing maps): each
-    side through the mapping at its midpoint, the inverse of perception.model.targets.source_boxes_to_net."""
-    lo, hi = extent
-    pts = centre[:, None, :] + (_EDGE_MIDPOINTS[None] - 0.5) * size[:, None, :]      # [M,4,2]
-    pts = np.clip(pts, lo, hi)
-    src = table.net_to_source(pts.reshape(-1, 2)).reshape(pts.shape)
-    w, h = table.source_camera.width - 0.5, table.source_camera.height - 0.5
-    return np.stack([np.clip(src[:, 0, 0], -0.5, w), np.clip(src[:, 1, 1], -0.5, h),
-                     np.clip(src[:, 2, 0], -0.5, w), np.clip(src[:, 3, 1], -0.5, h)], 1)
+        return classwise_nms(Detections.concatenate(parts), len(self.contract.classes), self.config.nms_iou)
 
 
 def _range_from_depth(centre: np.ndarray, depth: np.ndarray, net_camera) -> np.ndarray:
@@ -157,22 +106,3 @@ def _velocity_to_source(centre: np.ndarray, v_net: np.ndarray, table, step: floa
     jx = (src[0] - src[1]) / (2 * step)      # d source / d x_net
     jy = (src[2] - src[3]) / (2 * step)
     return jx * v_net[:, :1] + jy * v_net[:, 1:]
-
-
-def image_extent(table) -> tuple[np.ndarray, np.ndarray]:
-    """(lo, hi) x, y bounds, in network pixels at pixel edges, of the part of the network input that shows
-    the source image (its letterbox bars excluded). Boxes live between pixel edges (docs/drive_format.md)."""
-    rows, cols = np.nonzero(table.valid)
-    if rows.size == 0:
-        raise ConfigError(f"decode: camera {table.source_camera.name}: remap table samples nothing of the image")
-    return (np.array([cols.min(), rows.min()], np.float64) - 0.5,
-            np.array([cols.max(), rows.max()], np.float64) + 0.5)
-
-
-def _nms(dets: Detections, num_classes: int, iou: float) -> np.ndarray:
-    """Indices kept by class-wise NMS within each camera (OpenCV), best score first."""
-    xywh = np.concatenate([dets.box[:, :2], dets.box[:, 2:] - dets.box[:, :2]], 1).astype(np.float64)
-    groups = (dets.camera * num_classes + dets.cls).astype(np.int32)
-    keep = cv2.dnn.NMSBoxesBatched(xywh, dets.score, groups, 0.0, iou)
-    keep = np.asarray(keep, np.int64).reshape(-1)
-    return keep[np.argsort(-dets.score[keep], kind="stable")]

@@ -12,7 +12,7 @@ Two formats:
 
 Both give boxes in network pixels with pixel edges at integers (YOLOX's and COCO's convention); the
 project's pixel centres are at integers (docs/drive_format.md), so a box moves by -0.5 px before the
-mapping. Then as for CenterNet (perception/decode/centernet.py): model classes map to the project's
+mapping. Then as for CenterNet (perception/decode/common.py): model classes map to the project's
 through the card (others dropped), per-class score thresholds, at most `max_per_camera` candidates,
 each box side mapped through the camera's remap table (undo the letterbox, re-apply the lens distortion)
 and clipped to the image, empty boxes dropped, class-wise NMS per camera. There is no depth or velocity
@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from perception.decode.centernet import DecodeConfig, _box_to_source, _nms, image_extent
+from perception.decode.common import DecodeConfig, boxes_to_source, classwise_nms, rig_extents
 from perception.detections import Detections
 from perception.errors import ConfigError
 from perception.model_card import ModelCard
@@ -59,19 +59,11 @@ class DetectorDecoder:
     """Decodes one plug-in model's outputs for one rig (remap tables and their valid extents held)."""
 
     def __init__(self, card: ModelCard, tables: Sequence, config: DecodeConfig) -> None:
-        if len(config.score_thresholds) != len(card.classes):
-            raise ConfigError(f"decode: {len(config.score_thresholds)} score thresholds for "
-                              f"{len(card.classes)} classes {list(card.classes)}")
-        for n, t in enumerate(tables):
-            if (t.net_camera.width, t.net_camera.height) != (card.input_width, card.input_height):
-                raise ConfigError(f"decode: camera {n} ({t.source_camera.name}): remap table is for a "
-                                  f"{t.net_camera.width}x{t.net_camera.height} input, the model takes "
-                                  f"{card.input_width}x{card.input_height}")
+        self._extents = rig_extents(card, tables, config)
         self.card = card
         self.tables = list(tables)
         self.config = config
         self._thresholds = np.asarray(config.score_thresholds, np.float64)
-        self._extents = [image_extent(t) for t in self.tables]
         self._project_class = np.full(card.num_classes, -1, np.int64)  # model class -> project class, -1 dropped
         for k, v in card.class_map.items():
             self._project_class[k] = v
@@ -86,8 +78,7 @@ class DetectorDecoder:
                 continue
             centre, size, score, model_cls = self._candidates(outputs, n)
             parts.append(self._to_detections(n, centre, size, score, model_cls))
-        dets = Detections.concatenate(parts)
-        return dets.select(_nms(dets, len(self.card.classes), self.config.nms_iou)) if len(dets) else dets
+        return classwise_nms(Detections.concatenate(parts), len(self.card.classes), self.config.nms_iou)
 
     def _candidates(self, outputs: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, ...]:
         names = self.card.outputs
@@ -111,8 +102,7 @@ class DetectorDecoder:
         if keep.size > self.config.max_per_camera:
             keep = keep[np.argpartition(-score[keep], self.config.max_per_camera - 1)[:self.config.max_per_camera]]
         keep = keep[np.argsort(-score[keep], kind="stable")]
-        box = _box_to_source(centre[keep] - 0.5, size[keep], self.tables[n], self._extents[n])
-        ok = np.isfinite(box).all(1) & (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
+        box, ok = boxes_to_source(centre[keep] - 0.5, size[keep], self.tables[n], self._extents[n])
         m = int(ok.sum())
         return Detections(np.full(m, n, np.int32), cls[keep][ok].astype(np.int32),
                           np.clip(score[keep][ok], 0.0, 1.0).astype(np.float32), box[ok].astype(np.float32),
