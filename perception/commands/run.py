@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -75,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"perception: {summary.frame_sets} frame sets, {summary.objects} object reports, "
           f"latency p50 {np.percentile(latency, 50):.1f} ms p99 {np.percentile(latency, 99):.1f} ms, "
           f"{summary.dropped} frames dropped, {summary.bad_frames} bad frames", file=sys.stderr)
-    return 0
+    # Ctrl-C is an interruption (the CLI policy's 130); SIGTERM is a supervisor's orderly stop (0)
+    return 130 if process.stopped_by == signal.SIGINT else 0
 
 
 class _StatusLine:

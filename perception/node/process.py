@@ -49,6 +49,7 @@ class NodeProcess:
         self.config = config
         self._stop = threading.Event()
         self._ran = False
+        self.stopped_by: signal.Signals | None = None
         self._assembly = assemble(config, engine)
         self.source = self._assembly.source
         self.node = self._assembly.node
@@ -76,9 +77,14 @@ class NodeProcess:
         self.close()
 
     def install_signal_handlers(self) -> None:
-        """SIGINT / SIGTERM end the loop cleanly (sockets closed, threads joined by close())."""
+        """SIGINT / SIGTERM end the loop cleanly (sockets closed, threads joined by close()); `stopped_by`
+        then holds the signal."""
+        def handler(sig: int, _frame: object) -> None:
+            self.stopped_by = signal.Signals(sig)
+            self.stop()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.stop())
+            signal.signal(sig, handler)
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self, max_frame_sets: int | None = None,
