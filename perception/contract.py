@@ -196,11 +196,16 @@ def graph_sha256(model) -> str:  # model: onnx.ModelProto
 
 def embed_contract(model, contract: ModelContract) -> None:
     """Write `contract` into an onnx.ModelProto's metadata (replacing an older one)."""
-    props = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    set_metadata(model, METADATA_KEY, contract.to_json())
+
+
+def set_metadata(model, key: str, value: str) -> None:
+    """Set the metadata entry `key` of an onnx.ModelProto to `value` (replacing an older one)."""
+    props = [p for p in model.metadata_props if p.key != key]
     del model.metadata_props[:]
     model.metadata_props.extend(props)
     entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, contract.to_json()
+    entry.key, entry.value = key, value
 
 
 @dataclass(frozen=True)
@@ -225,21 +230,9 @@ def save_model(proto, out: str | os.PathLike) -> None:
 def load_model(path: str | os.PathLike, expected: ModelExpectation | None = None,
                max_bytes: int = MAX_MODEL_BYTES) -> LoadedModel:
     """Read an untrusted ONNX file: size limit, protobuf parse, contract, graph I/O, hash, expectation."""
-    import onnx
-    from google.protobuf.message import DecodeError
-
     path = Path(path)
     where = str(path)
-    data = read_limited(path, max_bytes, ModelContractError, "model file")
-    try:
-        model = onnx.load_model_from_string(data)
-    except (DecodeError, ValueError, RuntimeError) as e:
-        raise ModelContractError(f"{where}: not a parseable ONNX model: {e}") from None
-    if not model.graph.node:
-        raise ModelContractError(f"{where}: not an ONNX model (empty graph)")
-    for t in model.graph.initializer:
-        if t.data_location == onnx.TensorProto.EXTERNAL:
-            raise ModelContractError(f"{where}: weights are stored in an external file; export a single-file model")
+    model, data = read_onnx(path, max_bytes)
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
         raise ModelContractError(f"{where}: no '{METADATA_KEY}' metadata: not exported by `perception export`")
@@ -254,10 +247,29 @@ def load_model(path: str | os.PathLike, expected: ModelExpectation | None = None
     return LoadedModel(path, contract, data)
 
 
+def read_onnx(path: str | os.PathLike, max_bytes: int = MAX_MODEL_BYTES) -> tuple:
+    """(onnx.ModelProto, file bytes) of an untrusted single-file ONNX model: a regular file of at most
+    `max_bytes` that parses, has a graph and keeps its weights inside. Any problem: ModelContractError."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    where = str(path)
+    data = read_limited(path, max_bytes, ModelContractError, "model file")
+    try:
+        model = onnx.load_model_from_string(data)
+    except (DecodeError, ValueError, RuntimeError) as e:
+        raise ModelContractError(f"{where}: not a parseable ONNX model: {e}") from None
+    if not model.graph.node:
+        raise ModelContractError(f"{where}: not an ONNX model (empty graph)")
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        raise ModelContractError(f"{where}: weights are stored in an external file; export a single-file model")
+    return model, data
+
+
 def _check_graph_io(model, contract: ModelContract, where: str) -> None:
     init_names = {t.name for t in model.graph.initializer}
-    graph_in = {v.name: _shape(v) for v in model.graph.input if v.name not in init_names}
-    graph_out = {v.name: _shape(v) for v in model.graph.output}
+    graph_in = {v.name: value_shape(v) for v in model.graph.input if v.name not in init_names}
+    graph_out = {v.name: value_shape(v) for v in model.graph.output}
     want_in, want_out = contract.expected_io()
     problems = []
     for kind, want, have in (("input", want_in, graph_in), ("output", want_out, graph_out)):
@@ -278,7 +290,8 @@ def _check_graph_io(model, contract: ModelContract, where: str) -> None:
         raise ModelContractError(f"{where}: graph does not match its contract: " + "; ".join(problems))
 
 
-def _shape(value_info) -> tuple:
+def value_shape(value_info) -> tuple:
+    """The shape of an ONNX graph input or output, None for a symbolic dimension."""
     dims = value_info.type.tensor_type.shape.dim
     return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
 

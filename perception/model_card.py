@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 from calib.remap import ALIGNMENTS
-from perception.contract import MAX_MODEL_BYTES, METADATA_KEY, LoadedModel, graph_sha256, load_model
+from perception.contract import (
+    MAX_MODEL_BYTES, METADATA_KEY, LoadedModel, graph_sha256, load_model, read_onnx, set_metadata, value_shape,
+)
 from perception.errors import ModelContractError
 from perception.labels import CLASSES, CLASS_INDEX
 from perception.node.defaults import DEMO_MODEL
@@ -161,11 +163,7 @@ class ModelCard:
 
 def embed_card(model, card: ModelCard) -> None:
     """Write `card` (its sha256 = the graph hash of `model`, an onnx.ModelProto) into the model's metadata."""
-    props = [p for p in model.metadata_props if p.key != CARD_METADATA_KEY]
-    del model.metadata_props[:]
-    model.metadata_props.extend(props)
-    entry = model.metadata_props.add()
-    entry.key, entry.value = CARD_METADATA_KEY, json.dumps(card.to_dict(), sort_keys=True)
+    set_metadata(model, CARD_METADATA_KEY, json.dumps(card.to_dict(), sort_keys=True))
 
 
 def card_path(model_path: str | os.PathLike) -> Path:
@@ -179,7 +177,8 @@ def read_card(path: str | os.PathLike, card: str | os.PathLike | None = None,
     """The card of a plug-in model and the validated file contents (hand these to the runtime). The card:
     `card` when given, else the model's `perception.card` metadata, else `card_path(path)` next to it,
     else a bundled card (BUNDLED_CARDS, e.g. models/yolox_nano.card.yaml) whose sha256 is the file's."""
-    model, data, where = _parse_onnx(path, max_bytes)
+    model, data = read_onnx(path, max_bytes)
+    where = str(path)
     props = {p.key: p.value for p in model.metadata_props}
     side = Path(card) if card is not None else card_path(path)
     if card is None and CARD_METADATA_KEY not in props and not side.is_file():
@@ -223,7 +222,7 @@ def bundled_card(sha256: str) -> Path | None:
 
 def model_kind(path: str | os.PathLike, max_bytes: int = MAX_MODEL_BYTES) -> str:
     """"contract" (exported, perception/contract.py) or "card" (a plug-in detector), from the metadata."""
-    model, _, _ = _parse_onnx(path, max_bytes)
+    model, _ = read_onnx(path, max_bytes)
     return "contract" if any(p.key == METADATA_KEY for p in model.metadata_props) else "card"
 
 
@@ -237,23 +236,6 @@ def load_any_model(path: str | os.PathLike, card: str | os.PathLike | None = Non
     return LoadedModel(Path(path), found, data)  # type: ignore[arg-type]
 
 
-def _parse_onnx(path: str | os.PathLike, max_bytes: int):
-    import onnx
-    from google.protobuf.message import DecodeError
-
-    where = str(path)
-    data = read_limited(path, max_bytes, ModelContractError, "model file")
-    try:
-        model = onnx.load_model_from_string(data)
-    except (DecodeError, ValueError, RuntimeError) as e:
-        raise ModelContractError(f"{where}: not a parseable ONNX model: {e}") from None
-    if not model.graph.node:
-        raise ModelContractError(f"{where}: not an ONNX model (empty graph)")
-    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
-        raise ModelContractError(f"{where}: weights are stored in an external file; export a single-file model")
-    return model, data, where
-
-
 def _check_graph_io(model, card: ModelCard, where: str) -> None:
     init = {t.name for t in model.graph.initializer}
     inputs = {v.name: v for v in model.graph.input if v.name not in init}
@@ -262,21 +244,16 @@ def _check_graph_io(model, card: ModelCard, where: str) -> None:
     want_in = card.expected_io()[0][card.input_name]
     if set(inputs) != {card.input_name}:
         problems.append(f"inputs {sorted(inputs)}, card says one input {card.input_name!r}")
-    elif not _fits(_shape(inputs[card.input_name]), want_in, batch_free=True):
-        problems.append(f"input {card.input_name!r} has shape {_show(_shape(inputs[card.input_name]))}, "
+    elif not _fits(value_shape(inputs[card.input_name]), want_in, batch_free=True):
+        problems.append(f"input {card.input_name!r} has shape {_show(value_shape(inputs[card.input_name]))}, "
                         f"card says {_show(want_in)}")
     for name, want in card.expected_outputs().items():
         if name not in outputs:
             problems.append(f"missing output {name!r} (outputs: {sorted(outputs)})")
-        elif not _fits(_shape(outputs[name]), want, batch_free=True):
-            problems.append(f"output {name!r} has shape {_show(_shape(outputs[name]))}, card says {_show(want)}")
+        elif not _fits(value_shape(outputs[name]), want, batch_free=True):
+            problems.append(f"output {name!r} has shape {_show(value_shape(outputs[name]))}, card says {_show(want)}")
     if problems:
         raise ModelContractError(f"{where}: graph does not match its model card: " + "; ".join(problems))
-
-
-def _shape(value_info) -> tuple:
-    dims = value_info.type.tensor_type.shape.dim
-    return tuple(d.dim_value if d.HasField("dim_value") else None for d in dims)
 
 
 def _fits(have: tuple, want: tuple, batch_free: bool) -> bool:
