@@ -25,8 +25,8 @@ that a persistent bias does not make its velocity estimate sluggish.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -123,7 +123,7 @@ class RigRanging:
     def __init__(self, cameras: "Sequence[CameraModel]", config: RangingConfig):
         self.cameras = tuple(cameras)
         self.config = config
-        tables = [_ray_table(c) for c in self.cameras]
+        tables = [_ray_table(_Lens.of(c)) for c in self.cameras]
         self.step = np.array([step for _, step in tables])
         self.shape = np.array([t.shape[:2] for t, _ in tables], np.intp).reshape(-1, 2)  # grid rows, columns
         self.offset = np.concatenate([[0], np.cumsum(self.shape.prod(1))[:-1]]).astype(np.intp)
@@ -181,15 +181,29 @@ def _cubic_weights(t: np.ndarray) -> np.ndarray:
                      -(t + 1) * t * (t - 2) / 2, (t + 1) * t * (t - 1) / 6], -1)
 
 
-def _ray_table(camera: "CameraModel") -> tuple[np.ndarray, float]:
-    """[rows, columns, 3] unit rays (vehicle frame) of `camera` on its grid, and the step (see RigRanging)."""
+@dataclass(frozen=True)
+class _Lens:
+    """A camera as a cache key: equal for cameras with the same rays, whatever their names."""
+    params: tuple
+    camera: "CameraModel" = field(compare=False)
+
+    @staticmethod
+    def of(camera: "CameraModel") -> "_Lens":
+        return _Lens((camera.width, camera.height, camera.fx, camera.fy, camera.cx, camera.cy, camera.distortion,
+                      camera.coeffs, camera.T_vehicle_camera.tobytes()), camera)
+
+
+@lru_cache(maxsize=32)  # trackers of the same rig (tests, replays of several drives) build the tables once
+def _ray_table(lens: _Lens) -> tuple[np.ndarray, float]:
+    """[rows, columns, 3] unit rays (vehicle frame) of the camera on its grid, and the step (see RigRanging)."""
+    camera = lens.camera
     step = 32.0
     while True:
         us = -0.5 + step * (np.arange(int(np.ceil(camera.width / step)) + 5) - 2)
         vs = -0.5 + step * (np.arange(int(np.ceil(camera.height / step)) + 5) - 2)
         table = _rays_at(camera, us, vs)
         if step <= 1.0:
-            return table, step
+            break
         cu, cv = us[2:-3] + step / 2, vs[2:-3] + step / 2  # the cells that cover the image, and their midpoints
         probes = np.concatenate([np.stack(np.meshgrid(pu, pv), -1).reshape(-1, 2)
                                  for pu, pv in ((cu, cv), (cu, vs[2:-2]), (us[2:-2], cv))])
@@ -200,8 +214,10 @@ def _ray_table(camera: "CameraModel") -> tuple[np.ndarray, float]:
         # a NaN node: the lookup falls back to the lens model there; a NaN probe between finite nodes: refine
         worst = np.where(ok, np.where(np.isfinite(error), error, np.inf), 0.0).max()
         if worst * max(camera.fx, camera.fy) <= RAY_TABLE_TOLERANCE_PX:
-            return table, step
+            break
         step /= 2
+    table.setflags(write=False)  # shared by every tracker of this camera
+    return table, step
 
 
 def _rays_at(camera: "CameraModel", us: np.ndarray, vs: np.ndarray) -> np.ndarray:
