@@ -25,10 +25,11 @@ STAGE_THREADS = {"node-prepare", "node-engine"}
 
 @pytest.fixture(scope="module")
 def drive() -> Path:
-    """3 cameras with lost frames: stale cameras and drop counters move. (No capture jitter: a track born
-    from a frame captured after its frame set's time gets a negative age_s, which the run reader refuses.)"""
+    """3 cameras with lost frames and capture jitter: stale cameras and drop counters move, and frames join
+    their frame set after its time (a track born from one once got a negative age_s, which the run reader
+    refuses)."""
     return cached_drive(seed=17, seconds=3.0, fps=10.0, num_cameras=3, scenario="cut_in", width=480,
-                        height=270, drop_prob=0.15)
+                        height=270, drop_prob=0.15, jitter_ms=4.0)
 
 
 def _config(drive: Path, pipeline: bool):

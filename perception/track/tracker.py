@@ -279,7 +279,8 @@ class MultiCameraTracker:
             closing_speed_mps=closing.astype(np.float32),
             closing_speed_std_mps=np.sqrt(closing_var).astype(np.float32),
             ttc_s=ttc.astype(np.float32),
-            age_s=np.array([(t_ns - o.birth_ns) * 1e-9 for o in objs], np.float32),
+            # born from a camera frame captured up to the sync skew after the frame set's time: age 0, not < 0
+            age_s=np.array([max(0, t_ns - o.birth_ns) * 1e-9 for o in objs], np.float32),
             hits=hits,
             coasting=np.array([o.id not in updated for o in objs], bool),
             confidence=confidence.astype(np.float32),
