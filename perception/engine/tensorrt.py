@@ -105,39 +105,89 @@ def _progress_monitor(trt: Any, report: Callable[[str], None]) -> Any | None:
     return Monitor()
 
 
-def build_plan(trt: Any, onnx_bytes: bytes, contract: ModelContract, settings: BuildSettings, timing_cache: bytes,
-               where: str, progress: Callable[[str], None]) -> tuple[bytes, bytes]:
-    """(serialized engine, updated timing cache). Strongly typed: precision comes from the ONNX graph."""
+def build_network(trt: Any, onnx_bytes: bytes, workspace_mib: int, where: str,
+                  configure: Callable[[Any, Any], Any] = lambda builder, config: None) -> tuple[bytes, Any]:
+    """(serialized engine, what `configure(builder, config)` returned) of an ONNX graph: a strongly typed
+    network (precision comes from the graph), the workspace limit, then `configure`'s settings. What
+    `configure` returns is held until the build is done (TensorRT does not own objects set on its config)."""
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 0
     if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):   # 10.x; always on (and deprecated) in 11
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
+    parser = trt.OnnxParser(network, logger)   # owns the weights: alive until the build below
     if not parser.parse(onnx_bytes):
         errors = [describe_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
         raise EngineBuildError(f"{where}: TensorRT's ONNX parser rejected the model ({len(errors)} errors):\n  "
                                + "\n  ".join(errors))
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
-    config.builder_optimization_level = settings.optimization_level
-    profile = builder.create_optimization_profile()
-    for name, (lo, opt, hi) in settings.profile.shapes(contract).items():
-        profile.set_shape(name, lo, opt, hi)
-    config.add_optimization_profile(profile)
-    cache = config.create_timing_cache(timing_cache)
-    if not config.set_timing_cache(cache, False):
-        progress("  timing cache does not match this TensorRT / GPU: starting a new one")
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, False)
-    monitor = _progress_monitor(trt, progress)
-    if monitor is not None:
-        config.progress_monitor = monitor
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mib << 20)
+    configured = configure(builder, config)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise EngineBuildError(f"{where}: TensorRT failed to build an engine (see its log above)")
-    return bytes(serialized), bytes(cache.serialize())
+    return bytes(serialized), configured
+
+
+def build_plan(trt: Any, onnx_bytes: bytes, contract: ModelContract, settings: BuildSettings, timing_cache: bytes,
+               where: str, progress: Callable[[str], None]) -> tuple[bytes, bytes]:
+    """(serialized engine, updated timing cache) of an exported model, for the settings' camera profile."""
+
+    def configure(builder: Any, config: Any) -> tuple[Any, Any]:
+        config.builder_optimization_level = settings.optimization_level
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in settings.profile.shapes(contract).items():
+            profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(profile)
+        cache = config.create_timing_cache(timing_cache)
+        if not config.set_timing_cache(cache, False):
+            progress("  timing cache does not match this TensorRT / GPU: starting a new one")
+            cache = config.create_timing_cache(b"")
+            config.set_timing_cache(cache, False)
+        monitor = _progress_monitor(trt, progress)
+        if monitor is not None:
+            config.progress_monitor = monitor
+        return cache, monitor
+
+    plan, (cache, _) = build_network(trt, onnx_bytes, settings.workspace_mib, where, configure)
+    return plan, bytes(cache.serialize())
+
+
+class PlanRuntime:
+    """TensorRT's runtime, held by an engine as long as the engine it deserialized."""
+
+    def __init__(self, trt: Any) -> None:
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+
+    def deserialize(self, plan: bytes) -> Any | None:
+        """The engine of `plan`, None where TensorRT cannot read it (obtain_plan then rebuilds)."""
+        try:
+            return self._runtime.deserialize_cuda_engine(plan)
+        except Exception:  # noqa: BLE001 - a corrupt plan may raise instead of returning None: both mean rebuild
+            return None
+
+
+def io_tensors(trt: Any, engine: Any) -> list[TensorSpec]:
+    """The engine's inputs and outputs as TensorRT reports them."""
+    specs = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        specs.append(TensorSpec(name, engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                                np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name,
+                                tuple(engine.get_tensor_shape(name))))
+    return specs
+
+
+def execute(context: Any, cuda: Any, stream: Any, downloads: dict[str, np.ndarray], device: dict[str, Any],
+            failure: str) -> None:
+    """Enqueues the bound engine on `stream`, then the copies of its outputs `device[name]` into the pinned
+    `downloads[name]`; `failure` is the error when TensorRT refuses the enqueue."""
+    if not context.execute_async_v3(stream.handle):
+        raise EngineInputError(failure)
+    for name, host in downloads.items():
+        cuda.memcpy_dtoh_async(host, device[name], stream)
 
 
 class _Buffers:
@@ -206,8 +256,7 @@ class TensorRTEngine(Engine):
         platform = current_platform(trt, self.cuda)
         settings = BuildSettings(self.precision, profile, workspace_mib, optimization_level)
         self.key = EngineKey(self.contract.model_id, hashlib.sha256(loaded.data).hexdigest(), platform, settings)
-        self._logger = trt.Logger(trt.Logger.WARNING)
-        self._runtime = trt.Runtime(self._logger)
+        self._runtime = PlanRuntime(trt)
 
         def build() -> bytes:
             t0 = time.monotonic()
@@ -217,30 +266,15 @@ class TensorRTEngine(Engine):
             progress(f"built {len(plan) / 1e6:.1f} MB engine in {time.monotonic() - t0:.1f} s")
             return plan
 
-        self.engine, self.built = obtain_plan(self.cache, self.key, build, self._deserialize, allow_build=allow_build,
-                                              plan_path=plan_path, progress=progress)
+        self.engine, self.built = obtain_plan(self.cache, self.key, build, self._runtime.deserialize,
+                                              allow_build=allow_build, plan_path=plan_path, progress=progress)
         self.plan_path = Path(plan_path) if plan_path is not None else self.cache.plan_path(self.key)
-        check_engine_io(self._tensor_specs(), self.contract, str(self.plan_path))
+        check_engine_io(io_tensors(trt, self.engine), self.contract, str(self.plan_path))
         self.context = self.engine.create_execution_context()
         self.stream = stream if stream is not None else self.cuda.Stream()
         self.cuda_graph = cuda_graph
         self.name = f"tensorrt[{self.precision}]"
         self._buffers: _Buffers | None = None
-
-    def _deserialize(self, plan: bytes) -> Any | None:
-        try:
-            return self._runtime.deserialize_cuda_engine(plan)
-        except Exception:  # noqa: BLE001 - a corrupt plan may raise instead of returning None: both mean rebuild
-            return None
-
-    def _tensor_specs(self) -> list[TensorSpec]:
-        trt, e = self.trt, self.engine
-        specs = []
-        for i in range(e.num_io_tensors):
-            name = e.get_tensor_name(i)
-            specs.append(TensorSpec(name, e.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
-                                    np.dtype(trt.nptype(e.get_tensor_dtype(name))).name, tuple(e.get_tensor_shape(name))))
-        return specs
 
     # -- the Engine interface ------------------------------------------------------------------------
     def _infer(self, inputs: dict[str, np.ndarray | DeviceBatch]) -> dict[str, Any]:
@@ -307,10 +341,7 @@ class TensorRTEngine(Engine):
         cuda, stream = self.cuda, self.stream
         for name, host in b.host_in.items():
             cuda.memcpy_htod_async(b.device[name], host, stream)
-        if not self.context.execute_async_v3(stream.handle):
-            raise EngineInputError(f"{self.name}: TensorRT failed to enqueue the step")
-        for name, host in b.host_out.items():
-            cuda.memcpy_dtoh_async(host, b.device[name], stream)
+        execute(self.context, cuda, stream, b.host_out, b.device, f"{self.name}: TensorRT failed to enqueue the step")
 
     def _launch_graph(self, b: _Buffers, key: tuple) -> None:
         try:

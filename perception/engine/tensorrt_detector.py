@@ -1,6 +1,6 @@
 """TensorRT for plug-in detectors (a model card, perception/model_card.py): the interface of the ONNX Runtime
-engine for such models, on the GPU. Not run on these machines (no TensorRT here): written against the
-same interface and the same TensorRT / pycuda calls as perception/engine/tensorrt.py.
+engine for such models, on the GPU. Not run on these machines (no TensorRT here): built, loaded and run
+through the TensorRT / pycuda helpers of perception/engine/tensorrt.py.
 
     engine = TensorRTDetector("yolox_nano.onnx")             # builds or loads the cached plan
     outputs, state = engine.run(images, t_ns, state)         # host batch [N,3,H,W] float32
@@ -20,7 +20,7 @@ import numpy as np
 
 from perception.contract import MAX_MODEL_BYTES
 from perception.engine.base import NO_TIME, DeviceBatch, Engine, EngineInputError, EngineState
-from perception.engine.tensorrt import current_platform, describe_parser_error, import_gpu
+from perception.engine.tensorrt import PlanRuntime, build_network, current_platform, execute, import_gpu, io_tensors
 from perception.engine.trt_cache import BuildSettings, EngineBuildError, EngineCache, EngineKey, obtain_plan
 from perception.model_card import load_any_model
 
@@ -42,14 +42,16 @@ class TensorRTDetector(Engine):
         platform = current_platform(trt, self.cuda)
         settings = BuildSettings(self.precision, workspace_mib=workspace_mib)
         key = EngineKey(self.contract.model_id, hashlib.sha256(loaded.data).hexdigest(), platform, settings)
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine, self.built = obtain_plan(EngineCache(cache_dir), key, lambda: self._build(loaded.data, settings),
-                                              self._runtime.deserialize_cuda_engine)
+        self._runtime = PlanRuntime(trt)
+        self.engine, self.built = obtain_plan(
+            EngineCache(cache_dir), key,
+            lambda: build_network(trt, loaded.data, settings.workspace_mib, self.contract.model_id)[0],
+            self._runtime.deserialize)
         self.context = self.engine.create_execution_context()
         self.stream = stream if stream is not None else self.cuda.Stream()
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self._outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        shape = tuple(self.engine.get_tensor_shape(self.contract.input_name))
+        specs = {spec.name: spec for spec in io_tensors(trt, self.engine)}
+        self._outputs = [spec.name for spec in specs.values() if not spec.is_input]
+        shape = specs[self.contract.input_name].shape
         if shape[0] != 1 or any(d < 0 for d in shape):
             raise EngineBuildError(f"{path}: TensorRTDetector runs graphs with a fixed batch of 1, input is {list(shape)}")
         self._image_bytes = int(np.prod(shape)) * 4
@@ -57,31 +59,9 @@ class TensorRTDetector(Engine):
         self._host_image = self.cuda.pagelocked_empty(shape, np.float32)
         self._device_out, self._host_out = {}, {}
         for name in self._outputs:
-            out_shape = tuple(self.engine.get_tensor_shape(name))
-            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
-            self._host_out[name] = self.cuda.pagelocked_empty(out_shape, dtype)
+            self._host_out[name] = self.cuda.pagelocked_empty(specs[name].shape, np.dtype(specs[name].dtype))
             self._device_out[name] = self.cuda.mem_alloc(self._host_out[name].nbytes)
             self.context.set_tensor_address(name, int(self._device_out[name]))
-
-    def _build(self, onnx_bytes: bytes, settings: BuildSettings) -> bytes:
-        trt = self.trt
-        logger = trt.Logger(trt.Logger.WARNING)
-        builder = trt.Builder(logger)
-        flags = 0
-        if hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
-            flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
-        network = builder.create_network(flags)
-        parser = trt.OnnxParser(network, logger)
-        if not parser.parse(onnx_bytes):
-            errors = [describe_parser_error(parser.get_error(i)) for i in range(parser.num_errors)]
-            raise EngineBuildError(f"{self.contract.model_id}: TensorRT's ONNX parser rejected the model:\n  "
-                                   + "\n  ".join(errors))
-        config = builder.create_builder_config()
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, settings.workspace_mib << 20)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise EngineBuildError(f"{self.contract.model_id}: TensorRT failed to build an engine (see its log)")
-        return bytes(serialized)
 
     def initial_state(self, num_cameras: int) -> EngineState:
         if num_cameras < 1:
@@ -116,10 +96,8 @@ class TensorRTDetector(Engine):
         per_camera = []
         for n in range(cameras):
             self.context.set_tensor_address(self.contract.input_name, image_address(n))
-            if not self.context.execute_async_v3(self.stream.handle):
-                raise EngineInputError(f"{self.name}: TensorRT failed to enqueue camera {n}")
-            for name, host in self._host_out.items():
-                self.cuda.memcpy_dtoh_async(host, self._device_out[name], self.stream)
+            execute(self.context, self.cuda, self.stream, self._host_out, self._device_out,
+                    f"{self.name}: TensorRT failed to enqueue camera {n}")
             self.stream.synchronize()
             per_camera.append({k: v.copy() for k, v in self._host_out.items()})
         return {k: np.concatenate([p[k] for p in per_camera]) for k in self._outputs}
