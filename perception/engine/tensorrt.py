@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from perception.contract import MAX_MODEL_BYTES, ModelContract, ModelExpectation, load_model
-from perception.engine.base import DeviceBatch, Engine, EngineInputError, EngineState, Heads
+from perception.engine.base import DeviceBatch, Engine, EngineInputError
 from perception.engine.trt_cache import (
     STATE_INPUT,
     STATE_OUTPUT,
