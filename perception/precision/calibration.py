@@ -19,27 +19,30 @@ import numpy as np
 from tqdm import tqdm
 
 from calib.camera import CameraModel
-from calib.remap import RemapTable, build_remap
+from calib.remap import RemapTable
 from perception.contract import ModelContract
 from perception.engine.onnxruntime import OnnxRuntimeEngine
 from perception.errors import DriveError
 from perception.frame import Frame
-from perception.preprocess import FastPreprocessor, Normalization
+from perception.model_card import ModelCard
+from perception.node.node import remap_tables
+from perception.preprocess import FastPreprocessor
 from perception.sources.slot import CapturedFrame
 from perception.sources.sync import LockstepSynchronizer, SyncConfig
 
-REMAP_MODE = "letterbox"
 # (fn, tasks, *, on_result) -> None: runs fn(*task) for each task, reporting (index, result | exception)
 Spread = Callable[..., None]
 
 
-def node_tables(cameras: Sequence[CameraModel], contract: ModelContract) -> list[RemapTable]:
-    """One remap table per camera, as the node builds them for this model's input."""
-    return [build_remap(c, contract.input_width, contract.input_height, REMAP_MODE) for c in cameras]
+def node_tables(cameras: Sequence[CameraModel], contract: ModelContract | ModelCard) -> list[RemapTable]:
+    """One remap table per camera, as the node builds them for this model's input (a card's alignment)."""
+    return remap_tables(list(cameras), contract)
 
 
-def node_preprocessor(tables: Sequence[RemapTable], contract: ModelContract) -> FastPreprocessor:
-    return FastPreprocessor(tables, Normalization(contract.mean, contract.std), np.float32)
+def node_preprocessor(tables: Sequence[RemapTable], contract: ModelContract | ModelCard) -> FastPreprocessor:
+    """The node's preprocessing, with the model's full normalization: a card's value range (YOLOX: 0-255),
+    colour order and pad value, which calibration must share with inference or every range is wrong."""
+    return FastPreprocessor(tables, contract.normalization, np.float32)
 
 
 @dataclass

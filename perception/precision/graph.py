@@ -76,3 +76,26 @@ def time_valued_tensors(model: onnx.ModelProto, types: dict[str, int],
             if node.op_type in DATA_MOVEMENT_OPS or not any(i in features for i in node.input):
                 out.update(floats)
     return out
+
+
+FOLDED_ACTIVATIONS = frozenset({"Relu"})   # ONNX Runtime's Q/DQ pass folds these into the convolution before them
+
+
+def float_stem(model: onnx.ModelProto, types: dict[str, int], image_input: str) -> set[str]:
+    """Names of the stem convolutions (the first on the image path) and of the convolutions reading the
+    stem's output, when the stem's activation is not folded into it (SiLU = x * sigmoid(x), not ReLU); else
+    empty. Such a stem's output is rounded to int8 twice, before and after the activation, each time on
+    one scale set by the raw-pixel extremes: on YOLOX-Nano (0-255 input) the range is +-80 while the typical
+    channel varies by less than one step, so its signal is erased (docs/tensorrt.md)."""
+    features = feature_tensors(model, types, (image_input,))
+    depth = {image_input: 0}   # convolutions on the way from the image input
+    for node in model.graph.node:
+        before = [depth[i] for i in node.input if i in depth]
+        if before:
+            depth.update((o, max(before) + (node.op_type == "Conv")) for o in node.output if o in features)
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    stems = {n.output[0] for n in convs if depth.get(n.output[0]) == 1}
+    activations = [n.op_type for n in model.graph.node if any(i in stems for i in n.input)]
+    if all(op in FOLDED_ACTIVATIONS for op in activations):
+        return set()
+    return {n.name for n in convs if depth.get(n.output[0]) in (1, 2)}

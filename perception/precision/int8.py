@@ -29,7 +29,8 @@ import onnx
 from perception.contract import ModelContract
 from perception.errors import ConfigError, ModelContractError
 from perception.model_card import ModelCard, load_any_model
-from perception.precision.graph import FEATURE_INPUTS, elem_types, feature_nodes, output_nodes, time_valued_tensors
+from perception.precision.graph import (FEATURE_INPUTS, elem_types, feature_nodes, float_stem, output_nodes,
+                                        time_valued_tensors)
 from perception.precision.metadata import PrecisionInfo, finish_converted, precision_of
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -98,8 +99,9 @@ def quantize_int8(source: str | os.PathLike, out: str | os.PathLike, samples: Se
     heads = {n.name for n in output_nodes(model, "Conv")}
     feature_inputs = (loaded.contract.input_name,) if loaded.contract.stateless else FEATURE_INPUTS
     timed = time_valued_tensors(model, types, feature_inputs)
+    stem = float_stem(model, types, feature_inputs[0])
     quantized = {n.name for n in feature_nodes(model, types, feature_inputs) if n.op_type in QUANTIZED_OPS
-                 and n.name not in heads and not any(i in timed for i in n.input)}
+                 and n.name not in heads | stem and not any(i in timed for i in n.input)}
     exclude = [n.name for n in model.graph.node if n.name not in quantized]
 
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
