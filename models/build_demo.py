@@ -62,7 +62,7 @@ UNSEEN_STILLS = SHARED / "dashcam" / "highway_images"
 TRAIN_SHARE = 2 / 3
 REAL_REPEAT = 4          # each real clip's training part is listed this often: its sampling weight
 MODEL_CONFIG = {"backbone": "yolox-nano", "head_channels": 32}
-TRAIN_ARGS = ["--epochs", "30", "--steps-per-epoch", "300", "--batch-size", "6", "--clip-length", "3",
+TRAIN_ARGS = ["--epochs", "22", "--steps-per-epoch", "300", "--batch-size", "6", "--clip-length", "3",
               "--crop-width", "224", "--lr", "2e-3", "--warmup-steps", "200", "--patience", "6",
               "--seed", str(SEED), "--threads", "1", "--workers", "1", "--bf16",
               "--freeze", "teacher-early", "--backbone-lr-scale", "0.2"]
