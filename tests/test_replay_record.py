@@ -143,6 +143,28 @@ def test_recorder_refuses_bad_input(drive, outputs, tmp_path):
         RunRecorder(tmp_path / "missing" / "c.mcap", rig)
 
 
+def test_a_recording_is_on_disk_from_its_start_and_a_failed_start_leaves_no_file(outputs, tmp_path, monkeypatch):
+    import perception.io.mcap_writer as mcap_writer
+
+    rig = small_rig()
+    recorder = RunRecorder(tmp_path / "live.mcap", rig)
+    recorder.write(outputs[0])
+    # not closed (as when the process is killed): the header and the rig are already in the file
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", TruncatedDriveWarning)
+        with RunReader(tmp_path / "live.mcap") as reader:
+            assert reader.rig.names == rig.names
+    recorder.close()
+
+    def interrupted(_rig):  # Ctrl-C / SIGTERM while the file is being started
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mcap_writer, "rig_to_yaml_str", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        RunRecorder(tmp_path / "cut.mcap", rig)
+    assert not (tmp_path / "cut.mcap").exists()
+
+
 def test_write_wire_keeps_seq_and_publish_time(drive, outputs, tmp_path):
     rig = small_rig()
     frame = encode(outputs[0], 41, 1_234)

@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     if args.record:
         config = dataclasses.replace(config, record=args.record)
 
+    # until the loop's own handlers are installed, SIGTERM interrupts the start-up as Ctrl-C does (the
+    # sources and sinks opened so far are closed on the way out: no half-written recording)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with NodeProcess(config) as process:
         if args.foxglove is not None:
             from perception.io.foxglove_live import FoxgloveLive, parse_address

@@ -21,7 +21,7 @@ MAX_LOG_TIME_NS = 2**64 - 1  # MCAP log times are unsigned 64-bit
 
 class McapFileWriter:
     """Creates `path` (an existing file is replaced) and writes the rig attachment first; a failure there
-    closes the file. `what` names the writer in the file's header and in errors ("drive writer")."""
+    closes and removes the file. `what` names the writer in the file's header and in errors ("drive writer")."""
 
     def __init__(self, path: str | Path, rig: Rig, *, what: str, chunk_size: int) -> None:
         for name in rig:
@@ -39,6 +39,9 @@ class McapFileWriter:
             self._mcap = McapWriter(self._file, chunk_size=chunk_size, compression=CompressionType.ZSTD)
             self._mcap.start(library=f"perception {what}")
             self._mcap.add_attachment(0, 0, RIG_ATTACHMENT, "application/yaml", rig_to_yaml_str(rig).encode())
+            # on disk now: a process killed from here on leaves a file cut after whole records, which the
+            # readers read to the cut (a kill before this flush used to leave a file without its magic bytes)
+            self._file.flush()
 
     def close(self) -> None:
         """Writes the index; the file is complete. Also called on leaving the `with` block."""
@@ -61,9 +64,10 @@ class McapFileWriter:
 
     @contextmanager
     def _closing_on_error(self) -> Iterator[None]:
-        """Around a subclass's first writes: a file it fails to start is not left open."""
+        """Around the first writes: a file that fails to start (an error, an interruption) is removed."""
         try:
             yield
         except BaseException:
             self._file.close()
+            self.path.unlink(missing_ok=True)
             raise
