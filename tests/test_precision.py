@@ -11,7 +11,7 @@ pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 from perception.contract import load_model  # noqa: E402
-from perception.decode import DecodeConfig, Decoder  # noqa: E402
+from perception.decode import DecodeConfig, Decoder, make_decoder  # noqa: E402
 from perception.engine.onnxruntime import OnnxRuntimeEngine  # noqa: E402
 from perception.errors import ConfigError, ModelContractError  # noqa: E402
 from perception.precision import read_precision  # noqa: E402
@@ -249,7 +249,60 @@ def test_plugin_detector_calibrates_on_a_video_and_quantizes(shared_data, tmp_pa
     assert len(calib.samples) == 3 and calib.frame_sets_run == 3
     assert all(set(s) == {"images"} and s["images"].shape == (1, 3, 416, 416) for s in calib.samples)
     assert not np.array_equal(calib.samples[0]["images"], calib.samples[1]["images"])   # consecutive frames
+    # the card's preprocessing, as the node feeds it: 0-255 pixels, letterbox at the top-left, bars of 114
+    image = calib.samples[0]["images"][0]
+    assert image.max() > 200 and (image[:, -1] == 114).all() and (image[:, 0] != 114).any()
     out = tmp_path / "yolox.int8.onnx"
     quantize_int8(yolox, out, calib.samples, target="cpu")
     loaded = load_any_model(out)
     assert loaded.contract.stateless and "int8" in loaded.contract.model_id
+
+
+YOLOX_INT8_AGREEMENT = 0.9   # share of fp32 boxes the int8 model finds too (same class, IoU >= 0.7; docs/tensorrt.md)
+
+
+def test_plugin_detector_int8_keeps_its_detections(shared_data, tmp_path):
+    """YOLOX-Nano (SiLU trunk, Focus stem on 0-255 pixels) quantized for both targets still finds the fp32
+    boxes on the six dashcam stills: the SiLU stem stays float, the rest of the trunk is int8."""
+    import cv2
+
+    from perception.engine.onnxruntime import open_detector
+    from perception.eval.detection import box_iou
+    from perception.frame import Frame
+    from perception.io.drive_common import default_camera
+    from perception.node.node import remap_tables
+    from perception.preprocess import FastPreprocessor
+
+    yolox = shared_data / "models" / "yolox_nano.onnx"
+    stills = [cv2.imread(str(p)) for p in sorted((shared_data / "dashcam" / "highway_images").glob("*.jpg"))]
+    assert len(stills) == 6
+
+    def detect(path, simulate_qdq=False):
+        engine = open_detector(path, simulate_qdq=simulate_qdq, threads=1)
+        out = []
+        for image in stills:
+            tables = remap_tables([default_camera("cam", image.shape[1], image.shape[0])], engine.contract)
+            pre = FastPreprocessor(tables, engine.contract.normalization, np.float32)
+            decode = make_decoder(engine.contract, tables, DecodeConfig.for_classes(engine.contract.classes, 0.3))
+            heads, _ = engine.run(pre.run([Frame.from_bgr(image)]), np.zeros(1, np.int64), engine.initial_state(1))
+            out.append(decode(heads))
+        return out
+
+    def matched(ref, got):
+        return sum(int(((box_iou(r.box, g.box) >= 0.7) & (r.cls[:, None] == g.cls[None])).any(1).sum())
+                   for r, g in zip(ref, got) if len(r.box) and len(g.box))
+
+    ref = detect(yolox)
+    total = sum(len(r.box) for r in ref)
+    assert total >= 8, "fp32 YOLOX-Nano should find the cars on the stills"
+    calib = calibration_set(yolox, [shared_data / "dashcam" / "solidWhiteRight.mp4"], max_samples=24)
+    for target, simulate in (("cpu", False), ("tensorrt", True)):
+        out = tmp_path / f"yolox.{target}.onnx"
+        quantize_int8(yolox, out, calib.samples, target=target)
+        model = onnx.load(out)
+        first = next(n for n in model.graph.node if n.op_type == "Conv")
+        produced = {o: n.op_type for n in model.graph.node for o in n.output}
+        assert produced[first.input[0]] == "Concat"                    # the stem reads float pixels ...
+        assert count_qdq(model)[0] > 100                                 # ... the trunk is int8
+        hit = matched(ref, detect(out, simulate))
+        assert hit / total >= YOLOX_INT8_AGREEMENT, f"{target}: {hit}/{total} fp32 boxes kept"
