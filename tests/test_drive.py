@@ -383,3 +383,25 @@ def test_open_drive_recognises_our_drive(tmp_path: Path) -> None:
     with open_drive(tmp_path / "d.mcap") as drive:
         assert isinstance(drive, DriveReader)
         assert [f.t_ns for f in drive.frames()] == [10]
+
+
+def test_a_lying_length_inside_a_record_is_a_clear_error_not_a_huge_allocation(tmp_path: Path) -> None:
+    """Record fields carry their own lengths (an attachment's data length): one flipped high bit once asked
+    the file for exabytes (MemoryError). Reads are clamped to the file, so it is a damaged record."""
+    import struct
+
+    path = tmp_path / "d.mcap"
+    rig = Rig([CameraModel("front", 32, 24, 30.0, 30.0, 15.5, 11.5)])
+    with DriveWriter(path, rig) as writer:
+        writer.write_frame("front", 0, Frame.from_bgr(np.zeros((24, 32, 3), np.uint8)))
+    data = bytearray(path.read_bytes())
+    f = McapFile(path)
+    (index,) = f.summary.attachment_indexes
+    f.close()
+    # attachment record: opcode, record length, log / create time, name, media type, data length, data
+    at = index.offset + 1 + 8 + 8 + 8 + 4 + len(index.name) + 4 + len(index.media_type)
+    assert struct.unpack_from("<Q", data, at)[0] > 0
+    struct.pack_into("<Q", data, at, 1 << 62)
+    path.write_bytes(bytes(data))
+    with pytest.raises(DriveError, match=r"d\.mcap: corrupt attachment"):
+        open_drive(path)

@@ -50,7 +50,7 @@ class McapFile:
         self.path = Path(path)
         self.truncated_at: int | None = None  # where a cut or damaged file stops being readable
         try:
-            self._file = open(self.path, "rb")
+            self._file = _BoundedFile(open(self.path, "rb"))
         except OSError as e:
             raise DriveError(f"{self.path}: cannot open: {e.strerror}") from None
         try:
@@ -106,7 +106,7 @@ class McapFile:
         try:
             yield from self._reader.iter_attachments()
         except _CORRUPT as e:
-            raise DriveError(f"{self.path}: corrupt attachment: {e}") from None
+            raise DriveError(f"{self.path}: corrupt attachment: {type(e).__name__} {e}") from None
 
     def messages(self, topics: Iterable[str], start_ns: int | None = None,
                  end_ns: int | None = None) -> Iterator[tuple[Channel, Message, Any]]:
@@ -213,6 +213,44 @@ class McapFile:
                           f"{len(summary.chunk_indexes)} complete chunks before it", TruncatedDriveWarning,
                           stacklevel=4)
         return summary
+
+
+class _BoundedFile:
+    """The drive file as the mcap library reads it, with every read clamped to the bytes left in the file.
+
+    The library reads a record's inner fields with the lengths the file states (an attachment's data
+    length, a string's size); `read(n)` of a buffered file allocates n bytes first, so one flipped bit in
+    such a length asked for exabytes (MemoryError). Clamped, a lying length gives a short read, which the
+    library reports as a damaged record."""
+
+    def __init__(self, f: io.BufferedReader) -> None:
+        self._f = f
+        self._size = f.seek(0, io.SEEK_END)
+        f.seek(0)
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(0, self._size - self._f.tell())
+        return self._f.read(left if n is None or n < 0 else min(n, left))
+
+    def readinto(self, b) -> int:
+        data = self.read(len(b))
+        b[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._f.close()
 
 
 class _Reader(SeekingReader):
