@@ -13,7 +13,8 @@ Only the image-feature data flow is quantized (perception.precision.graph): the 
 and so do the last convolutions (the head outputs): quantized logits take 256 levels, and the heatmap's
 flat plateaus then become runs of tied "peaks" for the 3x3 peak test. Nodes reading time values (the
 age planes concatenated into the fusion input, and the fusion convolution) stay float too: one int8
-scale set by the feature range would erase the ages.
+scale set by the feature range would erase the ages. A stem with an unfolded activation (SiLU: YOLOX's Focus
+stem on 0-255 pixels) stays float with the convolutions reading it (graph.float_stem, docs/tensorrt.md).
 """
 
 from __future__ import annotations
