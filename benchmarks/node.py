@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from perception.node.config import NodeConfig  # noqa: E402
+from perception.node.config import ENGINES, NodeConfig  # noqa: E402
 from perception.node.process import NodeProcess  # noqa: E402
 from perception.node.sinks import Sink  # noqa: E402
 
@@ -77,6 +77,8 @@ def main() -> None:
                         help="fast runs also on a synthetic drive (demo drive settings) of each camera count")
     parser.add_argument("--frame-sets", type=int, default=100, help="frame sets per fast run")
     parser.add_argument("--preprocess", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--engine", choices=ENGINES, default="onnxruntime",
+                        help="engine.kind (torch: CUDA when torch sees a GPU)")
     args = parser.parse_args()
     drives = [("drive" if args.drive else "3 cams", args.drive or _drive(None))]
     drives += [(f"{n} cams", _drive(n)) for n in args.cameras]
@@ -88,7 +90,7 @@ def main() -> None:
             return dataclasses.replace(
                 base, model=args.model,
                 source=dataclasses.replace(base.source, drive=drive), preprocess=args.preprocess,
-                engine=dataclasses.replace(base.engine, threads=args.threads),
+                engine=dataclasses.replace(base.engine, kind=args.engine, threads=args.threads),
                 publish=dataclasses.replace(base.publish, endpoint=f"ipc://{tmp}/bench"))
 
         realtime = both_loops(config_for(drives[0][1]), "realtime")

@@ -155,3 +155,53 @@ def test_cuda_execution_provider_matches_cpu(tiny):
     a, _ = cpu.run(images, np.zeros(3), cpu.initial_state(3))
     b, _ = gpu.run(images, np.zeros(3), gpu.initial_state(3))
     np.testing.assert_allclose(b.heatmap, a.heatmap, atol=1e-3)
+
+
+def _exported_parity(torch_engine: TorchEngine, path) -> dict[str, float]:
+    from perception.model.export import max_parity_error, parity_inputs
+
+    images, t_ns = parity_inputs(torch_engine.model.cfg, 2)
+    return max_parity_error(torch_engine, path, images, t_ns)
+
+
+def test_torch_engine_runs_an_exported_model_like_onnxruntime(tiny, tmp_path):
+    """Rebuilt from the file alone (architecture metadata + the graph's folded convolutions), the network
+    computes what ONNX Runtime computes, for a plain and a pruned network."""
+    from perception.model.export import export_onnx
+    from perception.model.prune import prune_channels
+
+    model, path = tiny
+    engine = TorchEngine(path)
+    assert engine.contract.model_id == OnnxRuntimeEngine(path).contract.model_id
+    assert max(_exported_parity(engine, path).values()) <= 1e-4
+    pruned = prune_channels(model, 0.5)
+    pruned_path = tmp_path / "pruned.onnx"
+    export_onnx(pruned, pruned_path, "pruned")
+    assert max(_exported_parity(TorchEngine(pruned_path), pruned_path).values()) <= 1e-4
+
+
+def test_torch_engine_refuses_an_export_without_its_architecture(tiny, tmp_path):
+    import onnx
+
+    _, path = tiny
+    proto = onnx.load(str(path))
+    kept = [p for p in proto.metadata_props if p.key != "perception.model_config"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    bare = tmp_path / "bare.onnx"
+    onnx.save(proto, str(bare))
+    with pytest.raises(ModelContractError, match=r"bare\.onnx: no 'perception.model_config' metadata"):
+        TorchEngine(bare)
+
+
+@pytest.mark.gpu
+def test_torch_engine_on_cuda_matches_onnxruntime_on_the_cpu(tiny):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    _, path = tiny
+    engine = TorchEngine(path, device="cuda")
+    assert engine.name == "torch[cuda]"
+    errors = _exported_parity(engine, path)
+    assert max(errors.values()) <= 1e-3, errors   # TF32 / cuDNN convolutions, not bit-exact with the CPU

@@ -284,3 +284,23 @@ def test_lockstep_drive_source_delivers_every_frame_in_order(drive_path):
     assert len(t) >= 40 and t == sorted(t) and len(set(t)) == len(t)  # looped with increasing times
     assert all(set(a.frame_set.frames) == {"front", "front_left"} for a in arrivals[:40])
     assert [a.captured_total for a in arrivals] == sorted(a.captured_total for a in arrivals)
+
+
+def test_engine_kind_torch_runs_the_exported_model_in_the_node(tiny_model_path, drive_path, tmp_path):
+    """`engine: {kind: torch}` (GPU machines without TensorRT / ONNX Runtime GPU; the CPU here): the same
+    objects as ONNX Runtime, scores within float rounding."""
+    from perception.node.assembly import open_engine
+
+    base = _config(tiny_model_path, drive_path, tmp_path)
+    torch_config = dataclasses.replace(base, engine=dataclasses.replace(base.engine, kind="torch"))
+    engine = open_engine(torch_config)
+    assert engine.name.startswith("torch") and engine.contract.model_id == OnnxRuntimeEngine(tiny_model_path).contract.model_id
+    outs = {}
+    for name, eng in (("torch", engine), ("onnxruntime", OnnxRuntimeEngine(tiny_model_path, threads=1))):
+        sets, rig = _frame_sets(drive_path, ("front", "front_left"))
+        node = build_node(rig, base, eng)
+        outs[name] = [node.step(fs, captured_total=0).detections.objects for fs in sets]
+    assert sum(len(o.score) for o in outs["torch"]) > 0
+    for a, b in zip(outs["torch"], outs["onnxruntime"]):
+        np.testing.assert_array_equal(a.track_id, b.track_id)
+        np.testing.assert_allclose(a.score, b.score, atol=1e-4)

@@ -8,7 +8,7 @@
 # 2. the kernel benchmark (benchmarks/preprocess_gpu.py: fused kernel vs the torch op chain vs the floor);
 # 3. the node end to end with `preprocess: cuda` (CuPy kernels, kernels/launcher.py) on the demo drive and
 #    on a 6-camera drive (benchmarks/node.py: realtime and fast pacing, per-stage times, table as in
-#    benchmarks/RESULTS.md).
+#    benchmarks/RESULTS.md), with ONNX Runtime and with the torch CUDA engine (`engine: {kind: torch}`).
 # Each step's output goes to DIR (default gpu_check_out/) and the tables to stdout; the exit status is
 # the first failing step's. --quick: fewer benchmark runs (about 2 minutes in all).
 set -u -o pipefail
@@ -19,7 +19,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=1 ;;
         --out) [ $# -ge 2 ] || { echo "gpu_check: --out needs a directory" >&2; exit 2; }; out="$2"; shift ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu_check: unknown argument $1 (use --quick, --out DIR)" >&2; exit 2 ;;
     esac
     shift
@@ -48,5 +48,6 @@ step gpu_tests python -m pytest -q -m gpu -rs tests/
 step kernel_benchmark python benchmarks/preprocess_gpu.py --runs "$runs"
 step node_3_cameras python benchmarks/node.py --preprocess cuda --messages "$messages"
 step node_6_cameras python benchmarks/node.py --preprocess cuda --cameras 6 --messages "$messages"
+step node_torch_cuda python benchmarks/node.py --preprocess cuda --engine torch --cameras 3 6 --messages "$messages"
 echo "gpu_check: logs in $out/; exit $status"
 exit "$status"

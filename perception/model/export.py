@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 
 import numpy as np
 import torch
 
-from perception.contract import INPUTS, ModelContract, embed_contract, graph_sha256, save_model
+from perception.contract import INPUTS, ModelContract, embed_contract, graph_sha256, save_model, set_metadata
 from perception.model.config import ModelConfig
 from perception.model.network import OUTPUT_NAMES, TemporalCenterNet
 
 OPSET = 18
+# the network's architecture (ModelConfig), next to the contract: what rebuilds it in torch from the file
+# (perception/engine/torch.py, for GPU machines without TensorRT or ONNX Runtime GPU)
+MODEL_CONFIG_KEY = "perception.model_config"
 MAX_CAMERAS = 16
 
 
@@ -39,6 +43,7 @@ def export_onnx(model: TemporalCenterNet, out: str | os.PathLike, name: str) -> 
     digest = graph_sha256(proto)
     contract = model.cfg.contract(f"{name}-{digest[:12]}", digest)
     embed_contract(proto, contract)
+    set_metadata(proto, MODEL_CONFIG_KEY, json.dumps(model.cfg.to_dict(), sort_keys=True))
     proto.producer_name = "perception export"
     save_model(proto, out)
     return contract
@@ -91,10 +96,10 @@ def parity_inputs(cfg: ModelConfig, cameras: int, drive: str | os.PathLike | Non
     return images, t_ns
 
 
-def max_parity_error(model: TemporalCenterNet, onnx_path: str | os.PathLike, images: np.ndarray,
+def max_parity_error(model, onnx_path: str | os.PathLike, images: np.ndarray,
                      t_ns: np.ndarray) -> dict[str, float]:
-    """Stream `images` [T,N,3,H,W] (times `t_ns` [T]) through torch and ONNX Runtime; per output the max of
-    |ort - torch| / max(1, |torch|).
+    """Stream `images` [T,N,3,H,W] (times `t_ns` [T]) through torch (`model`: a network or a TorchEngine) and
+    ONNX Runtime; per output the max of |ort - torch| / max(1, |torch|).
 
     The velocity head is compared as what the network regresses, the displacement in cells since the
     previous frame (velocity x gap / stride): in pixels per second the same float rounding is stride / gap
@@ -102,7 +107,8 @@ def max_parity_error(model: TemporalCenterNet, onnx_path: str | os.PathLike, ima
     from perception.engine.onnxruntime import OnnxRuntimeEngine
     from perception.engine.torch import TorchEngine
 
-    engines = [TorchEngine(model), OnnxRuntimeEngine(onnx_path)]
+    engines = [model if isinstance(model, TorchEngine) else TorchEngine(model), OnnxRuntimeEngine(onnx_path)]
+    stride = engines[1].contract.stride
     states = [e.initial_state(images.shape[1]) for e in engines]
     worst: dict[str, float] = {}
     for step in range(images.shape[0]):
@@ -111,7 +117,7 @@ def max_parity_error(model: TemporalCenterNet, onnx_path: str | os.PathLike, ima
         for i, engine in enumerate(engines):
             heads, states[i] = engine.run(images[step], np.full(images.shape[1], t_ns[step]), states[i])
             outputs = heads.as_dict() | {"state_features": states[i].features, "state_ages": states[i].ages}
-            outputs["velocity"] = outputs["velocity"] * (gap_s / model.cfg.stride)
+            outputs["velocity"] = outputs["velocity"] * (gap_s / stride)
             results.append(outputs)
         for k, ref in results[0].items():
             err = np.abs(results[1][k] - ref) / np.maximum(1.0, np.abs(ref))

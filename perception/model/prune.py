@@ -93,7 +93,7 @@ def fit_to_state_dict(model: TemporalCenterNet, state: dict[str, torch.Tensor], 
     (in place), then check the interfaces; loading the weights is the caller's."""
     for name, module in list(model.named_modules()):
         if isinstance(module, nn.Conv2d):
-            new = _fitted_conv(module, _shape(state, f"{name}.weight", where), where, name)
+            new = fitted_conv(module, _shape(state, f"{name}.weight", where), where, name)
         elif isinstance(module, nn.BatchNorm2d):
             n = _shape(state, f"{name}.weight", where)[0]
             new = nn.BatchNorm2d(n, module.eps, module.momentum, module.affine, module.track_running_stats)
@@ -110,7 +110,10 @@ def _shape(state: dict[str, torch.Tensor], key: str, where: str) -> tuple[int, .
     return tuple(state[key].shape)
 
 
-def _fitted_conv(conv: nn.Conv2d, shape: tuple[int, ...], where: str, name: str) -> nn.Conv2d:
+def fitted_conv(conv: nn.Conv2d, shape: tuple[int, ...], where: str, name: str,
+                bias: bool | None = None) -> nn.Conv2d:
+    """A convolution like `conv` (kernel, stride, padding; plain or depthwise) for weights of `shape`;
+    `bias`: whether it has one (None: as `conv`)."""
     depthwise = conv.groups > 1
     if depthwise and not conv.groups == conv.in_channels == conv.out_channels:
         raise ConfigError(f"{where}: {name}: only plain and depthwise convolutions can be refitted")
@@ -119,4 +122,4 @@ def _fitted_conv(conv: nn.Conv2d, shape: tuple[int, ...], where: str, name: str)
     out = shape[0]
     cin, groups = (out, out) if depthwise else (shape[1], 1)
     return nn.Conv2d(cin, out, conv.kernel_size, conv.stride, conv.padding, conv.dilation, groups,
-                     bias=conv.bias is not None, padding_mode=conv.padding_mode)
+                     bias=conv.bias is not None if bias is None else bias, padding_mode=conv.padding_mode)

@@ -89,6 +89,17 @@ def open_engine(config: NodeConfig) -> Engine:
         from perception.engine.tensorrt_detector import open_tensorrt
 
         return open_tensorrt(model)
+    if config.engine.kind == "torch":
+        try:
+            import torch
+
+            from perception.engine.torch import TorchEngine
+        except ImportError as e:
+            raise ConfigError(f"engine.kind: torch needs PyTorch ({e})") from None
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cpu":
+            log.warning("engine.kind torch: no CUDA device visible; running on the CPU")
+        return TorchEngine(model, device=device)
     from perception.engine.onnxruntime import OnnxRuntimeEngine
 
     return OnnxRuntimeEngine(model, threads=config.engine.threads)

@@ -30,7 +30,7 @@ from perception.yaml_io import load_yaml
 
 PACINGS = ("realtime", "fast", "lockstep")
 SOURCE_KINDS = ("drive", "cameras", "framebus")
-ENGINES = ("onnxruntime", "tensorrt")
+ENGINES = ("onnxruntime", "tensorrt", "torch")
 PREPROCESSORS = ("cpu", "cuda")
 ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
 MAX_CONFIG_BYTES = 1 << 20
@@ -78,7 +78,9 @@ class SyncSection(ConfigBase):
 class EngineSection(ConfigBase):
     """The inference engine."""
 
-    kind: str = param("onnxruntime", "onnxruntime or tensorrt", choices=ENGINES)
+    kind: str = param("onnxruntime", "onnxruntime, tensorrt, or torch (CUDA when torch sees a GPU: machines "
+                                     "without TensorRT or ONNX Runtime GPU; exported temporal models only)",
+                      choices=ENGINES)
     threads: int | None = param(2, "ONNX Runtime intra-op threads; null = one per physical core", ge=1)
 
 
