@@ -15,10 +15,9 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from perception.commands.train import add_train_options
     from perception.model.prune import IMPORTANCE
-    from perception.model.train import TrainConfig
 
-    d = TrainConfig.__dataclass_fields__
     parser.add_argument("checkpoint", type=Path, help="the trained (unpruned) checkpoint: the distillation teacher")
     parser.add_argument("--ratio", type=float, required=True, help="share of each prunable layer's channels removed")
     parser.add_argument("--drives", nargs="+", required=True, metavar="FILE", help="fine-tuning drives with ground truth")
@@ -34,14 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="loss = (1 - alpha) ground truth + alpha distillation (default 0.5)")
     parser.add_argument("--name", help="model name (default: the checkpoint's, with -pruned)")
     parser.add_argument("--lr", type=float, default=5e-4, help="peak learning rate (default 5e-4)")
-    for name, kind, help_text in (
-            ("batch_size", int, "clips per step"), ("clip_length", int, "frames per clip"),
-            ("crop_width", int, "training crop width in network pixels"),
-            ("val_frames", int, "validate on the first N frames of each camera"),
-            ("seed", int, "random seed"), ("threads", int, "torch threads"),
-            ("workers", int, "clip-drawing worker processes (0: none)")):
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name].default, dest=name,
-                            help=f"{help_text} (default {d[name].default})")
+    add_train_options(parser, ("batch_size", "clip_length", "crop_width", "val_frames", "seed", "threads", "workers"))
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the convolutions (CPU)")
     parser.add_argument("--check-drive", type=Path, metavar="FILE",
                         help="export parity on this drive's first frames (default: a fixed synthetic batch)")

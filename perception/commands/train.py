@@ -7,10 +7,35 @@ import json
 from pathlib import Path
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from perception.model.train import FREEZE_CHOICES, TrainConfig
+# TrainConfig fields given on the command line: type, help (the default comes from TrainConfig)
+TRAIN_OPTIONS = {
+    "epochs": (int, "epochs (upper bound: early stopping)"), "steps_per_epoch": (int, "steps per epoch"),
+    "batch_size": (int, "clips per step"), "clip_length": (int, "frames per clip"),
+    "crop_width": (int, "training crop width in network pixels (full height)"),
+    "lr": (float, "peak learning rate (AdamW)"),
+    "backbone_lr_scale": (float, "learning-rate factor of the backbone's trainable parameters"),
+    "weight_decay": (float, "AdamW weight decay"),
+    "warmup_steps": (int, "linear warm-up steps before the cosine decay"),
+    "patience": (int, "epochs without a better validation mAP before stopping"),
+    "val_frames": (int, "validate on the first N frames of each camera"),
+    "seed": (int, "random seed"), "threads": (int, "torch threads"),
+    "workers": (int, "clip-drawing worker processes (0: none)"),
+}
+
+
+def add_train_options(parser: argparse.ArgumentParser, names) -> None:
+    """`--name` options for these TrainConfig fields (TRAIN_OPTIONS), defaults from TrainConfig."""
+    from perception.model.train import TrainConfig
 
     d = TrainConfig.__dataclass_fields__
+    for name in names:
+        kind, help_text = TRAIN_OPTIONS[name]
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name].default, dest=name,
+                            help=f"{help_text} (default {d[name].default})")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from perception.model.train import FREEZE_CHOICES
     parser.add_argument("--drives", nargs="+", required=True, metavar="FILE", help="training drives with ground truth")
     parser.add_argument("--val-drives", nargs="+", required=True, metavar="FILE",
                         help="validation drives (early stopping and best checkpoint by their mAP@0.5)")
@@ -29,20 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--freeze", choices=FREEZE_CHOICES, default="none",
                         help="parameters kept fixed (teacher: the convolutions --teacher-init copied; "
                              "teacher-early: its layers up to the stride-8 stage)")
-    for name, kind, help_text in (
-            ("epochs", int, "epochs (upper bound: early stopping)"), ("steps_per_epoch", int, "steps per epoch"),
-            ("batch_size", int, "clips per step"), ("clip_length", int, "frames per clip"),
-            ("crop_width", int, "training crop width in network pixels (full height)"),
-            ("lr", float, "peak learning rate (AdamW)"),
-            ("backbone_lr_scale", float, "learning-rate factor of the backbone's trainable parameters"),
-            ("weight_decay", float, "AdamW weight decay"),
-            ("warmup_steps", int, "linear warm-up steps before the cosine decay"),
-            ("patience", int, "epochs without a better validation mAP before stopping"),
-            ("val_frames", int, "validate on the first N frames of each camera"),
-            ("seed", int, "random seed"), ("threads", int, "torch threads"),
-            ("workers", int, "clip-drawing worker processes (0: none)")):
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=d[name].default, dest=name,
-                            help=f"{help_text} (default {d[name].default})")
+    add_train_options(parser, TRAIN_OPTIONS)
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the convolutions (CPU)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
