@@ -17,7 +17,8 @@ from perception.errors import ConfigError, ModelContractError  # noqa: E402
 from perception.precision import read_precision  # noqa: E402
 from perception.precision.calibration import calibration_set, frame_set_inputs, node_tables  # noqa: E402
 from perception.precision.fp16 import convert_fp16, write_fp16  # noqa: E402
-from perception.precision.graph import elem_types, feature_tensors, output_nodes, time_valued_tensors  # noqa: E402
+from perception.precision.graph import (elem_types, feature_tensors, output_nodes, silu_pairs,  # noqa: E402
+                                        time_valued_tensors)
 from perception.precision.int8 import count_qdq, quantize_int8  # noqa: E402
 from perception.preprocess import Normalization, preprocess_reference  # noqa: E402
 from perception.io.drive import open_drive  # noqa: E402
@@ -211,6 +212,17 @@ def test_fp16_pass_on_a_handmade_graph_casts_at_region_borders():
     np.testing.assert_allclose(got[0], ref[0], rtol=2e-3)
 
 
+def test_silu_pairs_are_x_times_its_own_sigmoid():
+    from onnx import TensorProto, helper
+
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in "xy")
+    nodes = [helper.make_node("Sigmoid", ["x"], ["sx"], name="sig_x"), helper.make_node("Mul", ["sx", "x"], ["silu"], name="silu"),
+             helper.make_node("Sigmoid", ["y"], ["sy"], name="sig_y"), helper.make_node("Mul", ["x", "sy"], ["gate"], name="gate")]
+    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 4]) for n in ("silu", "gate")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x, y], outs))
+    assert [(s.name, m.name) for s, m in silu_pairs(model)] == [("sig_x", "silu")]
+
+
 def test_quantize_command_writes_a_loadable_int8_model(tiny, tmp_path, capsys):
     from perception.cli import main
 
@@ -304,5 +316,7 @@ def test_plugin_detector_int8_keeps_its_detections(shared_data, tmp_path):
         produced = {o: n.op_type for n in model.graph.node for o in n.output}
         assert produced[first.input[0]] == "Concat"                    # the stem reads float pixels ...
         assert count_qdq(model)[0] > 100                                 # ... the trunk is int8
+        assert sum(n.op_type == "Sigmoid" and produced[n.input[0]] == "DequantizeLinear"
+                   for n in model.graph.node) > 50                       # ... its SiLUs too
         hit = matched(ref, detect(out, simulate))
         assert hit / total >= YOLOX_INT8_AGREEMENT, f"{target}: {hit}/{total} fp32 boxes kept"

@@ -99,3 +99,16 @@ def float_stem(model: onnx.ModelProto, types: dict[str, int], image_input: str) 
     if all(op in FOLDED_ACTIVATIONS for op in activations):
         return set()
     return {n.name for n in convs if depth.get(n.output[0]) in (1, 2)}
+
+
+def silu_pairs(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.NodeProto]]:
+    """(Sigmoid, Mul) node pairs computing SiLU, x * sigmoid(x), in graph order of the Mul."""
+    sigmoids = {n.output[0]: n for n in model.graph.node if n.op_type == "Sigmoid"}
+    pairs = []
+    for node in model.graph.node:
+        if node.op_type == "Mul" and len(node.input) == 2:
+            for gate, x in (node.input, node.input[::-1]):
+                if gate in sigmoids and sigmoids[gate].input[0] == x:
+                    pairs.append((sigmoids[gate], node))
+                    break
+    return pairs

@@ -15,6 +15,8 @@ flat plateaus then become runs of tied "peaks" for the 3x3 peak test. Nodes read
 age planes concatenated into the fusion input, and the fusion convolution) stay float too: one int8
 scale set by the feature range would erase the ages. A stem with an unfolded activation (SiLU: YOLOX's Focus
 stem on 0-255 pixels) stays float with the convolutions reading it (graph.float_stem, docs/tensorrt.md).
+A SiLU (Sigmoid + Mul) after a quantized node is quantized too, so ONNX Runtime runs it as QLinearSigmoid /
+QLinearMul instead of a DQ -> float SiLU -> Q per layer; the heads' sigmoid and other Muls stay float.
 """
 
 from __future__ import annotations
@@ -31,13 +33,14 @@ from perception.contract import ModelContract
 from perception.errors import ConfigError, ModelContractError
 from perception.model_card import ModelCard, load_any_model
 from perception.precision.graph import (FEATURE_INPUTS, elem_types, feature_nodes, float_stem, output_nodes,
-                                        time_valued_tensors)
+                                        silu_pairs, time_valued_tensors)
 from perception.precision.metadata import PrecisionInfo, finish_converted, precision_of
 
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_METHOD = "percentile"
 DEFAULT_PERCENTILE = 99.9999   # chosen on a validation drive (docs/tensorrt.md)
-QUANTIZED_OPS = ("Conv", "Relu", "Add", "Resize")   # Relu: lets the quantizer fold it into Conv (no DQ -> Q pair between layers)
+TRUNK_OPS = ("Conv", "Relu", "Add", "Resize")   # Relu: lets the quantizer fold it into Conv (no DQ -> Q pair between layers)
+QUANTIZED_OPS = TRUNK_OPS + ("Sigmoid", "Mul")  # Sigmoid / Mul only as a SiLU after a quantized node (graph.silu_pairs)
 TARGETS = ("tensorrt", "cpu")
 HISTOGRAM_BINS = 2048          # entropy / percentile histograms (TensorRT's entropy calibrator: 2048)
 ENTROPY_QUANTIZED_BINS = 128   # candidate thresholds start at 128 of 2048 bins
@@ -101,8 +104,10 @@ def quantize_int8(source: str | os.PathLike, out: str | os.PathLike, samples: Se
     feature_inputs = (loaded.contract.input_name,) if loaded.contract.stateless else FEATURE_INPUTS
     timed = time_valued_tensors(model, types, feature_inputs)
     stem = float_stem(model, types, feature_inputs[0])
-    quantized = {n.name for n in feature_nodes(model, types, feature_inputs) if n.op_type in QUANTIZED_OPS
+    quantized = {n.name for n in feature_nodes(model, types, feature_inputs) if n.op_type in TRUNK_OPS
                  and n.name not in heads | stem and not any(i in timed for i in n.input)}
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    quantized |= {n.name for pair in silu_pairs(model) if producer.get(pair[0].input[0]) in quantized for n in pair}
     exclude = [n.name for n in model.graph.node if n.name not in quantized]
 
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
