@@ -10,7 +10,9 @@ node runs):
   latency      ONNX Runtime CPU, 1 intra-op thread, one 3-camera streaming step (`Engine.run`), models
                interleaved round by round so machine load hits them alike; median, and speed vs the first row
   mAP          held-out synthetic drive (build_demo's test split: scenario cut_in, never trained on), the
-               evaluation protocol's moderate level (perception/model/evaluate.py)
+               evaluation protocol's moderate level (perception/model/evaluate.py); an INT8 model made with
+               `--target tensorrt` is judged with its Q/DQ run as float ops (what TensorRT computes), while
+               its latency is ORT's CPU kernels
   real         the held-out thirds of the real clips against the teacher's boxes (models/build_demo.py
                real_footage_metrics: mAP@0.5, and node-threshold detections overlapping no teacher box per
                frame); needs ../shared/data, else 'not measured'
@@ -114,7 +116,12 @@ def accuracy(path: Path, held_out: list[Path], real: dict[str, Path]) -> dict:
     from perception.model.dataset import load_sequences
     from perception.model.evaluate import evaluate
 
-    engine = OnnxRuntimeEngine(path, threads=1, providers=["CPUExecutionProvider"])
+    from perception.precision.metadata import read_precision
+
+    # a TensorRT-targeted INT8 model is judged on what TensorRT computes (its Q/DQ as float ops), not on
+    # ORT's fused integer kernels
+    simulate = read_precision(path).details.get("target") == "tensorrt"
+    engine = OnnxRuntimeEngine(path, threads=1, providers=["CPUExecutionProvider"], simulate_qdq=simulate)
     c = engine.contract
     cfg = ModelConfig(classes=c.classes, input_height=c.input_height, input_width=c.input_width, mean=c.mean,
                       std=c.std, stride=c.stride, window=c.window, feature_channels=c.state_shape[1],
