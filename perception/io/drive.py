@@ -24,7 +24,6 @@ from foxglove_schemas_protobuf.RawImage_pb2 import RawImage
 from google.protobuf.message import Message as ProtobufMessage
 from mcap.decoder import DecoderFactory
 from mcap.records import Schema
-from mcap_protobuf.decoder import DecoderFactory as ProtobufDecoderFactory
 from mcap_protobuf.schema import build_file_descriptor_set
 
 from calib.camera import CameraModel
@@ -236,7 +235,7 @@ class DriveReader(McapReader):
     """
 
     def __init__(self, path: str | Path):
-        self._mcap = McapFile(path, (ProtobufDecoderFactory(), _JsonDecoderFactory()))
+        self._mcap = McapFile(path, (_FoxgloveDecoderFactory(), _JsonDecoderFactory()))
         try:
             self.rig = self._read_rig()
             self._check_channels()
@@ -271,10 +270,13 @@ class DriveReader(McapReader):
             raise DriveError(f"{self.path}: no readable frame: every chunk holding the frames asked for is damaged")
 
     def _decode_image(self, camera: str, where: str, image: ProtobufMessage) -> Frame:
-        if image.DESCRIPTOR.full_name == "foxglove.CompressedImage":
+        kind = image.DESCRIPTOR.full_name
+        if kind == "foxglove.CompressedImage":
             if image.format not in ("jpeg", "png"):
                 raise DriveError(f"{where}: compressed image format {image.format!r} is not jpeg or png")
             frame = frame_from_compressed(where, image.data)
+        elif kind != "foxglove.RawImage":
+            raise DriveError(f"{where}: a {kind} message on an image topic (the channel's schema is wrong)")
         else:
             frame = frame_from_raw(where, image.encoding, image.width, image.height, image.step, image.data,
                                    self._colors[camera])
@@ -332,6 +334,18 @@ class DriveReader(McapReader):
                              ColorRange(channel.metadata.get("color_range", "")))
         except ValueError as e:
             raise DriveError(f"{self.path}: {channel.topic}: invalid colour spec in channel metadata: {e}") from None
+
+
+class _FoxgloveDecoderFactory(DecoderFactory):
+    """Protobuf channels decode with the Foxglove classes this package ships, chosen by schema name; the
+    schema bytes in the file are not compiled (a damaged descriptor once built a RawImage without `step`)."""
+
+    CLASSES = {cls.DESCRIPTOR.full_name: cls for cls in (RawImage, CompressedImage, CameraCalibration)}
+
+    def decoder_for(self, message_encoding: str, schema: Schema | None) -> Callable[[bytes], Any] | None:
+        if message_encoding != "protobuf" or schema is None or schema.name not in self.CLASSES:
+            return None
+        return self.CLASSES[schema.name].FromString
 
 
 class _JsonDecoderFactory(DecoderFactory):

@@ -20,7 +20,7 @@ from mcap.data_stream import ReadDataStream
 from mcap.decoder import DecoderFactory
 from mcap.exceptions import McapError
 from mcap.opcode import Opcode
-from mcap.reader import NonSeekingReader, SeekingReader, _chunks_matching_topics, make_message_queue
+from mcap.reader import NonSeekingReader, SeekingReader, make_message_queue
 from mcap.records import Attachment, AttachmentIndex, Channel, Chunk, ChunkIndex, Message, Schema
 from mcap.stream_reader import MAGIC_SIZE, breakup_chunk
 from mcap.summary import Summary
@@ -118,7 +118,7 @@ class McapFile:
             yield from self._unchunked_messages(topics, start_ns, end_ns)
             return
         queue = make_message_queue(log_time_order=True)
-        for chunk_index in _chunks_matching_topics(self.summary, topics, start_ns, end_ns):
+        for chunk_index in _chunks_matching(self.summary, set(topics), start_ns, end_ns):
             queue.push(chunk_index)
         while queue:
             item = queue.pop()
@@ -213,6 +213,22 @@ class McapFile:
                           f"{len(summary.chunk_indexes)} complete chunks before it", TruncatedDriveWarning,
                           stacklevel=4)
         return summary
+
+
+def _chunks_matching(summary: Summary, topics: set[str], start_ns: int | None,
+                     end_ns: int | None) -> list[ChunkIndex]:
+    """The chunks that may hold messages of `topics` in [start_ns, end_ns). As the mcap library's private
+    `_chunks_matching_topics`, except that a chunk index naming a channel the summary lacks (a damaged
+    index) is kept and read, where the library raised KeyError: reading the chunk tells what is in it."""
+    out = []
+    for chunk in summary.chunk_indexes:
+        if (start_ns is not None and chunk.message_end_time < start_ns) or (
+                end_ns is not None and chunk.message_start_time >= end_ns):
+            continue
+        channels = [summary.channels.get(i) for i in chunk.message_index_offsets]
+        if not channels or any(c is None or c.topic in topics for c in channels):
+            out.append(chunk)
+    return out
 
 
 class _BoundedFile:
