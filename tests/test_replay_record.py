@@ -222,3 +222,30 @@ def test_truncated_run_reads_its_complete_chunks(drive, outputs, tmp_path):
     assert 0 < len(run.detections) < len(complete.detections)
     assert [m.t_ns for m in run.detections] == [m.t_ns for m in complete.detections[: len(run.detections)]]
     assert run.info == {} and run.rig == complete.rig
+
+
+def test_a_damaged_run_metadata_index_is_a_drive_error(outputs, tmp_path):
+    """The metadata index pointing into compressed chunk data once escaped as zstandard's ZstdError."""
+    import struct
+
+    from mcap.opcode import Opcode
+
+    path = tmp_path / "run.mcap"
+    with RunRecorder(path, small_rig(), drive_path=tmp_path / "drive.mcap") as recorder:
+        for out in outputs[:5]:
+            recorder.write(out)
+    data = bytearray(path.read_bytes())
+    summary_start = struct.unpack_from("<Q", data, len(data) - 8 - 4 - 8 - 8)[0]
+    records, at = [], summary_start
+    while data[at] != Opcode.FOOTER:
+        records.append((data[at], at + 9))
+        at += 9 + struct.unpack_from("<Q", data, at + 1)[0]
+    chunk = next(struct.unpack_from("<Q", data, body + 16)[0] for op, body in records if op == Opcode.CHUNK_INDEX)
+    (meta,) = [body for op, body in records if op == Opcode.METADATA_INDEX]
+    struct.pack_into("<Q", data, meta, chunk)          # the metadata index points at a chunk ...
+    data[chunk + 9 + 60] ^= 0xFF                       # ... whose compressed bytes are damaged
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(DriveError, match=r"run\.mcap: unreadable perception\.run metadata"):
+            load_run(path)

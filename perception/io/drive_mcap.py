@@ -108,6 +108,16 @@ class McapFile:
         except _CORRUPT as e:
             raise DriveError(f"{self.path}: corrupt attachment: {type(e).__name__} {e}") from None
 
+    def metadata(self, name: str) -> dict[str, str] | None:
+        """The metadata record `name` (the first one), None when the file has none."""
+        try:
+            for record in self._reader.iter_metadata():
+                if record.name == name:
+                    return dict(record.metadata)
+        except _CORRUPT as e:
+            raise DriveError(f"{self.path}: unreadable {name} metadata: {type(e).__name__} {e}") from None
+        return None
+
     def messages(self, topics: Iterable[str], start_ns: int | None = None,
                  end_ns: int | None = None) -> Iterator[tuple[Channel, Message, Any]]:
         """(channel, message, decoded) of `topics` with start_ns <= log time < end_ns, in log-time order."""

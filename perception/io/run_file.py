@@ -33,8 +33,6 @@ from pathlib import Path
 from typing import Any
 
 from mcap.decoder import DecoderFactory
-from mcap.exceptions import McapError
-from mcap.reader import SeekingReader
 from mcap.records import Schema
 
 from calib.rig import Rig
@@ -45,7 +43,7 @@ from perception.messaging.services import SERVICES, topic_prefix
 from perception.io import foxglove_out as fox
 from perception.io import ros2_out as ros2
 from perception.io.drive import RIG_ATTACHMENT, image_topic
-from perception.io.drive_mcap import RECORD_SIZE_LIMIT, McapFile, McapReader
+from perception.io.drive_mcap import McapFile, McapReader
 
 RUN_FORMAT = "perception.run.v1"
 RUN_METADATA = "perception.run"
@@ -143,15 +141,7 @@ class RunReader(McapReader):
         """The `perception.run` metadata record; empty when the file has no readable summary (truncated)."""
         if not any(m.name == RUN_METADATA for m in self._mcap.summary.metadata_indexes):
             return {}
-        try:
-            with open(self.path, "rb") as f:
-                reader = SeekingReader(f, record_size_limit=RECORD_SIZE_LIMIT)
-                for record in reader.iter_metadata():
-                    if record.name == RUN_METADATA:
-                        return dict(record.metadata)
-        except (McapError, ValueError, OSError) as e:
-            raise DriveError(f"{self.path}: unreadable {RUN_METADATA} metadata: {e}") from None
-        return {}
+        return self._mcap.metadata(RUN_METADATA) or {}
 
     def _check_channels(self) -> None:
         for topic, channel in OUTPUT_TOPICS.items():
