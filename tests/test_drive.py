@@ -442,3 +442,22 @@ def test_a_chunk_index_naming_an_unknown_channel_is_read_not_a_key_error(tmp_pat
         warnings.simplefilter("ignore")
         with DriveReader(path) as reader:
             assert len(list(reader.frames())) == 3   # the chunks are read: what is in them decides
+
+
+def test_a_zstd_frame_declaring_a_huge_size_is_a_damaged_chunk_not_a_huge_allocation(tmp_path: Path) -> None:
+    """zstandard allocates the content size a frame header declares: a damaged header (a byte of 0xC0 where
+    the frame header descriptor is) once asked for exabytes. The chunk is skipped as damaged."""
+    path = tmp_path / "d.mcap"
+    with DriveWriter(path, make_rig("front")) as writer:
+        for i in range(3):
+            writer.write_frame("front", i * 100, marked(i))
+    data = bytearray(path.read_bytes())
+    at = data.index(b"\x28\xb5\x2f\xfd")   # the first chunk's zstd frame (the rig attachment is not compressed)
+    data[at + 4] = 0xC0                    # frame header descriptor: an 8-byte content size follows
+    data[at + 5: at + 13] = (1 << 62).to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BadChunkWarning)
+        with pytest.raises(DriveError, match=r"d\.mcap: no readable frame"):
+            with DriveReader(path) as reader:
+                list(reader.frames())

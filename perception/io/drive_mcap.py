@@ -152,10 +152,7 @@ class McapFile:
             opcode, _ = struct.unpack("<BQ", self._file.read(9))
             if opcode != Opcode.CHUNK:
                 raise McapError(f"record opcode {opcode:#x} is not a chunk")
-            chunk = Chunk.read(ReadDataStream(self._file))
-            if chunk.uncompressed_size > RECORD_SIZE_LIMIT:
-                raise McapError(f"chunk claims {chunk.uncompressed_size} bytes uncompressed")
-            return [r for r in breakup_chunk(chunk, validate_crc=True) if isinstance(r, Message)]
+            return [r for r in _chunk_records(Chunk.read(ReadDataStream(self._file))) if isinstance(r, Message)]
         except (*_CORRUPT, OSError) as e:
             self.skipped_chunks += 1
             warnings.warn(f"{self.path}: skipped the damaged chunk at byte {index.chunk_start_offset} (log time "
@@ -317,13 +314,24 @@ def _scan(f: io.BufferedReader, path: Path) -> tuple[Summary, int, bool]:
         offset += 9 + length
 
 
+def _chunk_records(chunk: Chunk) -> list:
+    """The records of a chunk, its sizes checked first: the stated uncompressed size against the limit and,
+    for zstd, against the size the compressed frame itself declares (zstandard allocates that one: a
+    damaged frame header asked for exabytes, MemoryError)."""
+    if chunk.uncompressed_size > RECORD_SIZE_LIMIT:
+        raise McapError(f"chunk claims {chunk.uncompressed_size} bytes uncompressed")
+    if chunk.compression == "zstd":
+        declared = zstandard.frame_content_size(chunk.data)
+        if declared not in (-1, chunk.uncompressed_size):
+            raise McapError(f"zstd frame declares {declared} bytes, the chunk {chunk.uncompressed_size}")
+    return breakup_chunk(chunk, validate_crc=True)
+
+
 def _index_record(summary: Summary, opcode: int, body: bytes, offset: int) -> None:
     stream = ReadDataStream(io.BytesIO(body))
     if opcode == Opcode.CHUNK:
         chunk = Chunk.read(stream)
-        if chunk.uncompressed_size > RECORD_SIZE_LIMIT:
-            raise McapError(f"chunk claims {chunk.uncompressed_size} bytes uncompressed")
-        records = breakup_chunk(chunk, validate_crc=True)
+        records = _chunk_records(chunk)
         if any(isinstance(r, Message) for r in records):
             summary.chunk_indexes.append(ChunkIndex(
                 message_start_time=chunk.message_start_time, message_end_time=chunk.message_end_time,
