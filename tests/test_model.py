@@ -46,6 +46,18 @@ def stream(model: TemporalCenterNet, clip, dt, fresh) -> list[dict]:
     return out
 
 
+def assert_stream_equals_clip(model: TemporalCenterNet, clip, dt, fresh, names=OUTPUT_NAMES[:6]) -> list[dict]:
+    """Streaming `clip` frame by frame equals `forward_clip` at every step to 1e-5 (the outputs `names`);
+    returns the streamed outputs."""
+    streamed = stream(model, clip, dt, fresh)
+    with torch.no_grad():
+        offline = model.forward_clip(clip, dt, fresh)
+    for step, (s, o) in enumerate(zip(streamed, offline)):
+        for name in names:
+            torch.testing.assert_close(s[name], o[name], atol=1e-5, rtol=1e-5, msg=f"{name} at step {step}")
+    return streamed
+
+
 def test_stream_equals_whole_clip_with_drops_and_stale_cameras():
     model = tiny_model()
     torch.manual_seed(1)
@@ -56,12 +68,7 @@ def test_stream_equals_whole_clip_with_drops_and_stale_cameras():
     dt[2, 5] = 0.40                      # camera 2: gap longer than max_age_s -> history masked
     fresh = torch.ones(n, t)
     fresh[0, 2] = fresh[0, 3] = 0.0      # camera 0 stale for two steps
-    streamed = stream(model, clip, dt, fresh)
-    with torch.no_grad():
-        offline = model.forward_clip(clip, dt, fresh)
-    for step, (s, o) in enumerate(zip(streamed, offline)):
-        for name in OUTPUT_NAMES[:6]:
-            torch.testing.assert_close(s[name], o[name], atol=1e-5, rtol=1e-5, msg=f"{name} at step {step}")
+    streamed = assert_stream_equals_clip(model, clip, dt, fresh)
     assert streamed[-1]["velocity"].abs().max() > 1.0   # the comparison covered non-trivial velocities
 
 

@@ -26,7 +26,7 @@ TINY = ModelConfig(backbone="yolox-nano", input_height=64, input_width=96, featu
 
 
 def test_stream_equals_whole_clip_with_the_yolox_backbone():
-    from tests.test_model import stream
+    from tests.test_model import assert_stream_equals_clip
 
     torch.manual_seed(0)
     model = TemporalCenterNet(TINY).eval()
@@ -35,12 +35,7 @@ def test_stream_equals_whole_clip_with_the_yolox_backbone():
     dt[1, 2] = 0.4                       # history masked
     fresh = torch.ones(2, 5)
     fresh[0, 3] = 0.0                    # stale camera
-    streamed = stream(model, clip, dt, fresh)
-    with torch.no_grad():
-        offline = model.forward_clip(clip, dt, fresh)
-    for s, o in zip(streamed, offline):
-        for name in ("heatmap", "size", "offset", "velocity", "log_depth"):
-            torch.testing.assert_close(s[name], o[name], atol=1e-5, rtol=1e-5)
+    assert_stream_equals_clip(model, clip, dt, fresh, ("heatmap", "size", "offset", "velocity", "log_depth"))
 
 
 @needs_teacher
