@@ -108,61 +108,33 @@ def real_drive(name: str, part: str) -> Path:
     """The teacher-labelled drive of one part of a real clip (cached; the key covers the teacher's code).
 
     train: the autolabel defaults (cleaned tracks: short ones dropped, gaps filled, boxes smoothed);
-    held_out: the teacher's own boxes at score >= 0.5, uncleaned (the reference of the real-footage targets).
+    held_out: the reference labels (reference_options).
     """
-    from perception.autolabel.clean import CleaningConfig
-    from perception.autolabel.pipeline import LabelOptions, label_drive, write_labelled
-    from perception.io.drive import open_drive
-    from perception.autolabel.teacher import open_teacher
+    from perception.autolabel.pipeline import LabelOptions
 
     video = REAL_CLIPS[name]
     if not video.exists() or not TEACHER.exists():
         raise SystemExit(f"{video} or {TEACHER} is missing: the demo model trains on the shared real footage")
     split = round(clip_seconds(video) * TRAIN_SHARE, 3)
-    if part == "train":
-        options = LabelOptions(end_s=split)
-    else:
-        options = LabelOptions(CleaningConfig(detect_score=0.5, track_score=0.5, min_frames=1, min_track_score=0.5,
-                                              max_gap=0, smooth_frames=1), start_s=split)
-    code = b"".join((ROOT / f).read_bytes() for f in ("perception/decode/yolox.py", "perception/autolabel/pipeline.py",
-                                                       "perception/autolabel/clean.py", "models/yolox_nano.card.yaml"))
-    key = hashlib.sha256(code + repr((video.name, video.stat().st_size, options)).encode()).hexdigest()[:20]
+    options = LabelOptions(end_s=split) if part == "train" else reference_options(start_s=split)
+    key = hashlib.sha256(teacher_code() + repr((video.name, video.stat().st_size, options)).encode()).hexdigest()[:20]
     out = cache() / "real" / f"{name}-{part}-{key}.mcap"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    drive = open_drive(video)
-    try:
-        # the plug-in path the node and `perception autolabel` use (card: models/yolox_nano.card.yaml)
-        teacher = open_teacher(TEACHER, [drive.rig[c] for c in drive.cameras], options.cleaning.detect_score,
-                               threads=1)
-        result = label_drive(drive, teacher, options)
-        tmp = out.with_suffix(".tmp.mcap")
-        write_labelled(drive, result, tmp, options)
-    finally:
-        drive.close()
-    tmp.replace(out)
+    if not out.exists():
+        label_videos([video], options, out)
     return out
 
 
 def stills_drive() -> Path:
-    """The unseen stills labelled like the held-out thirds (teacher boxes at score >= 0.5, uncleaned): each
-    still is written losslessly (FFV1) as a one-frame video, so each is its own camera streamed from a reset."""
+    """The unseen stills with the reference labels: each still is written losslessly (FFV1) as a one-frame
+    video, so each is its own camera streamed from a reset."""
     import cv2
-
-    from perception.autolabel.clean import CleaningConfig
-    from perception.autolabel.pipeline import LabelOptions, label_drive, write_labelled
-    from perception.autolabel.teacher import open_teacher
-    from perception.io.drive import open_drive
 
     stills = sorted(UNSEEN_STILLS.glob("*.jpg"))
     if not stills or not TEACHER.exists():
         raise SystemExit(f"{UNSEEN_STILLS} or {TEACHER} is missing: the demo model is scored on the shared stills")
-    options = LabelOptions(CleaningConfig(detect_score=0.5, track_score=0.5, min_frames=1, min_track_score=0.5,
-                                          max_gap=0, smooth_frames=1))
-    code = b"".join((ROOT / f).read_bytes() for f in ("perception/decode/yolox.py", "perception/autolabel/pipeline.py",
-                                                       "models/yolox_nano.card.yaml"))
-    key = hashlib.sha256(code + b"".join(p.read_bytes() for p in stills) + repr(options).encode()).hexdigest()[:20]
+    options = reference_options()
+    key = hashlib.sha256(teacher_code() + b"".join(p.read_bytes() for p in stills) + repr(options).encode()
+                         ).hexdigest()[:20]
     out = cache() / "real" / f"stills-{key}.mcap"
     if out.exists():
         return out
@@ -174,7 +146,34 @@ def stills_drive() -> Path:
                                  (image.shape[1], image.shape[0]))
         writer.write(image)
         writer.release()
-    drive = open_drive(sorted(videos.glob("*.avi")))
+    label_videos(sorted(videos.glob("*.avi")), options, out)
+    return out
+
+
+def reference_options(**window):
+    """The reference of the real-footage figures: the teacher's own boxes at score >= 0.5, uncleaned."""
+    from perception.autolabel.clean import CleaningConfig
+    from perception.autolabel.pipeline import LabelOptions
+
+    return LabelOptions(CleaningConfig(detect_score=0.5, track_score=0.5, min_frames=1, min_track_score=0.5,
+                                       max_gap=0, smooth_frames=1), **window)
+
+
+def teacher_code() -> bytes:
+    """What the teacher's labels depend on, for the cache keys."""
+    return b"".join((ROOT / f).read_bytes() for f in ("perception/decode/yolox.py", "perception/autolabel/pipeline.py",
+                                                       "perception/autolabel/clean.py", "models/yolox_nano.card.yaml"))
+
+
+def label_videos(videos: list[Path], options, out: Path) -> None:
+    """Label `videos` (one camera each) with the teacher through the plug-in path the node and `perception
+    autolabel` use (card: models/yolox_nano.card.yaml) and write the labelled drive to `out`."""
+    from perception.autolabel.pipeline import label_drive, write_labelled
+    from perception.autolabel.teacher import open_teacher
+    from perception.io.drive import open_drive
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    drive = open_drive(videos)
     try:
         teacher = open_teacher(TEACHER, [drive.rig[c] for c in drive.cameras], options.cleaning.detect_score,
                                threads=1)
@@ -183,7 +182,6 @@ def stills_drive() -> Path:
     finally:
         drive.close()
     tmp.replace(out)
-    return out
 
 
 def perception(*args: str) -> None:
