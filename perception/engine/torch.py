@@ -108,7 +108,7 @@ def network_from_onnx(path: str | os.PathLike) -> tuple[TemporalCenterNet, objec
 
 def _drop_batch_norms(model: nn.Module) -> None:
     """The exported graph has every batch norm folded into the convolution before it."""
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for attr, child in list(module.named_children()):
             if isinstance(child, nn.BatchNorm2d):
                 setattr(module, attr, nn.Identity())

@@ -255,19 +255,11 @@ class _BoundedFile:
         left = max(0, self._size - self._f.tell())
         return self._f.read(left if n is None or n < 0 else min(n, left))
 
-    def readinto(self, b) -> int:
-        data = self.read(len(b))
-        b[:len(data)] = data
-        return len(data)
-
     def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
         return self._f.seek(offset, whence)
 
     def tell(self) -> int:
         return self._f.tell()
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return True
