@@ -5,7 +5,7 @@ the pipelined node loop side by side, and ZeroMQ publish -> decode latency again
 
 Runs (the demo configuration unless overridden: 3 cameras, the bundled model, ONNX Runtime on the CPU), each
 with both loops (`pipeline: false` / `true`, perception/node/pipeline.py), taking turns:
-  realtime  the drive at its recorded rate; latency = anchor frame released by the source -> published
+  realtime  each drive at its recorded rate; latency = anchor frame released by the source -> published
   fast      every frame as fast as the node takes them (the first --frame-sets): the node's maximum rate,
             per-stage times, and the critical path outside the engine (wall per frame set - engine time:
             what pipelining hides); the demo drive, then a demo-settings drive of each --cameras count
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--cameras", type=int, nargs="*", default=[6],
-                        help="fast runs also on a synthetic drive (demo drive settings) of each camera count")
+                        help="realtime and fast runs also on a synthetic drive (demo drive settings) of each camera count")
     parser.add_argument("--frame-sets", type=int, default=100, help="frame sets per fast run")
     parser.add_argument("--preprocess", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--engine", choices=ENGINES, default="onnxruntime",
@@ -93,7 +93,8 @@ def main() -> None:
                 engine=dataclasses.replace(base.engine, kind=args.engine, threads=args.threads),
                 publish=dataclasses.replace(base.publish, endpoint=f"ipc://{tmp}/bench"))
 
-        realtime = both_loops(config_for(drives[0][1]), "realtime")
+        realtime = {label: both_loops(config_for(drive), "realtime", first=LOOPS[i % 2][0])
+                    for i, (label, drive) in enumerate(drives)}
         fast = {label: both_loops(config_for(drive), "fast", args.frame_sets, first=LOOPS[(i + 1) % 2][0])
                 for i, (label, drive) in enumerate(drives)}
 
@@ -103,14 +104,17 @@ def main() -> None:
     zmq_ours = run_mode("ours", "ipc:///tmp/perception-bench-ours", 32, args.messages, 200.0) / 1e3
 
     rows = [("", "sequential", "pipelined", "pipelined / sequential")]
-    for name, run in realtime.items():
-        run["p50"], run["p99"] = np.percentile(run["latency"], [50, 99])
-    rows += [
-        _row("realtime: frame sets (dropped frames)", realtime, lambda r: f"{r['sets']} ({r['dropped']})"),
-        _row("realtime: rate", realtime, "{:.1f} Hz", "rate"),
-        _row("realtime: capture -> publish p50", realtime, "{:.1f} ms", "p50"),
-        _row("realtime: capture -> publish p99", realtime, "{:.1f} ms", "p99"),
-    ]
+    for label, runs in realtime.items():
+        for run in runs.values():
+            run["p50"], run["p99"] = np.percentile(run["latency"], [50, 99])
+            run["p99/p50"] = run["p99"] / run["p50"]
+        rows += [
+            _row(f"realtime {label}: frame sets (dropped frames)", runs, lambda r: f"{r['sets']} ({r['dropped']})"),
+            _row(f"realtime {label}: rate", runs, "{:.1f} Hz", "rate"),
+            _row(f"realtime {label}: capture -> publish p50", runs, "{:.1f} ms", "p50"),
+            _row(f"realtime {label}: capture -> publish p99", runs, "{:.1f} ms", "p99"),
+            _row(f"realtime {label}: p99 / p50", runs, "{:.2f}", "p99/p50"),
+        ]
     for label, runs in fast.items():
         for run in runs.values():
             run.update({f"stage {k}": v for k, v in run["stage_means"].items()})

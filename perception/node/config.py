@@ -4,9 +4,9 @@
     rig: null                 # rig YAML; null = the drive's own rig (required for cameras / framebus)
     sync:     {anchor: null, max_skew_ms: 20}   # anchor null = the rig's first camera
     model: null               # ONNX file; null = the bundled demo model
-    engine:   {kind: onnxruntime, threads: 2}   # onnxruntime | tensorrt
+    engine:   {kind: onnxruntime, threads: 1}   # onnxruntime | tensorrt | torch
     preprocess: cpu           # cpu | cuda
-    pipeline: false           # true: the pipelined loop (perception/node/pipeline.py), stages on three threads
+    pipeline: true            # the pipelined loop (perception/node/pipeline.py), stages on three threads
     decode:   {score_threshold: 0.3, nms_iou: 0.5}  # score_threshold: a number or {class: number}
     tracker:  {...}  ranging: {...}  hints: {...}   # perception.track / perception.hints configs
     publish:  {endpoint: tcp://127.0.0.1:7450, sndhwm: 64, curve_secret_key: null, curve_clients_dir: null}
@@ -81,7 +81,9 @@ class EngineSection(ConfigBase):
     kind: str = param("onnxruntime", "onnxruntime, tensorrt, or torch (CUDA when torch sees a GPU: machines "
                                      "without TensorRT or ONNX Runtime GPU; exported temporal models only)",
                       choices=ENGINES)
-    threads: int | None = param(2, "ONNX Runtime intra-op threads; null = one per physical core", ge=1)
+    threads: int | None = param(1, "ONNX Runtime intra-op threads; null = one per physical core. 1 leaves the "
+                                   "other cores to the pipelined loop's preprocessing and decode / track "
+                                   "(2-core figures: benchmarks/RESULTS.md)", ge=1)
 
 
 @dataclass(frozen=True)
@@ -130,9 +132,10 @@ class NodeConfig(ConfigBase):
     engine: EngineSection = section(EngineSection)
     preprocess: str = param("cpu", "cpu or cuda (the GPU kernels; the CPU fast path when no GPU is usable)",
                             choices=PREPROCESSORS)
-    pipeline: bool = param(False, "run preprocessing, the engine and decode / track / publish of consecutive "
-                           "frame sets on three threads (same outputs; host engines with cpu preprocessing only); "
-                           "pays off with cores to spare beyond engine.threads (benchmarks/RESULTS.md)")
+    pipeline: bool = param(True, "run preprocessing, the engine and decode / track / publish of consecutive "
+                           "frame sets on three threads (same outputs; host engines with cpu preprocessing only, "
+                           "the others run the sequential loop); pays off with cores to spare beyond "
+                           "engine.threads (benchmarks/RESULTS.md)")
     decode: DecodeSection = section(DecodeSection)
     tracker: TrackerConfig = section(TrackerConfig)
     ranging: RangingConfig = section(RangingConfig)
