@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     import dataclasses
 
     from perception.node.config import load_config
-    from perception.node.process import NodeProcess
+    from perception.node.process import NodeProcess, StopSignals
 
     config = load_config(args.config)
     source = config.source
@@ -59,15 +59,12 @@ def run(args: argparse.Namespace) -> int:
     if args.record:
         config = dataclasses.replace(config, record=args.record)
 
-    # until the loop's own handlers are installed, SIGTERM interrupts the start-up as Ctrl-C does (the
-    # sources and sinks opened so far are closed on the way out: no half-written recording)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with NodeProcess(config) as process:
+    with StopSignals() as signals, NodeProcess(config) as process:
         if args.foxglove is not None:
             from perception.io.foxglove_live import FoxgloveLive, parse_address
 
             process.attach(FoxgloveLive(process.node.rig, *parse_address(args.foxglove)))
-        process.install_signal_handlers()
+        signals.watch(process)
         print(f"perception: model {process.engine.contract.model_id} on {process.engine.name}, cameras "
               f"{', '.join(process.node.cameras)}, outputs to {', '.join(s.name for s in process.sinks) or 'nothing'}",
               file=sys.stderr)
@@ -80,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
           f"latency p50 {np.percentile(latency, 50):.1f} ms p99 {np.percentile(latency, 99):.1f} ms, "
           f"{summary.dropped} frames dropped, {summary.bad_frames} bad frames", file=sys.stderr)
     # Ctrl-C is an interruption (the CLI policy's 130); SIGTERM is a supervisor's orderly stop (0)
-    return 130 if process.stopped_by == signal.SIGINT else 0
+    return 130 if signals.received == signal.SIGINT else 0
 
 
 class _StatusLine:

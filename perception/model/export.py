@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ import torch
 from perception.contract import INPUTS, ModelContract, embed_contract, graph_sha256, save_model, set_metadata
 from perception.model.config import ModelConfig
 from perception.model.network import OUTPUT_NAMES, TemporalCenterNet
+
+if TYPE_CHECKING:
+    from perception.engine.torch import TorchEngine
 
 OPSET = 18
 # the network's architecture (ModelConfig), next to the contract: what rebuilds it in torch from the file
@@ -96,7 +100,7 @@ def parity_inputs(cfg: ModelConfig, cameras: int, drive: str | os.PathLike | Non
     return images, t_ns
 
 
-def max_parity_error(model, onnx_path: str | os.PathLike, images: np.ndarray,
+def max_parity_error(model: TemporalCenterNet | TorchEngine, onnx_path: str | os.PathLike, images: np.ndarray,
                      t_ns: np.ndarray) -> dict[str, float]:
     """Stream `images` [T,N,3,H,W] (times `t_ns` [T]) through torch (`model`: a network or a TorchEngine) and
     ONNX Runtime; per output the max of |ort - torch| / max(1, |torch|).

@@ -44,12 +44,42 @@ class RunSummary:
     latency_ms: list[float] = dataclasses.field(default_factory=list)
 
 
+class StopSignals:
+    """The process's SIGINT / SIGTERM policy, in one place. Entered before the node is built: a signal during
+    start-up interrupts it (KeyboardInterrupt, so what is open so far is closed on the way out: no half-written
+    recording); after `watch(process)` a signal ends that process's loop cleanly (sockets closed, threads joined
+    by close()). `received` holds the last signal; leaving restores the previous handlers."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: signal.Signals | None = None
+        self._process: NodeProcess | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> "StopSignals":
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def watch(self, process: "NodeProcess") -> None:
+        self._process = process
+
+    def _handle(self, sig: int, _frame: object) -> None:
+        self.received = signal.Signals(sig)
+        if self._process is None:
+            raise KeyboardInterrupt
+        self._process.stop()
+
+
 class NodeProcess:
     def __init__(self, config: NodeConfig, engine: Engine | None = None) -> None:
         self.config = config
         self._stop = threading.Event()
         self._ran = False
-        self.stopped_by: signal.Signals | None = None
         self._assembly = assemble(config, engine)
         self.source = self._assembly.source
         self.node = self._assembly.node
@@ -75,16 +105,6 @@ class NodeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def install_signal_handlers(self) -> None:
-        """SIGINT / SIGTERM end the loop cleanly (sockets closed, threads joined by close()); `stopped_by`
-        then holds the signal."""
-        def handler(sig: int, _frame: object) -> None:
-            self.stopped_by = signal.Signals(sig)
-            self.stop()
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, handler)
 
     # ---- the loop -----------------------------------------------------------------------------------
     def run(self, max_frame_sets: int | None = None,
