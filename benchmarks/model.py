@@ -17,7 +17,10 @@ would steal the cores from the next variant.
                   (the ratio is the engine-time target of a replacement model)
 
     python benchmarks/model.py [--model models/demo.onnx] [--baseline old.onnx] [--cameras 3] [--runs 200]
-                               [--threads 2]
+                               [--threads 1 2]
+
+Every variant runs at each `--threads` count (ONNX Runtime intra-op threads; the node's default is 1, the
+pipelined loop's other stages taking the other cores).
 """
 
 from __future__ import annotations
@@ -91,64 +94,70 @@ def main() -> int:
     parser.add_argument("--baseline", type=Path, help="another model timed side by side (streaming)")
     parser.add_argument("--cameras", type=int, default=3)
     parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="ONNX Runtime intra-op thread counts, each timed (interleaved with the others)")
     args = parser.parse_args()
 
-    plain = OnnxRuntimeEngine(args.model, threads=args.threads)
-    bound = OnnxRuntimeEngine(args.model, threads=args.threads, io_binding=True)
-    c = plain.contract
+    c = OnnxRuntimeEngine(args.model).contract
+    if args.baseline is not None:
+        b = OnnxRuntimeEngine(args.baseline).contract
+        if (b.input_height, b.input_width) != (c.input_height, c.input_width):
+            parser.error(f"--baseline {args.baseline}: input {b.input_width}x{b.input_height}, the model's is "
+                         f"{c.input_width}x{c.input_height}")
     n, k = args.cameras, c.window
     rng = np.random.default_rng(0)
     frames = [rng.standard_normal((n, 3, c.input_height, c.input_width), dtype=np.float32) for _ in range(8)]
     period_ns = 50_000_000
     clock = {"t": 0}
-    states = {"streaming": plain.initial_state(n), "streaming+iob": bound.initial_state(n)}
-    baseline = OnnxRuntimeEngine(args.baseline, threads=args.threads) if args.baseline else None
-    if baseline is not None:
-        b = baseline.contract
-        if (b.input_height, b.input_width) != (c.input_height, c.input_width):
-            parser.error(f"--baseline {args.baseline}: input {b.input_width}x{b.input_height}, the model's is "
-                         f"{c.input_width}x{c.input_height}")
-        states["baseline"] = baseline.initial_state(n)
+    states: dict[str, object] = {}
 
     def stream(name: str, engine: OnnxRuntimeEngine) -> None:
         clock["t"] += period_ns
         _, states[name] = engine.run(frames[clock["t"] // period_ns % 8], np.full(n, clock["t"]), states[name])
 
-    def recompute() -> None:
-        state = plain.initial_state(n)
+    def recompute(engine: OnnxRuntimeEngine) -> None:
+        state = engine.initial_state(n)
         for j in range(k):                       # the window's K frames, oldest first, from a reset
             t = clock["t"] - (k - 1 - j) * period_ns
-            _, state = plain.run(frames[(t // period_ns) % 8], np.full(n, t), state)
+            _, state = engine.run(frames[(t // period_ns) % 8], np.full(n, t), state)
 
-    variants = {"streaming": lambda: stream("streaming", plain),
-                "streaming+iob": lambda: stream("streaming+iob", bound),
-                f"recompute K={k}": recompute}
-    if baseline is not None:
-        variants[f"baseline {args.baseline.name} streaming"] = lambda: stream("baseline", baseline)
+    variants = {}
+    for threads in args.threads:
+        plain = OnnxRuntimeEngine(args.model, threads=threads)
+        bound = OnnxRuntimeEngine(args.model, threads=threads, io_binding=True)
+        engines = {"streaming": plain, "streaming+iob": bound}
+        if args.baseline is not None:
+            engines[f"baseline {args.baseline.name} streaming"] = OnnxRuntimeEngine(args.baseline, threads=threads)
+        for name, engine in engines.items():
+            states[f"{threads}/{name}"] = engine.initial_state(n)
+            variants[(threads, name)] = lambda key=f"{threads}/{name}", e=engine: stream(key, e)
+        variants[(threads, f"recompute K={k}")] = lambda e=plain: recompute(e)
     for fn in variants.values():
         for _ in range(3):
             fn()
-    samples: dict[str, list[float]] = {name: [] for name in variants}
+    samples: dict[tuple[int, str], list[float]] = {key: [] for key in variants}
     for _ in range(args.runs):
-        for name, fn in variants.items():
+        for key, fn in variants.items():
             t = time.perf_counter()
             fn()
-            samples[name].append(time.perf_counter() - t)
+            samples[key].append(time.perf_counter() - t)
 
     macs, params = graph_size(args.model)
-    floor_ms = 2 * macs * n / gemm_flops(args.threads) * 1e3
-    base = np.median(samples["streaming"]) * 1e3
     print(f"model {args.model.name} ({c.model_id}): input {c.input_width}x{c.input_height}, window K={k}, "
           f"{macs / 1e9:.3f} GMAC = {2 * macs / 1e9:.3f} GFLOP per camera-frame, {params / 1e6:.3f} M parameters")
-    print(f"{n} cameras per step, ONNX Runtime CPU, {args.threads} intra-op threads, {args.runs} runs, "
+    print(f"{n} cameras per step, ONNX Runtime CPU, {args.runs} runs, "
           f"{platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs\n")
-    print(f"| variant | p50 ms | p99 ms | p50 / streaming | frames/s (p50) |")
-    print(f"| --- | ---: | ---: | ---: | ---: |")
-    for name, s in samples.items():
-        p50, p99 = np.median(s) * 1e3, np.percentile(s, 99) * 1e3
-        print(f"| {name} | {p50:.2f} | {p99:.2f} | {p50 / base:.2f}x | {1e3 / p50:.1f} |")
-    print(f"| floor (GEMM rate) | {floor_ms:.2f} | | {floor_ms / base:.2f}x | {1e3 / floor_ms:.1f} |")
+    print("| threads | variant | p50 ms | p99 ms | p50 / streaming | frames/s (p50) |")
+    print("| ---: | --- | ---: | ---: | ---: | ---: |")
+    for threads in args.threads:
+        base = np.median(samples[(threads, "streaming")]) * 1e3
+        for (t, name), s in samples.items():
+            if t != threads:
+                continue
+            p50, p99 = np.median(s) * 1e3, np.percentile(s, 99) * 1e3
+            print(f"| {threads} | {name} | {p50:.2f} | {p99:.2f} | {p50 / base:.2f}x | {1e3 / p50:.1f} |")
+        floor_ms = 2 * macs * n / gemm_flops(threads) * 1e3
+        print(f"| {threads} | floor (GEMM rate) | {floor_ms:.2f} | | {floor_ms / base:.2f}x | {1e3 / floor_ms:.1f} |")
     return 0
 
 
