@@ -9,6 +9,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from calib.defaults import default_rig
 from calib.remap import build_remap
 from perception.decode import DecodeConfig, Decoder, find_peaks
+from perception.detections import Detections
 from perception.engine.base import Heads
 from perception.errors import ConfigError
 from perception.labels import CLASSES
@@ -45,17 +46,23 @@ def heads_from_targets(per_camera: list, gap_s: float) -> Heads:
 
 def test_peaks_equal_max_pool_reference():
     rng = np.random.default_rng(0)
-    hm = rng.random((4, H, W)).astype(np.float32)
-    hm[1, 5, 5] = hm[1, 5, 6] = 0.999            # a plateau: both are maxima of their 3x3 window
+    hm = rng.random((3, 4, H, W)).astype(np.float32)
+    hm[1, 1, 5, 5] = hm[1, 1, 5, 6] = 0.999            # a plateau: both are maxima of their 3x3 window
+    hm[0, 2, -1, :] = 0.98                            # bottom row of one plane, top row of the next: no
+    hm[0, 3, 0, :] = 0.97                             # window of one plane reaches into another
     thr = np.array([0.9, 0.5, 0.95, 0.99], np.float32)
-    padded = np.pad(hm, ((0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
-    pooled = sliding_window_view(padded, (3, 3), axis=(1, 2)).max(axis=(-1, -2))
+    padded = np.pad(hm, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    pooled = sliding_window_view(padded, (3, 3), axis=(2, 3)).max(axis=(-1, -2))
     want = set(zip(*np.nonzero((hm == pooled) & (hm >= thr[:, None, None]))))
-    cls, row, col, score = find_peaks(hm, thr, max_peaks=10_000)
-    assert set(zip(cls, row, col)) == want and len(want) > 20
-    assert np.all(np.diff(score) <= 0)
+    camera, cls, row, col, score = find_peaks(hm, thr, max_peaks=10_000)
+    assert set(zip(camera, cls, row, col)) == want and len(want) > 60
+    assert np.all(np.diff(camera) >= 0)
+    for n in range(3):
+        assert np.all(np.diff(score[camera == n]) <= 0)
     top = find_peaks(hm, thr, max_peaks=5)
-    np.testing.assert_array_equal(top[3], score[:5])
+    assert top[0].tolist() == [0] * 5 + [1] * 5 + [2] * 5
+    for n in range(3):
+        np.testing.assert_array_equal(top[4][top[0] == n], score[camera == n][:5])
 
 
 @pytest.mark.parametrize("camera", [0, 1, 3])   # front (mild), front_left (wide, strong barrel), rear (rational)
@@ -160,3 +167,31 @@ def test_config_errors_are_named(tables):
 def test_empty_heads_give_empty_detections(tables):
     dets = Decoder(CONTRACT, tables, DecodeConfig.for_classes(CLASSES))(peak_heads(4, []))
     assert len(dets) == 0 and dets.box.shape == (0, 4)
+
+
+@pytest.mark.parametrize("max_per_camera", [1000, 7])  # 7: fewer than the peaks of every camera
+def test_cameras_decode_together_as_each_alone(tables, max_per_camera):
+    """All cameras of a set in one call (one dilation, one lens mapping per camera, one NMS) give exactly
+    what each camera decoded on its own gives."""
+    rng = np.random.default_rng(3)
+    n = len(tables)
+    hm = np.where(rng.random((n, 4, H, W)) < 0.01, rng.uniform(0.3, 1.0, (n, 4, H, W)), 0.0).astype(np.float32)
+    heads = Heads(hm, rng.uniform(5.0, 40.0, (n, 2, H, W)).astype(np.float32),
+                  rng.random((n, 2, H, W)).astype(np.float32), rng.normal(0, 50, (n, 2, H, W)).astype(np.float32),
+                  rng.normal(2.5, 0.5, (n, 1, H, W)).astype(np.float32), np.array([1, 0, 1, 1], np.float32))
+    cfg = DecodeConfig.for_classes(CLASSES, 0.4, max_per_camera=max_per_camera)
+    fresh = np.array([True, True, False, True])
+    got = Decoder(CONTRACT, tables, cfg)(heads, fresh)
+    alone = []
+    for c in np.flatnonzero(fresh).tolist():
+        one = Heads(*(getattr(heads, f)[c:c + 1] for f in ("heatmap", "size", "offset", "velocity", "log_depth",
+                                                           "velocity_valid")))
+        dets = Decoder(CONTRACT, [tables[c]], cfg)(one)
+        dets.camera[:] = c
+        alone.append(dets)
+    want = Detections.concatenate(alone)
+    want = want.select(np.argsort(-want.score, kind="stable"))
+    assert len(got) >= 3 * min(max_per_camera, 50) and set(got.camera.tolist()) == {0, 1, 3}
+    assert np.isnan(got.image_velocity[got.camera == 1]).all() and np.isfinite(got.image_velocity[got.camera == 0]).all()
+    for name in ("camera", "cls", "score", "box", "range_m", "image_velocity"):
+        np.testing.assert_array_equal(getattr(got, name), getattr(want, name), err_msg=name)

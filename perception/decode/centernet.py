@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from perception.contract import ModelContract
-from perception.decode.common import DecodeConfig, boxes_to_source, classwise_nms, image_extent, rig_extents
+from perception.decode.common import DecodeConfig, RigTables, classwise_nms, image_extent
 from perception.detections import Detections
 from perception.engine.base import Heads
 from perception.errors import ConfigError
@@ -30,18 +30,36 @@ __all__ = ["DecodeConfig", "Decoder", "find_peaks", "image_extent"]  # DecodeCon
 
 
 def find_peaks(heatmap: np.ndarray, thresholds: np.ndarray, max_peaks: int) -> tuple[np.ndarray, ...]:
-    """heatmap [C,h,w] -> (cls, row, col, score) of local 3x3 maxima at or above the class threshold,
-    highest `max_peaks` first. Equals `heatmap == max_pool2d(heatmap, 3, stride=1, padding=1)`."""
-    kernel = np.ones((3, 3), np.uint8)
-    pooled = np.stack([cv2.dilate(np.ascontiguousarray(plane), kernel) for plane in heatmap])
+    """heatmaps [N,C,h,w] of N cameras -> (camera, cls, row, col, score) of local 3x3 maxima at or above
+    the class threshold, the highest `max_peaks` of each camera, camera by camera, best first within a camera.
+    Equals `heatmap == max_pool2d(heatmap, 3, stride=1, padding=1)`."""
+    n, c, h, w = heatmap.shape
+    # every plane in one dilation: the planes stacked, each followed by a row of -inf that no window
+    # reaches across (a window at a plane's edge sees -inf or nothing, as at the image border)
+    stacked = np.full((n * c, h + 1, w), -np.inf, np.float32)
+    stacked[:, :h] = heatmap.reshape(n * c, h, w)
+    pooled = cv2.dilate(stacked.reshape(-1, w), _KERNEL).reshape(n, c, h + 1, w)[:, :, :h]
     keep = (heatmap == pooled) & (heatmap >= thresholds[:, None, None])
-    cls, row, col = np.nonzero(keep)
-    score = heatmap[cls, row, col]
+    camera, cls, row, col = np.nonzero(keep)
+    score = heatmap[camera, cls, row, col]
+    counts = np.bincount(camera, minlength=n)
+    if (counts <= max_peaks).all():
+        order = np.lexsort((-score, camera))  # stable: ties in (cls, row, col) order
+    else:
+        order = np.concatenate([_best(start, score[start:end], max_peaks) for start, end in
+                                zip(np.cumsum(counts) - counts, np.cumsum(counts))])
+    return camera[order], cls[order], row[order], col[order], score[order]
+
+
+_KERNEL = np.ones((3, 3), np.uint8)
+
+
+def _best(start: int, score: np.ndarray, max_peaks: int) -> np.ndarray:
+    """Indices (from `start`) of the highest `max_peaks` scores of one camera, best first."""
+    top = np.arange(score.size)
     if score.size > max_peaks:
         top = np.argpartition(-score, max_peaks - 1)[:max_peaks]
-        cls, row, col, score = cls[top], row[top], col[top], score[top]
-    order = np.argsort(-score, kind="stable")
-    return cls[order], row[order], col[order], score[order]
+    return start + top[np.argsort(-score[top], kind="stable")]
 
 
 class Decoder:
@@ -49,60 +67,61 @@ class Decoder:
     valid extent of each table (computed once)."""
 
     def __init__(self, contract: ModelContract, tables: Sequence, config: DecodeConfig) -> None:
-        self._extents = rig_extents(contract, tables, config)
+        self.rig = RigTables(contract, tables, config)
         self.contract = contract
-        self.tables = list(tables)
+        self.tables = self.rig.tables
         self.config = config
         self._thresholds = np.asarray(config.score_thresholds, np.float32)
         # the depth head is normalised to a reference focal length (docs/model.md)
-        self._depth_scale = [t.net_camera.fx / contract.depth_focal_px for t in self.tables]
+        self._depth_scale = np.array([t.net_camera.fx / contract.depth_focal_px for t in self.tables])
+        net = [t.net_camera for t in self.tables]
+        self._principal = np.array([[k.cx, k.cy] for k in net], np.float64).reshape(-1, 2)
+        self._focal = np.array([[k.fx, k.fy] for k in net], np.float64).reshape(-1, 2)
 
     def __call__(self, heads: Heads, fresh: np.ndarray | None = None) -> Detections:
         """Detections of every fresh camera (stale cameras' heads are not meaningful and are skipped)."""
         n_cams = heads.heatmap.shape[0]
         if n_cams != len(self.tables):
             raise ConfigError(f"decode: heads for {n_cams} cameras, {len(self.tables)} remap tables")
+        cams = np.arange(n_cams) if fresh is None else np.flatnonzero(fresh)
+        k, cls, row, col, score = find_peaks(heads.heatmap[cams], self._thresholds, self.config.max_per_camera)
+        if score.size == 0:
+            return Detections.empty()
+        n = cams[k]
         s = float(self.contract.stride)
-        parts = []
-        for n in range(n_cams):
-            if fresh is not None and not fresh[n]:
-                continue
-            cls, row, col, score = find_peaks(heads.heatmap[n], self._thresholds, self.config.max_per_camera)
-            if score.size == 0:
-                continue
-            centre = np.stack([(col + heads.offset[n, 0, row, col] + 0.5) * s - 0.5,
-                               (row + heads.offset[n, 1, row, col] + 0.5) * s - 0.5], 1).astype(np.float64)
-            size = np.stack([heads.size[n, 0, row, col], heads.size[n, 1, row, col]], 1).astype(np.float64)
-            box, ok = boxes_to_source(centre, size, self.tables[n], self._extents[n])
-            if heads.velocity_valid[n] >= 0.5:
-                v_net = np.stack([heads.velocity[n, 0, row, col], heads.velocity[n, 1, row, col]], 1)
-                velocity = _velocity_to_source(centre, v_net.astype(np.float64), self.tables[n])
-            else:
-                velocity = np.full((score.size, 2), np.nan)
-            depth = np.exp(heads.log_depth[n, 0, row, col].astype(np.float64)) * self._depth_scale[n]
-            rng = _range_from_depth(centre, depth, self.tables[n].net_camera)
-            parts.append(Detections(np.full(int(ok.sum()), n, np.int32), cls[ok].astype(np.int32),
-                                    score[ok].astype(np.float32), box[ok].astype(np.float32),
-                                    rng[ok].astype(np.float32), velocity[ok].astype(np.float32)))
-        return classwise_nms(Detections.concatenate(parts), len(self.contract.classes), self.config.nms_iou)
+        centre = ((np.stack([col, row], 1) + heads.offset[n, :, row, col] + 0.5) * s - 0.5).astype(np.float64)
+        size = heads.size[n, :, row, col].astype(np.float64)
+        # one lens mapping per camera: the box edges' midpoints and the velocity Jacobian's probes together
+        probes = np.stack([centre + _DX, centre - _DX, centre + _DY, centre - _DY], 1)
+        src = self.rig.net_to_source(n, np.concatenate([self.rig.edge_points(n, centre, size), probes], 1))
+        box, ok = self.rig.source_boxes(n, src[:, :4])
+        velocity = _velocity_to_source(src[:, 4:], heads.velocity[n, :, row, col].astype(np.float64))
+        velocity[~(heads.velocity_valid[n] >= 0.5)] = np.nan
+        depth = np.exp(heads.log_depth[n, 0, row, col].astype(np.float64)) * self._depth_scale[n]
+        rng = self._range_from_depth(n, centre, depth)
+        dets = Detections(n[ok].astype(np.int32), cls[ok].astype(np.int32), score[ok].astype(np.float32),
+                          box[ok].astype(np.float32), rng[ok].astype(np.float32), velocity[ok].astype(np.float32))
+        return classwise_nms(dets, len(self.contract.classes), self.config.nms_iou)
+
+    def _range_from_depth(self, camera: np.ndarray, centre: np.ndarray, depth: np.ndarray) -> np.ndarray:
+        """Range (m, from the vehicle origin, in the ground plane) of the points at optical-axis depth `depth`
+        on the viewing rays of network pixels `centre` [M,2] of cameras `camera` [M] (non-decreasing)."""
+        xy = (centre - self._principal[camera]) / self._focal[camera] * depth[:, None]
+        p = np.concatenate([xy, depth[:, None]], 1)
+        for c in np.unique(camera).tolist():  # each camera's extrinsics
+            rows = slice(*np.searchsorted(camera, [c, c + 1]).tolist())
+            T = self.tables[c].net_camera.T_vehicle_camera
+            p[rows] = p[rows] @ T[:3, :3].T + T[:3, 3]
+        return np.hypot(p[:, 0], p[:, 1])
 
 
-def _range_from_depth(centre: np.ndarray, depth: np.ndarray, net_camera) -> np.ndarray:
-    """Range (m, from the vehicle origin, in the ground plane) of the points at optical-axis depth `depth`
-    on the viewing rays of network pixels `centre` [M,2]."""
-    x = (centre[:, 0] - net_camera.cx) / net_camera.fx * depth
-    y = (centre[:, 1] - net_camera.cy) / net_camera.fy * depth
-    T = net_camera.T_vehicle_camera
-    p = np.stack([x, y, depth], 1) @ T[:3, :3].T + T[:3, 3]
-    return np.hypot(p[:, 0], p[:, 1])
+_STEP = 0.5  # px, of the central differences of the velocity Jacobian
+_DX, _DY = np.array([_STEP, 0.0]), np.array([0.0, _STEP])
 
 
-def _velocity_to_source(centre: np.ndarray, v_net: np.ndarray, table, step: float = 0.5) -> np.ndarray:
-    """v_src = J v_net with J the central-difference Jacobian of net_to_source at each centre."""
-    m = centre.shape[0]
-    dx, dy = np.array([step, 0.0]), np.array([0.0, step])
-    pts = np.concatenate([centre + dx, centre - dx, centre + dy, centre - dy])
-    src = table.net_to_source(pts).reshape(4, m, 2)
-    jx = (src[0] - src[1]) / (2 * step)      # d source / d x_net
-    jy = (src[2] - src[3]) / (2 * step)
+def _velocity_to_source(src: np.ndarray, v_net: np.ndarray) -> np.ndarray:
+    """v_src = J v_net with J the central-difference Jacobian of net_to_source at each centre, from the
+    source pixels [M, 4, 2] of the centre +- _DX, +- _DY."""
+    jx = (src[:, 0] - src[:, 1]) / (2 * _STEP)      # d source / d x_net
+    jy = (src[:, 2] - src[:, 3]) / (2 * _STEP)
     return jx * v_net[:, :1] + jy * v_net[:, 1:]

@@ -48,18 +48,61 @@ class DecodeConfig:
         return DecodeConfig(tuple(float(thresholds.get(c, default)) for c in classes), **kw)  # type: ignore[arg-type]
 
 
-def rig_extents(model, tables: Sequence, config: DecodeConfig) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The valid extent (image_extent) of each camera's remap table, after checking that `config` has a
-    threshold per class of `model` (a ModelContract or ModelCard) and every table is for its input size."""
-    if len(config.score_thresholds) != len(model.classes):
-        raise ConfigError(f"decode: {len(config.score_thresholds)} score thresholds for "
-                          f"{len(model.classes)} classes {list(model.classes)}")
-    for n, t in enumerate(tables):
-        if (t.net_camera.width, t.net_camera.height) != (model.input_width, model.input_height):
-            raise ConfigError(f"decode: camera {n} ({t.source_camera.name}): remap table is for a "
-                              f"{t.net_camera.width}x{t.net_camera.height} input, the model takes "
-                              f"{model.input_width}x{model.input_height}")
-    return [image_extent(t) for t in tables]
+class RigTables:
+    """The remap tables of a rig as the decoders use them, checked once against the model (a ModelContract
+    or ModelCard) and `config` (a threshold per class): each camera's valid extent in network pixels
+    (image_extent) and its source image's pixel-edge limits, as per-camera arrays, so that the boxes of all
+    cameras of a frame set are mapped in a few calls (the lens mapping itself runs once per camera)."""
+
+    def __init__(self, model, tables: Sequence, config: DecodeConfig) -> None:
+        if len(config.score_thresholds) != len(model.classes):
+            raise ConfigError(f"decode: {len(config.score_thresholds)} score thresholds for "
+                              f"{len(model.classes)} classes {list(model.classes)}")
+        for n, t in enumerate(tables):
+            if (t.net_camera.width, t.net_camera.height) != (model.input_width, model.input_height):
+                raise ConfigError(f"decode: camera {n} ({t.source_camera.name}): remap table is for a "
+                                  f"{t.net_camera.width}x{t.net_camera.height} input, the model takes "
+                                  f"{model.input_width}x{model.input_height}")
+        self.tables = list(tables)
+        extents = [image_extent(t) for t in self.tables]
+        self.lo = np.array([lo for lo, _ in extents], np.float64).reshape(-1, 2)
+        self.hi = np.array([hi for _, hi in extents], np.float64).reshape(-1, 2)
+        self.limit = np.array([[t.source_camera.width - 0.5, t.source_camera.height - 0.5] for t in self.tables],
+                              np.float64).reshape(-1, 2)
+
+    def __len__(self) -> int:
+        return len(self.tables)
+
+    def net_to_source(self, camera: np.ndarray, pts: np.ndarray) -> np.ndarray:
+        """Network pixels pts [M, K, 2] of cameras `camera` [M] (non-decreasing) -> source pixels [M, K, 2]
+        (NaN past the lens model's range; remap.RemapTable.net_to_source), one call per camera."""
+        src = np.empty_like(pts)
+        bounds = np.searchsorted(camera, np.arange(len(self.tables) + 1)).tolist()
+        for c, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+            if b > a:
+                src[a:b] = self.tables[c].net_to_source(pts[a:b].reshape(-1, 2)).reshape(b - a, *pts.shape[1:])
+        return src
+
+    def edge_points(self, camera: np.ndarray, centre: np.ndarray, size: np.ndarray) -> np.ndarray:
+        """Boxes (centre, size) [M, 2] in network pixels -> their edge midpoints [M, 4, 2] (left, top, right,
+        bottom), clipped to the valid extent of each box's camera."""
+        pts = centre[:, None, :] + (_EDGE_MIDPOINTS[None] - 0.5) * size[:, None, :]
+        return np.clip(pts, self.lo[camera][:, None], self.hi[camera][:, None])
+
+    def source_boxes(self, camera: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Edge midpoints in source pixels [M, 4, 2] -> ([M, 4] boxes x0 y0 x1 y1 clipped to the image, [M]
+        whether the box is kept: finite and not empty)."""
+        w, h = self.limit[camera, 0], self.limit[camera, 1]
+        box = np.stack([np.clip(edges[:, 0, 0], -0.5, w), np.clip(edges[:, 1, 1], -0.5, h),
+                        np.clip(edges[:, 2, 0], -0.5, w), np.clip(edges[:, 3, 1], -0.5, h)], 1)
+        return box, np.isfinite(box).all(1) & (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
+
+    def boxes_to_source(self, camera: np.ndarray, centre: np.ndarray,
+                        size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes (centre, size) [M, 2] in network pixels of cameras `camera` [M] (non-decreasing) -> source
+        boxes and whether each is kept (source_boxes). Each side goes through the mapping at its midpoint,
+        the inverse of perception.model.targets.source_boxes_to_net."""
+        return self.source_boxes(camera, self.net_to_source(camera, self.edge_points(camera, centre, size)))
 
 
 def image_extent(table) -> tuple[np.ndarray, np.ndarray]:
@@ -70,20 +113,6 @@ def image_extent(table) -> tuple[np.ndarray, np.ndarray]:
         raise ConfigError(f"decode: camera {table.source_camera.name}: remap table samples nothing of the image")
     return (np.array([cols.min(), rows.min()], np.float64) - 0.5,
             np.array([cols.max(), rows.max()], np.float64) + 0.5)
-
-
-def boxes_to_source(centre: np.ndarray, size: np.ndarray, table, extent: tuple) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (centre, size) [M,2] in network pixels -> ([M,4] source-pixel boxes x0 y0 x1 y1, [M] whether
-    the box is kept: finite and not empty). Each side goes through the mapping at its midpoint, the inverse
-    of perception.model.targets.source_boxes_to_net."""
-    lo, hi = extent
-    pts = centre[:, None, :] + (_EDGE_MIDPOINTS[None] - 0.5) * size[:, None, :]      # [M,4,2]
-    pts = np.clip(pts, lo, hi)
-    src = table.net_to_source(pts.reshape(-1, 2)).reshape(pts.shape)
-    w, h = table.source_camera.width - 0.5, table.source_camera.height - 0.5
-    box = np.stack([np.clip(src[:, 0, 0], -0.5, w), np.clip(src[:, 1, 1], -0.5, h),
-                    np.clip(src[:, 2, 0], -0.5, w), np.clip(src[:, 3, 1], -0.5, h)], 1)
-    return box, np.isfinite(box).all(1) & (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
 
 
 def classwise_nms(dets: Detections, num_classes: int, iou: float) -> Detections:

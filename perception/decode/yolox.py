@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from perception.decode.common import DecodeConfig, boxes_to_source, classwise_nms, rig_extents
+from perception.decode.common import DecodeConfig, RigTables, classwise_nms
 from perception.detections import Detections
 from perception.errors import ConfigError
 from perception.model_card import ModelCard
@@ -59,9 +59,9 @@ class DetectorDecoder:
     """Decodes one plug-in model's outputs for one rig (remap tables and their valid extents held)."""
 
     def __init__(self, card: ModelCard, tables: Sequence, config: DecodeConfig) -> None:
-        self._extents = rig_extents(card, tables, config)
+        self.rig = RigTables(card, tables, config)
         self.card = card
-        self.tables = list(tables)
+        self.tables = self.rig.tables
         self.config = config
         self._thresholds = np.asarray(config.score_thresholds, np.float64)
         self._project_class = np.full(card.num_classes, -1, np.int64)  # model class -> project class, -1 dropped
@@ -72,13 +72,18 @@ class DetectorDecoder:
 
     def __call__(self, outputs: Mapping[str, np.ndarray], fresh: np.ndarray | None = None) -> Detections:
         """Detections of every fresh camera; `outputs` by graph output name, batch index = camera."""
-        parts = []
-        for n in range(len(self.tables)):
-            if fresh is not None and not fresh[n]:
-                continue
-            centre, size, score, model_cls = self._candidates(outputs, n)
-            parts.append(self._to_detections(n, centre, size, score, model_cls))
-        return classwise_nms(Detections.concatenate(parts), len(self.card.classes), self.config.nms_iou)
+        parts = [(n, *self._select(*self._candidates(outputs, n))) for n in range(len(self.tables))
+                 if fresh is None or fresh[n]]
+        if not parts:
+            return Detections.empty()
+        camera = np.repeat([n for n, *_ in parts], [len(score) for *_, score, _ in parts])
+        centre, size, score, cls = (np.concatenate([p[k] for p in parts]) for k in range(1, 5))
+        box, ok = self.rig.boxes_to_source(camera, centre - 0.5, size)
+        m = int(ok.sum())
+        dets = Detections(camera[ok].astype(np.int32), cls[ok].astype(np.int32),
+                          np.clip(score[ok], 0.0, 1.0).astype(np.float32), box[ok].astype(np.float32),
+                          np.full(m, np.nan, np.float32), np.full((m, 2), np.nan, np.float32))
+        return classwise_nms(dets, len(self.card.classes), self.config.nms_iou)
 
     def _candidates(self, outputs: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, ...]:
         names = self.card.outputs
@@ -93,8 +98,10 @@ class DetectorDecoder:
         label = np.where((label >= 0) & (label < self.card.num_classes), label, -1).astype(np.int64)
         return (box[:, :2] + box[:, 2:]) / 2, box[:, 2:] - box[:, :2], score, label
 
-    def _to_detections(self, n: int, centre: np.ndarray, size: np.ndarray, score: np.ndarray,
-                       model_cls: np.ndarray) -> Detections:
+    def _select(self, centre: np.ndarray, size: np.ndarray, score: np.ndarray,
+                model_cls: np.ndarray) -> tuple[np.ndarray, ...]:
+        """One camera's candidates of project classes, above their thresholds and finite, the best
+        `max_per_camera` of them, best first: (centre, size, score, project class)."""
         cls = np.where(model_cls >= 0, self._project_class[np.maximum(model_cls, 0)], -1)
         keep = np.flatnonzero(cls >= 0)
         keep = keep[score[keep] >= self._thresholds[cls[keep]]]  # NaN scores fail the comparison
@@ -102,9 +109,4 @@ class DetectorDecoder:
         if keep.size > self.config.max_per_camera:
             keep = keep[np.argpartition(-score[keep], self.config.max_per_camera - 1)[:self.config.max_per_camera]]
         keep = keep[np.argsort(-score[keep], kind="stable")]
-        box, ok = boxes_to_source(centre[keep] - 0.5, size[keep], self.tables[n], self._extents[n])
-        m = int(ok.sum())
-        return Detections(np.full(m, n, np.int32), cls[keep][ok].astype(np.int32),
-                          np.clip(score[keep][ok], 0.0, 1.0).astype(np.float32), box[ok].astype(np.float32),
-                          np.full(m, np.nan, np.float32), np.full((m, 2), np.nan, np.float32))
-
+        return centre[keep], size[keep], score[keep], cls[keep]
