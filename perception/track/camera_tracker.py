@@ -87,54 +87,57 @@ class ImageTracks:
         if not frames:
             return []
         cfg = self.config
-        in_frames = np.zeros(len(self.t_ns), bool)
-        in_frames[[c for c, _, _ in frames]] = True
-        stepped = in_frames[self.camera]
+        frame_of = np.full(len(self.t_ns), -1, np.intp)  # camera -> its frame's index in `frames`
+        frame_of[[c for c, _, _ in frames]] = np.arange(len(frames))
+        track_frame = frame_of[self.camera]
+        stepped = track_frame >= 0
         self._predict(frames)
+        # the frames' detections as one table (frame by frame); a track and a detection of different frames
+        # never match, so each stage is one assignment for all cameras, its optimum that of each camera's own
+        counts = [len(dets) for _, _, dets in frames]
+        starts = np.cumsum(counts) - counts
+        det_frame = np.repeat(np.arange(len(frames)), counts)
+        box = np.concatenate([dets.box for _, _, dets in frames]).astype(np.float64)
+        score = np.concatenate([dets.score for _, _, dets in frames])
+        cls = np.concatenate([dets.cls for _, _, dets in frames])
+        velocity = np.concatenate([dets.image_velocity for _, _, dets in frames])
+        high_mask = score >= cfg.high_score
         track_boxes = self.boxes
-        track_free = stepped.copy()
-        matches, births = [], []  # per frame: (track rows, detection rows), new-track detection rows
-        for c, t_ns, dets in frames:
-            det_box64 = dets.box.astype(np.float64)
-            high_mask = dets.score >= cfg.high_score
-            high = high_mask.nonzero()[0]
-            low = ((dets.score >= cfg.low_score) & ~high_mask).nonzero()[0]
-            t_high, d_high = self._assign((track_free & (self.camera == c)).nonzero()[0], high, track_boxes,
-                                          det_box64, dets.cls)
-            track_free[t_high] = False
-            high_free = np.zeros(len(dets), bool)
-            high_free[high] = True
-            high_free[d_high] = False
-            t_low, d_low = self._assign((track_free & (self.camera == c)).nonzero()[0], low, track_boxes,
-                                        det_box64, dets.cls)
-            track_free[t_low] = False
-            matches.append((np.concatenate([t_high, t_low]), np.concatenate([d_high, d_low])))
-            births.append((high_free & (dets.score >= cfg.new_track_score)).nonzero()[0])
-
-        t_rows = np.concatenate([rows for rows, _ in matches])
-        matched = [(_to_centre(dets.box[d].astype(np.float64)), dets.image_velocity[d], dets.score[d])
-               for (_, _, dets), (_, d) in zip(frames, matches)]
-        self._update(t_rows, *(np.concatenate(part) for part in zip(*matched)))
+        free = stepped.copy()
+        t_high, d_high = self._assign(free.nonzero()[0], high_mask.nonzero()[0], track_frame, det_frame,
+                                      track_boxes, box, cls)
+        free[t_high] = False
+        t_low, d_low = self._assign(free.nonzero()[0], ((score >= cfg.low_score) & ~high_mask).nonzero()[0],
+                                    track_frame, det_frame, track_boxes, box, cls)
+        free[t_low] = False
+        high_mask[d_high] = False
+        births = (high_mask & (score >= cfg.new_track_score)).nonzero()[0]
+        # frame by frame (in `frames` order), its confident matches, then its weak ones
+        by_frame = np.argsort(det_frame[np.concatenate([d_high, d_low])], kind="stable")
+        t_rows, d_rows = np.concatenate([t_high, t_low])[by_frame], np.concatenate([d_high, d_low])[by_frame]
+        self._update(t_rows, _to_centre(box[d_rows]), velocity[d_rows], score[d_rows])
         self.hits[t_rows] += 1
         self.misses[t_rows] = 0
-        self.last_hit_ns[t_rows] = np.repeat([t_ns for _, t_ns, _ in frames], [len(rows) for rows, _ in matches])
-        self.misses[track_free] += 1
+        self.last_hit_ns[t_rows] = np.array([t_ns for _, t_ns, _ in frames], np.int64)[det_frame[d_rows]]
+        self.misses[free] += 1
         matched_ids = self.ids[t_rows]
 
         clipped = self.image_boxes
         outside = (clipped[:, 2:] - clipped[:, :2] < MIN_VISIBLE_PX).any(1)
-        drop = stepped & ((track_free & (self.hits < cfg.confirm_hits)) | (self.misses > cfg.max_misses) | outside)
+        drop = stepped & ((free & (self.hits < cfg.confirm_hits)) | (self.misses > cfg.max_misses) | outside)
         # a matched track whose box left the image is gone: its detection is not reported as measuring it
         alive = ~drop[t_rows]
         dropped = self._remove(drop)
-        new_ids = self._start(frames, births)
-        out, start = [], 0
-        for (c, _, _), (rows, d_rows), born, ids in zip(frames, matches, births, new_ids):
-            end = start + len(rows)
-            keep = alive[start:end]
-            out.append(CameraStep(np.concatenate([matched_ids[start:end][keep], ids]),
-                                  np.concatenate([d_rows[keep], born]), dropped[c]))
-            start = end
+        new_ids = self._start(frames, det_frame[births], box[births], velocity[births], cls[births], score[births])
+        match_bounds = np.searchsorted(det_frame[d_rows], np.arange(len(frames) + 1)).tolist()
+        birth_bounds = np.searchsorted(det_frame[births], np.arange(len(frames) + 1)).tolist()
+        out = []
+        for k, (c, _, _) in enumerate(frames):
+            m = slice(match_bounds[k], match_bounds[k + 1])
+            keep = alive[m]
+            out.append(CameraStep(np.concatenate([matched_ids[m][keep], new_ids[k]]),
+                                  np.concatenate([d_rows[m][keep], births[birth_bounds[k]:birth_bounds[k + 1]]])
+                                  - starts[k], dropped[c]))
         return out
 
     def expire(self, t_ns: int) -> list[np.ndarray]:
@@ -165,12 +168,14 @@ class ImageTracks:
             else:
                 self.x[sel], self.P[sel] = x, P
 
-    def _assign(self, track_rows: np.ndarray, det_rows: np.ndarray, track_boxes: np.ndarray,
-                det_boxes: np.ndarray, det_cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _assign(self, track_rows: np.ndarray, det_rows: np.ndarray, track_frame: np.ndarray, det_frame: np.ndarray,
+                track_boxes: np.ndarray, det_boxes: np.ndarray, det_cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gated minimum-cost matching (1 - IoU) of tracks and detections of the same frame and class."""
         if len(track_rows) == 0 or len(det_rows) == 0:
             return np.zeros(0, np.intp), np.zeros(0, np.intp)
         cost = 1.0 - box_iou(track_boxes[track_rows], det_boxes[det_rows])
-        cost[self.cls[track_rows][:, None] != det_cls[det_rows][None, :]] = np.inf
+        cost[(self.cls[track_rows][:, None] != det_cls[det_rows][None, :])
+             | (track_frame[track_rows][:, None] != det_frame[det_rows][None, :])] = np.inf
         r, c = gated_assignment(cost, 1.0 - self.config.min_iou)
         return track_rows[r], det_rows[c]
 
@@ -207,21 +212,21 @@ class ImageTracks:
         a = cfg.score_smoothing
         self.score[rows] = (1 - a) * self.score[rows] + a * scores
 
-    def _start(self, frames: Sequence[tuple[int, int, Detections]], births: list[np.ndarray]) -> list[np.ndarray]:
-        """New tracks from detection rows births[k] of frames[k]; their ids, per frame."""
+    def _start(self, frames: Sequence[tuple[int, int, Detections]], frame: np.ndarray, boxes: np.ndarray,
+               velocity: np.ndarray, cls: np.ndarray, score: np.ndarray) -> list[np.ndarray]:
+        """New tracks from detections of frames[frame[i]] (boxes x0 y0 x1 y1, frame non-decreasing); their
+        ids, per frame."""
         cfg = self.config
+        counts = np.bincount(frame, minlength=len(frames)).tolist()
         ids = []
-        for (c, _, _), rows in zip(frames, births):
-            ids.append(np.arange(self._next_id[c], self._next_id[c] + len(rows), dtype=np.int64))
-            self._next_id[c] += len(rows)
-        n = sum(len(rows) for rows in births)
+        for (c, _, _), count in zip(frames, counts):
+            ids.append(np.arange(self._next_id[c], self._next_id[c] + count, dtype=np.int64))
+            self._next_id[c] += count
+        n = len(frame)
         if n == 0:
             return ids
-        born = [(dets.select(rows), np.full(len(rows), c), np.full(len(rows), t_ns, np.int64))
-                for (c, t_ns, dets), rows in zip(frames, births)]
-        dets = Detections.concatenate([d for d, _, _ in born])
-        boxes = _to_centre(dets.box.astype(np.float64))
-        velocity = dets.image_velocity.astype(np.float64)
+        boxes = _to_centre(boxes)
+        velocity = velocity.astype(np.float64)
         known = np.isfinite(velocity).all(1) & cfg.use_image_velocity
         x = np.zeros((n, 8))
         x[:, :4] = boxes
@@ -230,15 +235,15 @@ class ImageTracks:
         var[:, :4] = self._box_noise(boxes[:, 3])[:, None] ** 2
         var[:, 4:] = cfg.initial_image_velocity_std_px_s ** 2
         var[known, 4:6] = cfg.image_velocity_std_px_s ** 2
-        self.camera = np.concatenate([self.camera, *(c for _, c, _ in born)])
+        self.camera = np.concatenate([self.camera, np.array([c for c, _, _ in frames], np.intp)[frame]])
         self.ids = np.concatenate([self.ids, *ids])
-        self.cls = np.concatenate([self.cls, dets.cls.astype(np.int32)])
+        self.cls = np.concatenate([self.cls, cls.astype(np.int32)])
         self.x = np.concatenate([self.x, x])
         self.P = np.concatenate([self.P, var[:, :, None] * np.eye(8)])
         self.hits = np.concatenate([self.hits, np.ones(n, np.int64)])
         self.misses = np.concatenate([self.misses, np.zeros(n, np.int64)])
-        self.score = np.concatenate([self.score, dets.score.astype(np.float64)])
-        self.last_hit_ns = np.concatenate([self.last_hit_ns, *(t for _, _, t in born)])
+        self.score = np.concatenate([self.score, score.astype(np.float64)])
+        self.last_hit_ns = np.concatenate([self.last_hit_ns, np.array([t for _, t, _ in frames], np.int64)[frame]])
         return ids
 
     def _remove(self, mask: np.ndarray) -> list[np.ndarray]:
