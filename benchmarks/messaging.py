@@ -2,10 +2,13 @@
 side in one run.
 
 Three ways to move the same `detections` message (N objects) from a publisher to a subscriber process:
-  bare    the physical floor: pre-built bytes of the same size through PUB/SUB, nothing encoded
+  bare    the physical floor: pre-built bytes of the same size through PUB/SUB, nothing encoded; the same
+          socket options as Publisher / Subscriber and the same polling (zmq.Poller, then a non-blocking
+          recv), so that the difference to `ours` is the library's own work
   ours    Publisher.publish (encode) -> Subscriber.recv (limits, schema and field checks): this checkout
-  old     the same, with the code of BASELINE (detections schema 1: one msgpack map of per-column arrays),
-          exported with `git archive` and run by this script in a child process
+  old     the same, with the code of BASELINE (detections schema 2: ext-typed per-camera arrays, the object
+          table copied and checked with per-column reductions), exported with `git archive` and run by this
+          script in a child process
 Latency = subscriber's CLOCK_MONOTONIC after decoding - publisher's CLOCK_MONOTONIC before encoding. Where
 the time goes, per message: the CPU time of the publishing thread's send (encode + zmq send) and of the
 subscriber thread's receive (poll + recv + decode), measured in the timed loop itself (caches as cold as
@@ -40,10 +43,10 @@ sys.path.insert(0, str(ROOT))
 
 from perception.labels import CLASSES  # noqa: E402
 from perception.messaging import (  # noqa: E402
-    DetectionsMessage, Diagnostics, Publisher, Subscriber, WireObjects, decode, encode,
+    SERVICES, DetectionsMessage, Diagnostics, Publisher, Subscriber, WireObjects, decode, encode,
 )
 
-BASELINE = "de1a48d"  # the last commit with detections schema 1
+BASELINE = "c2358cf"  # detections schema 2, before the arrays became plain msgpack bin (schema 3)
 PROBE = -1
 
 
@@ -84,14 +87,20 @@ def receiver(mode: str, endpoint: str, n: int, conn) -> None:
                 else:
                     latencies.append(now - env.publish_ns)
                     cpu.append(c1 - c0)
-    else:
+    else:  # Subscriber's socket options and polling, without decoding
         ctx = zmq.Context()
         sock = ctx.socket(zmq.SUB)
+        sock.linger = 0
+        sock.rcvhwm = 64
+        sock.maxmsgsize = 2 * SERVICES["detections"].max_bytes
         sock.subscribe(b"detections\0")
         sock.connect(endpoint)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
         while len(latencies) < n:
             c0 = time.thread_time_ns()
-            frame = sock.recv()
+            poller.poll()
+            frame = sock.recv(zmq.NOBLOCK)
             t_ns, index = struct.unpack_from("<qq", frame, 11)
             now = time.monotonic_ns()
             c1 = time.thread_time_ns()
@@ -113,7 +122,8 @@ def measure(mode: str, endpoint: str, n_objects: int, n: int, rate_hz: float) ->
     ctx = raw = None
     if pub is None:
         ctx = zmq.Context()
-        raw = ctx.socket(zmq.PUB)
+        raw = ctx.socket(zmq.PUB)  # Publisher's socket options
+        raw.linger = 0
         raw.sndhwm = 1000
         raw.bind(endpoint)
         endpoint = raw.last_endpoint.decode()
@@ -124,7 +134,7 @@ def measure(mode: str, endpoint: str, n_objects: int, n: int, rate_hz: float) ->
         if pub is not None:
             pub.publish(message)
         else:
-            raw.send(b"detections\0" + struct.pack("<qq", time.monotonic_ns(), index) + bytes(size - 27))
+            raw.send(b"detections\0" + struct.pack("<qq", time.monotonic_ns(), index) + bytes(size - 27), zmq.NOBLOCK)
 
     parent, child = mp.Pipe()
     proc = mp.get_context("spawn").Process(target=receiver, args=(mode, endpoint, n, child))
@@ -226,7 +236,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         cpu = {"ours": cpu_times(args.objects), "old": run_old(args, None, tmp)["cpu"]}
-        print(f"detections message, {args.objects} objects (old = {BASELINE}, detections schema 1)")
+        print(f"detections message, {args.objects} objects (old = {BASELINE}, detections schema 2)")
         print(f"{'':6} {'bytes':>6} {'encode us':>10} {'decode us':>10}   (CPU, hot loop, no sockets)")
         for mode in ("ours", "old"):
             encode_us, decode_us, size = cpu[mode]

@@ -132,7 +132,7 @@ hostile_floats = st.sampled_from([np.nan, np.inf, -np.inf, -0.0, -0.5, -0.50001,
 @budget(200)
 @given(st.data())
 def test_fuzz_object_table(data):
-    """The binary object table (detections schema 2): hostile values in any column of any record, or raw
+    """The binary object table (detections.objects): hostile values in any column of any record, or raw
     byte mutations of the table (length included). Decoded objects must satisfy every documented check."""
     from perception.messaging.schemas import OBJECT_RECORD
 

@@ -91,8 +91,11 @@ def test_detections_round_trip():
 def test_arrays_travel_as_binary_not_float_lists():
     frame = encode(sample_detections(200), 0, 0)
     data = msgpack.unpackb(frame.partition(b"\0")[2], raw=False)
-    assert isinstance(data["stale"], msgpack.ExtType) and isinstance(data["diag"]["capture_ns"], msgpack.ExtType)
+    assert data["stale"] == b"\0\0\1" and data["diag"]["capture_ns"] == np.array([1e9, 999e6, -1], "<i8").tobytes()
+    assert data["diag"]["dropped_frames"] == np.array([0, 2, 7], "<i8").tobytes()
     assert isinstance(data["objects"], bytes) and len(data["objects"]) == 200 * 80  # one record per object
+    hints = msgpack.unpackb(encode(sample_hints(), 0, 0).partition(b"\0")[2], raw=False)
+    assert hints["cut_in_ids"] == np.array([104, 107], "<i8").tobytes()
     assert len(frame) < 200 * 80 + 600
 
 
@@ -115,12 +118,18 @@ def test_object_record_layout_is_the_documented_one():
 
 def test_decoded_columns_view_one_read_only_aligned_table():
     got = decode(encode(sample_detections(6), 0, 0)).message.objects
+    assert not {"track_id", "box"} & set(vars(got))  # made on first access
     for name in ("track_id", "box", "score", "coasting"):
         column = getattr(got, name)
         assert not column.flags.writeable and column.flags.aligned, name
         assert column.base is not None and column.base is got.track_id.base, name  # views, no copies
     with pytest.raises(ValueError, match="from_records"):
         WireObjects.from_records(np.zeros(3, np.float32))
+    with pytest.raises(AttributeError, match="no attribute 'boxes'"):
+        got.boxes  # noqa: B018
+    diag = decode(encode(sample_detections(6), 0, 0)).message.diag
+    for array in (diag.capture_ns, diag.dropped_frames):
+        assert array.dtype == np.int64 and not array.flags.writeable and array.flags.aligned
 
 
 def test_empty_detections_round_trip():
@@ -198,7 +207,7 @@ def _delete(path: str):
 
 
 def _set_object(row: int, name: str, value):
-    """Edit one column of one record of the binary object table (detections schema 2)."""
+    """Edit one column of one record of the binary object table."""
     from perception.messaging.schemas import OBJECT_RECORD
 
     def mutate(d):
@@ -216,13 +225,8 @@ def _set_byte(offset: int, value: int):
     return mutate
 
 
-def _ext(array: np.ndarray) -> msgpack.ExtType:
-    from perception.messaging.codec import pack_array
-    return pack_array(array)
-
-
 BAD_FIELDS = [
-    ("detections", _set("schema", 1), r"detections: schema version 1, this reader supports 2"),
+    ("detections", _set("schema", 2), r"detections: schema version 2, this reader supports 3"),
     ("detections", _set("schema", "1"), r"detections: field 'schema' must be an integer, got str"),
     ("detections", _delete("seq"), r"detections: field 'seq' is missing"),
     ("detections", _set("seq", -1), r"detections: field 'seq' must be >= 0"),
@@ -230,9 +234,12 @@ BAD_FIELDS = [
     ("detections", _set("frame_ns", 1.5), r"detections: field 'frame_ns' must be an integer, got float"),
     ("detections", _set("diag.model_id", 3), r"detections: field 'diag.model_id' must be a string"),
     ("detections", _set("diag.cameras", ["a", 1, "c"]), r"detections: field 'diag.cameras' must be a list of str"),
-    ("detections", _set("diag.capture_ns", [1, 2, 3]), r"detections: field 'diag.capture_ns' must be a binary array"),
-    ("detections", _set("diag.capture_ns", _ext(np.zeros(2, np.int64))),
-     r"detections: field 'diag.capture_ns' must be a int64 array of shape 3, got int64 of shape 2"),
+    ("detections", _set("diag.capture_ns", [1, 2, 3]),
+     r"detections: field 'diag.capture_ns' must be binary \(msgpack bin\), got list"),
+    ("detections", _set("diag.capture_ns", bytes(16)),
+     r"detections: field 'diag.capture_ns' has 16 bytes, 3 int64 values need 24"),
+    ("detections", _set("diag.dropped_frames", msgpack.ExtType(1, bytes(24))),
+     r"detections: payload is not valid msgpack within limits: .*max_ext_len"),
     ("detections", _set("diag.stage_ns.engine", "fast"), r"detections: field 'diag.stage_ns.engine' must be an int"),
     ("detections", _set("diag", [1]), r"detections: field 'diag' must be a map, got list"),
     ("detections", _set("objects", {"box": b""}),
@@ -264,12 +271,15 @@ BAD_FIELDS = [
      r"detections: field 'objects.age_s' has a negative or NaN value"),
     ("detections", _set_object(1, "age_s", np.inf),
      r"detections: field 'objects.age_s' has an infinite or NaN value"),
-    ("detections", _set("stale", _ext(np.zeros(3, np.uint8))), r"detections: field 'stale' must be a bool array"),
+    ("detections", _set("stale", b"\0\2\0"), r"detections: field 'stale' has a byte other than 0 or 1"),
+    ("detections", _set("stale", b"\0\0"), r"detections: field 'stale' has 2 bytes, 3 bool values need 3"),
     ("hints", _set("brake", "slam"), r"hints: field 'brake' must be one of none, prepare, brake, got 'slam'"),
     ("hints", _set("lead.gap_m", "far"), r"hints: field 'lead.gap_m' must be a number, got str"),
     ("hints", _set("lead", 5), r"hints: field 'lead' must be a map, got int"),
     ("hints", _set("confidence", None), r"hints: field 'confidence' must be a number, got NoneType"),
-    ("hints", _set("cut_in_ids", _ext(np.zeros(2, np.int32))), r"hints: field 'cut_in_ids' must be a int64 array of shape N, got int32"),
+    ("hints", _set("cut_in_ids", bytes(12)),
+     r"hints: field 'cut_in_ids' has 12 bytes, not a whole number of 8-byte int64 values"),
+    ("hints", _set("cut_in_ids", [3, 4]), r"hints: field 'cut_in_ids' must be binary \(msgpack bin\), got list"),
     ("health", _set("state", "meh"), r"health: field 'state' must be one of ok, degraded, fault"),
     ("health", _set("camera_states", ["ok", "ok"]), r"health: field 'camera_states' has 2 states for 3 cameras"),
     ("health", _set("camera_states", ["ok", "ok", "gone"]), r"health: field 'camera_states' values must be one of"),
@@ -288,7 +298,7 @@ def test_bad_field_names_topic_and_field(topic, mutate, error):
 def test_too_many_objects_is_rejected():
     # Payloads within the byte limit but above MAX_OBJECTS (hand-made: the builder cannot exceed them).
     n = MAX_OBJECTS + 1
-    columns = {"cut_in_ids": _ext(np.arange(n, dtype=np.int64))}
+    columns = {"cut_in_ids": np.arange(n, dtype="<i8").tobytes()}
     with pytest.raises(MessageError, match="hints: field 'cut_in_ids' has 4097 ids, the limit is 4096"):
         decode(repack(encode(sample_hints(), 0, 0), lambda d: d.update(columns)))
     table = {"objects": sample_objects(n).to_records().tobytes()}

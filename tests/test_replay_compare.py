@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from perception.errors import ConfigError
-from perception.messaging.schemas import DetectionsMessage, HintsMessage, WireObjects
+from perception.messaging.schemas import OBJECT_FIELDS, DetectionsMessage, HintsMessage, WireObjects
 from replay.compare import CompareConfig, TimingGates, compare_runs, format_diff, update_golden
 from replay.determinism import assert_runs_identical, run_differences
 from perception.io.run_file import load_run
@@ -202,7 +202,7 @@ def test_identical_runs_with_an_inverted_box_compare_equal(drive, tmp_path):
     runs = [_run(tmp_path, drive, simulated_outputs(drive), name) for name in ("golden.mcap", "run.mcap")]
     for run in runs:
         target = next(m.message for m in run.detections if len(m.message.objects) > 1)
-        target.objects = WireObjects(**{name: np.array(v) for name, v in vars(target.objects).items()})
+        target.objects = WireObjects(**{name: np.array(getattr(target.objects, name)) for name in OBJECT_FIELDS})
         box = target.objects.box
         box[0] = (box[0][2], box[0][1], box[0][0] - 7, box[0][3])  # x0 > x1
     result = compare_runs(*runs)

@@ -1,18 +1,20 @@
 """Messages <-> wire bytes: pure functions, no sockets (docs/messages.md is the format's reference).
 
-A message is `topic + b"\\0" + msgpack map`. Numeric arrays travel as msgpack ExtType 1:
-`uint8 dtype code, uint8 ndim, ndim x uint32 LE dims, then the C-order little-endian data`; the
-detections object table is one msgpack bin of fixed-layout records (schemas.OBJECT_RECORD).
-Decoding treats the bytes as untrusted: size limit per topic, msgpack limits, schema version and the
-type, dtype and shape of every field are checked; every failure is a MessageError naming the topic and
-the field. Unknown keys are ignored so that adding a field does not break older readers; removing or
-changing one bumps the topic's schema version in services.py.
+A message is `topic + b"\\0" + msgpack map`. Numeric arrays travel as msgpack bin of little-endian values
+whose dtype the schema fixes (their length gives the count); the detections object table is one bin of
+fixed-layout records (schemas.OBJECT_RECORD). Decoding treats the bytes as untrusted: size limit per topic,
+msgpack limits, schema version and the type, length and values of every field are checked; every failure
+is a MessageError naming the topic and the field. Unknown keys are ignored so that adding a field does not
+break older readers; removing or changing one bumps the topic's schema version in services.py.
+
+The decoder is written for a message that arrives with cold caches (one every frame set, other work in
+between): its cost is about the number of distinct Python and numpy operations it runs, so arrays are numpy
+views of the msgpack bins (no ext hook, no copies) and the object table is checked in a few vectorised calls.
 """
 
 from __future__ import annotations
 
-import math
-import struct
+import functools
 
 import msgpack
 import numpy as np
@@ -26,26 +28,13 @@ from perception.messaging.services import (
     MAX_LIST_LEN, MAX_MAP_LEN, MAX_OBJECTS, MAX_STR_LEN, SERVICES, topic_prefix,
 )
 
-ARRAY_EXT = 1
-_MAX_NDIM = 4
-_DTYPE_BY_CODE: dict[int, np.dtype] = {
-    1: np.dtype("bool"), 2: np.dtype("<u1"), 3: np.dtype("<i4"), 4: np.dtype("<i8"),
-    5: np.dtype("<f4"), 6: np.dtype("<f8"),
-}
-_CODE_BY_DTYPE = {dtype: code for code, dtype in _DTYPE_BY_CODE.items()}
 _I8, _BOOL = np.dtype("<i8"), np.dtype("bool")
-_HEADERS = [struct.Struct(f"<BB{ndim}I") for ndim in range(_MAX_NDIM + 1)]
-_COUNT = struct.Struct("<I")  # the one dimension of a 1-d array, after the 2-byte header
 _MAX_TOPIC_LEN = max(len(t) for t in SERVICES)
 
 
-def pack_array(a: np.ndarray) -> msgpack.ExtType:
-    code = _CODE_BY_DTYPE.get(a.dtype) if isinstance(a, np.ndarray) and a.flags.c_contiguous else None
-    if code is None:  # not yet a C-ordered little-endian array of a wire dtype
-        a = np.asarray(a)
-        a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-        code = _CODE_BY_DTYPE[a.dtype]
-    return msgpack.ExtType(ARRAY_EXT, _HEADERS[a.ndim].pack(code, a.ndim, *a.shape) + a.tobytes())
+def _bin(a: np.ndarray, dtype: np.dtype) -> memoryview:
+    """The little-endian bytes of `a` as `dtype`, for msgpack bin (no copy when `a` is one already)."""
+    return np.ascontiguousarray(a, dtype).data
 
 
 def encode(message: Message, seq: int, publish_ns: int) -> bytes:
@@ -74,8 +63,8 @@ def decode(frame: bytes) -> Envelope:
     try:
         data = msgpack.unpackb(
             memoryview(frame)[end + 1:], raw=False, strict_map_key=True, use_list=True,
-            max_bin_len=service.max_bytes, max_ext_len=service.max_bytes, max_str_len=MAX_STR_LEN,
-            max_array_len=MAX_LIST_LEN, max_map_len=MAX_MAP_LEN, ext_hook=_read_array,
+            max_bin_len=service.max_bytes, max_ext_len=0, max_str_len=MAX_STR_LEN, max_array_len=MAX_LIST_LEN,
+            max_map_len=MAX_MAP_LEN,
         )
     except ValueError as e:  # every msgpack decode error (format, limits, extra data, depth) is one
         raise MessageError(f"{topic}: payload is not valid msgpack within limits: {e or type(e).__name__}") from None
@@ -97,7 +86,7 @@ def _checked(cls: type, **fields: object):
 
 _MISSING = object()
 _INT, _NUMBER, _STR, _LIST, _DICT = (int,), (int, float), (str,), (list,), (dict,)
-_BYTES, _ARRAY = (bytes,), (np.ndarray,)
+_BYTES = (bytes,)
 
 
 class _Fields:
@@ -168,24 +157,20 @@ class _Fields:
             return None
         return self.map(key)
 
-    def binary(self, key: str) -> bytes:
-        return self._get(key, _BYTES, "binary (msgpack bin)")
-
-    def array(self, key: str, dtype: np.dtype, shape: tuple[int | None, ...]) -> np.ndarray:
-        """A binary array of exactly `dtype`; None in `shape` matches any length."""
-        value = self._data.get(key)
-        if type(value) is np.ndarray and value.dtype == dtype and value.ndim == len(shape):
-            for want, got in zip(shape, value.shape):
-                if want is not None and want != got:
-                    break
-            else:
-                return value
-        if isinstance(value, _BadArray):
-            raise self.error(key, value.reason)
-        value = self._get(key, _ARRAY, "a binary array")
-        want_shape = "x".join("N" if s is None else str(s) for s in shape) or "scalar"
-        raise self.error(key, f"must be a {dtype} array of shape {want_shape}, "
-                              f"got {value.dtype} of shape {'x'.join(map(str, value.shape)) or 'scalar'}")
+    def array(self, key: str, dtype: np.dtype, count: int | None = None) -> np.ndarray:
+        """A msgpack bin of `count` (None: any number of) little-endian `dtype` items, as a read-only numpy view
+        of the decoded bytes (aligned: CPython's bytes data is 16-byte aligned). Bool items must be 0 or 1."""
+        value = self._get(key, _BYTES, "binary (msgpack bin)")
+        size = dtype.itemsize
+        if count is None:
+            if len(value) % size:
+                raise self.error(key, f"has {len(value)} bytes, not a whole number of {size}-byte "
+                                      f"{'records' if dtype.names else dtype.name + ' values'}")
+        elif len(value) != count * size:
+            raise self.error(key, f"has {len(value)} bytes, {count} {dtype.name} values need {count * size}")
+        if dtype is _BOOL and max(value, default=0) > 1:
+            raise self.error(key, "has a byte other than 0 or 1")
+        return np.frombuffer(value, dtype)
 
 
 def _show(value: object, limit: int = 40) -> str:
@@ -194,81 +179,48 @@ def _show(value: object, limit: int = 40) -> str:
     return text if len(text) <= limit + 3 else text[:limit] + "..."
 
 
-class _BadArray:
-    """An ext value that is not a valid array, kept until its field is read so the error can name it."""
-    __slots__ = ("reason",)
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-
-def _read_array(code: int, data: bytes) -> np.ndarray | _BadArray:
-    """msgpack ext_hook: ext type 1 -> read-only numpy array viewing `data`."""
-    if code != ARRAY_EXT:
-        return _BadArray(f"must be a binary array (ext type {ARRAY_EXT}), got ext type {code}")
-    if len(data) < 2:
-        return _BadArray("has a truncated array header")
-    dtype, ndim = _DTYPE_BY_CODE.get(data[0]), data[1]
-    if dtype is None or ndim > _MAX_NDIM:
-        return _BadArray(f"has an invalid array header (dtype code {data[0]}, ndim {ndim})")
-    header = _HEADERS[ndim]
-    if len(data) < header.size:
-        return _BadArray("has a truncated array header")
-    if ndim == 1:
-        (count,) = _COUNT.unpack_from(data, 2)
-        if len(data) - 6 != count * dtype.itemsize:
-            return _BadArray(f"has {len(data) - 6} data bytes, shape ({count},) needs {count * dtype.itemsize}")
-        return np.frombuffer(data, dtype, offset=6)
-    dims = header.unpack_from(data)[2:]
-    nbytes = math.prod(dims) * dtype.itemsize
-    if len(data) - header.size != nbytes:
-        return _BadArray(f"has {len(data) - header.size} data bytes, shape {dims} needs {nbytes}")
-    return np.frombuffer(data, dtype, offset=header.size).reshape(dims)
-
-
 def _pack_diag(d: Diagnostics) -> dict:
-    return {"model_id": d.model_id, "cameras": list(d.cameras), "capture_ns": pack_array(d.capture_ns),
-            "dropped_frames": pack_array(d.dropped_frames), "stage_ns": dict(d.stage_ns)}
+    return {"model_id": d.model_id, "cameras": d.cameras, "capture_ns": _bin(d.capture_ns, _I8),
+            "dropped_frames": _bin(d.dropped_frames, _I8), "stage_ns": d.stage_ns}
 
 
 def _parse_diag(f: _Fields) -> Diagnostics:
     cameras = f.strings("cameras")
     n = len(cameras)
     return _checked(Diagnostics, model_id=f.string("model_id"), cameras=cameras,
-                    capture_ns=f.array("capture_ns", _I8, (n,)), dropped_frames=f.array("dropped_frames", _I8, (n,)),
+                    capture_ns=f.array("capture_ns", _I8, n), dropped_frames=f.array("dropped_frames", _I8, n),
                     stage_ns=f.int_map("stage_ns"))
 
 
 def _pack_detections(m: DetectionsMessage) -> dict:
-    return {"frame_ns": m.frame_ns, "stale": pack_array(m.stale), "classes": list(m.classes),
+    return {"frame_ns": m.frame_ns, "stale": _bin(m.stale, _BOOL), "classes": m.classes,
             "objects": m.objects.to_records().data}
 
 
 def _parse_detections(f: _Fields) -> DetectionsMessage:
     diag = _parse_diag(f.map("diag"))
     classes = f.strings("classes")
-    table = f.binary("objects")
-    if len(table) % OBJECT_RECORD.itemsize:
-        raise f.error("objects", f"has {len(table)} bytes, not a whole number of {OBJECT_RECORD.itemsize}-byte "
-                                 f"records")
-    records = np.frombuffer(table, OBJECT_RECORD).copy()  # aligned: numpy's fast loops (the bin can be anywhere)
-    records.flags.writeable = False
+    records = f.array("objects", OBJECT_RECORD)
     if len(records) > MAX_OBJECTS:
         raise f.error("objects", f"has {len(records)} objects, the limit is {MAX_OBJECTS}")
-    _check_objects(f, records, len(diag.cameras), len(classes))
+    _check_objects(f, len(diag.cameras), len(classes))
     return _checked(DetectionsMessage, diag=diag, frame_ns=f.integer("frame_ns"),
-                    stale=f.array("stale", _BOOL, (len(diag.cameras),)), classes=classes,
+                    stale=f.array("stale", _BOOL, len(diag.cameras)), classes=classes,
                     objects=WireObjects.from_records(records))
 
 
 # The decoder's view of an object record (OBJECT_RECORD) for its value checks: the two indices, the six
-# floats that must be finite (score, box x0 y0 x1 y1, age_s) and the two one-byte codes.
-_CHECK_VIEW = np.dtype({"names": ["index", "finite", "code"], "formats": [("<u4", 2), ("<f4", 6), ("u1", 2)],
-                        "offsets": [OBJECT_RECORD.fields[name][1] for name in ("camera", "score", "range_source")],
-                        "itemsize": OBJECT_RECORD.itemsize})
+# floats that must be finite (score, box x0 y0 x1 y1, age_s), the box's two corners and the two one-byte codes.
+_CHECK_VIEW = np.dtype({
+    "names": ["index", "finite", "corner0", "corner1", "code"],
+    "formats": [("<u4", 2), ("<f4", 6), ("<f4", 2), ("<f4", 2), ("u1", 2)],
+    "offsets": [OBJECT_RECORD.fields["camera"][1], OBJECT_RECORD.fields["score"][1], OBJECT_RECORD.fields["box"][1],
+                OBJECT_RECORD.fields["box"][1] + 8, OBJECT_RECORD.fields["range_source"][1]],
+    "itemsize": OBJECT_RECORD.itemsize})
 assert _CHECK_VIEW.fields["finite"][1] + 24 == OBJECT_RECORD.fields["range_m"][1], "score, box, age_s not adjacent"
-# Every check is `a < b` (one numpy ufunc for all, which keeps a message's first-touch cost down):
-# finite in [low, high] is nextafter(low, -inf) < finite < nextafter(high, inf); NaN fails both.
+# Every check is `a < b` (one numpy ufunc for all: with cold caches a message costs about the number of
+# distinct numpy operations it runs): finite in [low, high] is nextafter(low, -inf) < finite <
+# nextafter(high, inf); NaN fails both.
 _FINITE_ABOVE = np.nextafter(np.array([0.0, -0.5, -0.5, -0.5, -0.5, 0.0], np.float32), np.float32(-np.inf))
 _FINITE_BELOW = np.array([np.nextafter(np.float32(1), np.float32(2)), *[np.inf] * 5], np.float32)
 _CODE_BELOW = np.array([max(RangeSource).value + 1, 2], np.uint8)  # range_source, coasting (a bool is 0 or 1)
@@ -284,16 +236,20 @@ _COLUMN_PROBLEMS = (
 )
 
 
-def _check_objects(f: _Fields, records: np.ndarray, cameras: int, classes: int) -> None:
-    """Vectorised value checks of a decoded object table: a few numpy calls whatever the number of objects
-    (the cost of a message is the number of calls); the error names the first bad column."""
-    v = records.view(_CHECK_VIEW)
+@functools.lru_cache(maxsize=None)  # at most (MAX_LIST_LEN + 1) ** 2 pairs
+def _index_limits(cameras: int, classes: int) -> np.ndarray:
+    return np.array((cameras, classes), np.uint32)  # as unsigned, a negative index is over any limit
+
+
+def _check_objects(f: _Fields, cameras: int, classes: int) -> None:
+    """Vectorised value checks of the object table `f["objects"]`, whatever the number of objects: five
+    comparisons, and one search for a False byte in their results (fresh contiguous bool arrays) instead of
+    five numpy reductions; the error names the first bad column."""
+    v = f.array("objects", _CHECK_VIEW)
     finite = v["finite"]
-    oks = (v["index"] < np.array((cameras, classes), np.uint32),  # as unsigned, a negative index is over any limit
-           _FINITE_ABOVE < finite, finite < _FINITE_BELOW,
-           finite[:, 1:3] < finite[:, 3:5],
-           v["code"] < _CODE_BELOW)
-    if oks[0].all() and oks[1].all() and oks[2].all() and oks[3].all() and oks[4].all():
+    oks = (v["index"] < _index_limits(cameras, classes), _FINITE_ABOVE < finite, finite < _FINITE_BELOW,
+           v["corner0"] < v["corner1"], v["code"] < _CODE_BELOW)
+    if b"\0" not in b"".join(oks):
         return
     for ok, problems in zip(oks, _COLUMN_PROBLEMS):
         bad = np.flatnonzero(~ok.all(0))
@@ -306,7 +262,7 @@ def _pack_hints(m: HintsMessage) -> dict:
     lead = None if m.lead is None else {"track_id": m.lead.track_id, "gap_m": m.lead.gap_m,
                                         "rel_speed_mps": m.lead.rel_speed_mps, "ttc_s": m.lead.ttc_s}
     return {"frame_ns": m.frame_ns, "lead": lead, "brake": m.brake, "speed_cap_mps": m.speed_cap_mps,
-            "free_distance_m": m.free_distance_m, "cut_in_ids": pack_array(m.cut_in_ids),
+            "free_distance_m": m.free_distance_m, "cut_in_ids": _bin(m.cut_in_ids, _I8),
             "confidence": m.confidence}
 
 
@@ -314,7 +270,7 @@ def _parse_hints(f: _Fields) -> HintsMessage:
     lf = f.optional_map("lead")
     lead = None if lf is None else WireLead(lf.integer("track_id"), lf.number("gap_m"), lf.number("rel_speed_mps"),
                                             lf.number("ttc_s"))
-    cut_in = f.array("cut_in_ids", np.dtype("<i8"), (None,))
+    cut_in = f.array("cut_in_ids", _I8)
     if len(cut_in) > MAX_OBJECTS:
         raise f.error("cut_in_ids", f"has {len(cut_in)} ids, the limit is {MAX_OBJECTS}")
     return HintsMessage(_parse_diag(f.map("diag")), f.integer("frame_ns"), lead, f.string("brake", BRAKE_STAGES),
@@ -322,7 +278,7 @@ def _parse_hints(f: _Fields) -> HintsMessage:
 
 
 def _pack_health(m: HealthMessage) -> dict:
-    return {"state": m.state, "reasons": list(m.reasons), "camera_states": list(m.camera_states),
+    return {"state": m.state, "reasons": m.reasons, "camera_states": m.camera_states,
             "latency_p50_ms": m.latency_p50_ms, "latency_p99_ms": m.latency_p99_ms, "rate_hz": m.rate_hz,
             "drop_ratio": m.drop_ratio, "bad_frames": m.bad_frames, "publish_drops": m.publish_drops}
 

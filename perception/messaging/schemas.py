@@ -73,14 +73,23 @@ class WireObjects:
     def __len__(self) -> int:
         return int(self.track_id.shape[0])
 
+    def __getattr__(self, name: str) -> np.ndarray:
+        """A column of objects made by from_records, viewed on first access (only called for a missing one)."""
+        records = self.__dict__.get("_records")
+        if records is None or name not in OBJECT_FIELDS:
+            raise AttributeError(f"'WireObjects' object has no attribute {name!r}")
+        column = self.__dict__[name] = records[name]
+        return column
+
     @classmethod
     def from_records(cls, records: np.ndarray) -> "WireObjects":
-        """Columns viewing `records` (an OBJECT_RECORD array), without copies: the decoder's path."""
+        """Columns viewing `records` (an OBJECT_RECORD array), without copies, each made when first read: the
+        decoder's path (a subscriber pays only for the columns it reads)."""
         if records.dtype != OBJECT_RECORD or records.ndim != 1:
             raise ValueError(f"WireObjects.from_records: {records.dtype} array of {records.ndim} dims, "
                              f"expected a 1-d OBJECT_RECORD array")
         objects = cls.__new__(cls)  # the record's dtype fixes every column's dtype and shape: no re-checks
-        objects.__dict__.update({name: records[name] for name in OBJECT_RECORD.names})
+        objects.__dict__["_records"] = records
         return objects
 
     def to_records(self) -> np.ndarray:

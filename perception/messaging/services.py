@@ -24,11 +24,11 @@ class Service:
 
 
 SERVICES: dict[str, Service] = {s.topic: s for s in (
-    Service("detections", 2, 20.0, True, 1 << 20,  # 2: the object table as one binary record array
+    Service("detections", 3, 20.0, True, 1 << 20,  # 2: the object table as one record array; 3: arrays as bin
             "tracked objects of one frame set: boxes, range, vehicle-frame position/velocity, TTC"),
-    Service("hints", 2, 20.0, True, 64 << 10,  # 2: lead.range_m -> lead.gap_m (the bumper gap)
+    Service("hints", 3, 20.0, True, 64 << 10,  # 2: lead.range_m -> lead.gap_m (the bumper gap); 3: arrays as bin
             "control hints of one frame set: lead object, brake stage, speed cap, cut-ins, confidence"),
-    Service("health", 1, 2.0, False, 64 << 10,
+    Service("health", 2, 2.0, False, 64 << 10,  # 2: diag arrays as bin
             "node state ok/degraded/fault with reasons, camera states, latency, rate, drops"),
 )}
 
