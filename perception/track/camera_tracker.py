@@ -147,7 +147,7 @@ class ImageTracks:
 
     def remove(self, camera: int, ids: np.ndarray) -> None:
         """Drop tracks `ids` of `camera`."""
-        self._remove((self.camera == camera) & np.isin(self.ids, ids))
+        self._remove((self.camera == camera) & (self.ids[:, None] == np.asarray(ids)[None, :]).any(1))
 
     def _predict(self, frames: Sequence[tuple[int, int, Detections]]) -> None:
         """Predict the stepped cameras' tracks, each camera's by its own frame interval."""

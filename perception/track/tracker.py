@@ -19,7 +19,6 @@ objects left without tracks are dropped. Time only ever comes from the frames' t
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -40,18 +39,52 @@ _I2 = np.eye(2)
 _AHEAD_PROBE_M = 20.0  # a camera "sees ahead" if the corridor centre this far before the bumper is in view
 
 
-@dataclass
-class _FusedObject:
-    id: int
-    cls: int
-    x: np.ndarray         # [6] x, y, vx, vy, ax, ay relative to ego (m, m/s, m/s^2)
-    P: np.ndarray         # [6, 6]
-    t_ns: int             # time of x
-    birth_ns: int
-    last_update_ns: int
-    range_source: int
-    hits: int = 1
-    links: dict[int, int] = field(default_factory=dict)  # camera index -> per-camera track id
+class _Objects:
+    """The fused objects as one table of parallel arrays (row r: object ids[r]; rows in order of id), so that
+    a camera's measurements are gated, predicted and updated with array indexing."""
+
+    def __init__(self) -> None:
+        self.ids = np.zeros(0, np.int64)
+        self.cls = np.zeros(0, np.int32)
+        self.x = np.zeros((0, 6))               # x, y, vx, vy, ax, ay relative to ego (m, m/s, m/s^2)
+        self.P = np.zeros((0, 6, 6))
+        self.t_ns = np.zeros(0, np.int64)       # time of x
+        self.birth_ns = np.zeros(0, np.int64)
+        self.last_update_ns = np.zeros(0, np.int64)
+        self.range_source = np.zeros(0, np.uint8)
+        self.hits = np.zeros(0, np.int64)
+        self.links: list[dict[int, int]] = []   # camera index -> per-camera track id
+        self.row: dict[int, int] = {}           # object id -> row
+
+    def __len__(self) -> int:
+        return len(self.links)
+
+    def append(self, ids: np.ndarray, cls: np.ndarray, x: np.ndarray, P: np.ndarray, t_ns: int,
+               range_source: np.ndarray, links: list[dict[int, int]]) -> None:
+        """New objects (ids above every present one), born and last updated at t_ns."""
+        n = len(ids)
+        times = np.full(n, t_ns, np.int64)
+        self.row.update(zip(ids.tolist(), range(len(self), len(self) + n)))
+        self.ids = np.concatenate([self.ids, ids])
+        self.cls = np.concatenate([self.cls, cls.astype(np.int32)])
+        self.x = np.concatenate([self.x, x])
+        self.P = np.concatenate([self.P, P])
+        self.t_ns = np.concatenate([self.t_ns, times])
+        self.birth_ns = np.concatenate([self.birth_ns, times])
+        self.last_update_ns = np.concatenate([self.last_update_ns, times])
+        self.range_source = np.concatenate([self.range_source, range_source.astype(np.uint8)])
+        self.hits = np.concatenate([self.hits, np.ones(n, np.int64)])
+        self.links.extend(links)
+
+    def drop_unlinked(self) -> None:
+        """Remove the objects left without tracks."""
+        keep = [bool(links) for links in self.links]
+        if all(keep):
+            return
+        for name in ("ids", "cls", "x", "P", "t_ns", "birth_ns", "last_update_ns", "range_source", "hits"):
+            setattr(self, name, getattr(self, name)[keep])
+        self.links = [links for links in self.links if links]
+        self.row = {obj_id: r for r, obj_id in enumerate(self.ids.tolist())}
 
 
 class MultiCameraTracker:
@@ -63,7 +96,7 @@ class MultiCameraTracker:
         self.ranging_model = RigRanging(self.cameras, self.ranging)
         self.tracks = ImageTracks(self.config, [(c.width, c.height) for c in self.cameras])
         self.camera_t_ns: list[int | None] = [None] * len(self.cameras)
-        self.objects: dict[int, _FusedObject] = {}
+        self.objects = _Objects()
         self.out_of_order_frames = 0      # camera frames not newer than that camera's previous one, ignored
         self.unranged_measurements = 0    # detections matched to a track but with no usable range
         self._next_id = 1
@@ -73,7 +106,7 @@ class MultiCameraTracker:
     def update(self, t_ns: int, camera_t_ns: Mapping[int, int], detections: Detections) -> TrackedObjects:
         """One frame set at time t_ns. `camera_t_ns` holds the capture time of each camera (rig index) that
         delivered a frame to this set; cameras absent from it are stale. `detections` are of those frames."""
-        unknown = set(np.unique(detections.camera).tolist()) - set(camera_t_ns)
+        unknown = set(detections.camera.tolist()) - set(camera_t_ns)
         if unknown:
             raise ValueError(f"detections of camera(s) {sorted(unknown)} that have no frame in this set")
         for c in camera_t_ns:
@@ -108,137 +141,144 @@ class MultiCameraTracker:
 
         for c, dropped in enumerate(self.tracks.expire(t_ns)):
             self._unlink(c, dropped)
-        for obj_id in [i for i, obj in self.objects.items() if not obj.links]:
-            del self.objects[obj_id]
+        self.objects.drop_unlinked()
         return self._output(t_ns, updated)
 
     # ---- fusion ----------------------------------------------------------------------------------------
     def _fuse(self, c: int, t_ns: int, track_ids: np.ndarray, cls: np.ndarray, est: RangeEstimates) -> set[int]:
         """Apply one camera's measurements; returns the ids of the objects it updated."""
+        objects = self.objects
         self._predict_objects(t_ns)
         extent = self.config.fusion_extent_std_m ** 2 * _I2
-        ranged = est.source != RangeSource.NONE
-        self.unranged_measurements += len(ranged) - int(ranged.sum())
+        ranged = (est.source != RangeSource.NONE).nonzero()[0].tolist()
+        self.unranged_measurements += len(est.source) - len(ranged)
         ids = track_ids.tolist()
-        linked, unlinked = [], []
-        for i in ranged.nonzero()[0].tolist():
+        linked, linked_rows, unlinked = [], [], []  # measurement indices (and their objects' rows)
+        for i in ranged:
             obj_id = self._link.get((c, ids[i]))
             if obj_id is None:
                 unlinked.append(i)
             else:
-                linked.append((i, self.objects[obj_id]))
-        measured: list[tuple[int, _FusedObject]] = []
+                linked.append(i)
+                linked_rows.append(objects.row[obj_id])
+        measured, measured_rows = [], []
         if linked:
-            rows = np.array([i for i, _ in linked])
-            d2 = kalman.mahalanobis2_paired(np.array([o.x for _, o in linked]), np.array([o.P for _, o in linked]),
-                                            est.position[rows, :2], est.covariance[rows] + extent, _H_POSITION)
-            for (i, obj), inside in zip(linked, (d2 <= self.config.fusion_gate_chi2).tolist()):
+            d2 = kalman.mahalanobis2_paired(objects.x[linked_rows], objects.P[linked_rows], est.position[linked, :2],
+                                            est.covariance[linked] + extent, _H_POSITION)
+            for i, row, inside in zip(linked, linked_rows, (d2 <= self.config.fusion_gate_chi2).tolist()):
                 if inside:
-                    measured.append((i, obj))
+                    measured.append(i)
+                    measured_rows.append(row)
                 else:  # the track drifted off its object: it may join another one or start its own
-                    del obj.links[c]
+                    del objects.links[row][c]
                     del self._link[(c, ids[i])]
                     unlinked.append(i)
 
-        # Objects this camera has not measured in this frame; one whose track here got a detection (but no
-        # range) is not up for grabs either.
-        taken = {obj.id for _, obj in measured}
-        detected_here = set(ids)
-        candidates = [obj for obj in self.objects.values()
-                      if obj.id not in taken and obj.links.get(c) not in detected_here]
-        assigned: dict[int, int] = {}
-        if unlinked and candidates:
-            rows = np.array(unlinked)
-            cost = kalman.mahalanobis2(np.array([o.x for o in candidates]), np.array([o.P for o in candidates]),
-                                       est.position[rows, :2], est.covariance[rows] + extent, _H_POSITION)
-            cost[np.array([o.cls for o in candidates])[:, None] != cls[rows][None, :]] = np.inf
-            obj_rows, meas_rows = gated_assignment(cost, self.config.fusion_gate_chi2)
-            assigned = dict(zip(meas_rows.tolist(), obj_rows.tolist()))
-        created: set[int] = set()
-        for k, i in enumerate(unlinked):
-            if k in assigned:
-                obj = candidates[assigned[k]]
-                replaced = obj.links.get(c)
+        created: list[int] = []
+        if unlinked:
+            # Objects this camera has not measured in this frame; one whose track here got a detection (but no
+            # range) is not up for grabs either.
+            taken, detected_here = set(measured_rows), set(ids)
+            candidates = [r for r, links in enumerate(objects.links)
+                          if r not in taken and links.get(c) not in detected_here]
+            assigned: dict[int, int] = {}
+            if candidates:
+                cost = kalman.mahalanobis2(objects.x[candidates], objects.P[candidates], est.position[unlinked, :2],
+                                           est.covariance[unlinked] + extent, _H_POSITION)
+                cost[objects.cls[candidates][:, None] != cls[unlinked][None, :]] = np.inf
+                obj_rows, meas_rows = gated_assignment(cost, self.config.fusion_gate_chi2)
+                assigned = dict(zip(meas_rows.tolist(), obj_rows.tolist()))
+            for k, i in enumerate(unlinked):
+                if k not in assigned:
+                    created.append(i)
+                    continue
+                row = candidates[assigned[k]]
+                replaced = objects.links[row].get(c)
                 if replaced is not None:  # the camera lost and re-found the object: the new track takes over
                     self.tracks.remove(c, np.array([replaced]))
                     del self._link[(c, replaced)]
-                measured.append((i, obj))
-            else:
-                obj = self._new_object(int(cls[i]), est, i, t_ns)
-                created.add(obj.id)
-            obj.links[c] = ids[i]
-            self._link[(c, ids[i])] = obj.id
-        self._measure(measured, c, est, t_ns)
-        return {obj.id for _, obj in measured} | created
+                objects.links[row][c] = ids[i]
+                self._link[(c, ids[i])] = int(objects.ids[row])
+                measured.append(i)
+                measured_rows.append(row)
+        self._measure(measured, measured_rows, c, est, t_ns)
+        new_ids = self._new_objects(created, [ids[i] for i in created], c, cls, est, t_ns)
+        return set(objects.ids[measured_rows].tolist()) | set(new_ids)
 
     def _predict_objects(self, t_ns: int) -> None:
         """Predict every object to t_ns; a measurement older than an object's state is applied at the
         state's time (out-of-sequence by at most the frame-set skew)."""
-        objs = [o for o in self.objects.values() if o.t_ns < t_ns]
-        if not objs:
+        objects = self.objects
+        behind = objects.t_ns < t_ns
+        if not behind.any():
             return
-        dt = np.array([(t_ns - o.t_ns) * 1e-9 for o in objs])
-        x, P = kalman.predict(np.array([o.x for o in objs]), np.array([o.P for o in objs]), dt,
-                              np.full((len(objs), 2), self.config.jerk_std_mps3), order=3)
-        for obj, x_k, P_k in zip(objs, x, P):
-            obj.x, obj.P, obj.t_ns = x_k, P_k, t_ns
+        rows = slice(None) if behind.all() else behind
+        x, P = kalman.predict(objects.x[rows], objects.P[rows], (t_ns - objects.t_ns[rows]) * 1e-9,
+                              np.full((len(objects.ids[rows]), 2), self.config.jerk_std_mps3), order=3)
+        objects.x[rows], objects.P[rows], objects.t_ns[rows] = x, P, t_ns
 
-    def _measure(self, measured: list[tuple[int, _FusedObject]], c: int, est: RangeEstimates, t_ns: int) -> None:
-        """Update each object with measurement row i of camera c."""
+    def _measure(self, measured: list[int], rows: list[int], c: int, est: RangeEstimates, t_ns: int) -> None:
+        """Update the objects of rows[k] with measurement measured[k] of camera c."""
         if not measured:
             return
-        rows = np.array([i for i, _ in measured])
-        objs = [obj for _, obj in measured]
+        objects = self.objects
         # One camera's bias (pitch, footprint) persists, so only its frame-to-frame noise is filtered out;
         # cameras disagree by their biases, so with several cameras each counts with its total error.
-        single_camera = np.array([set(obj.links) <= {c} for obj in objs])
-        R = np.where(single_camera[:, None, None], est.noise_covariance[rows], est.covariance[rows])
-        x, P = kalman.update(np.array([o.x for o in objs]), np.array([o.P for o in objs]), est.position[rows, :2],
-                             R, _H_POSITION)
-        for obj, x_k, P_k, source in zip(objs, x, P, est.source[rows].tolist()):
-            obj.x, obj.P = x_k, P_k
-            obj.hits += 1
-            obj.last_update_ns = max(obj.last_update_ns, t_ns)
-            obj.range_source = source
+        single_camera = np.array([objects.links[r].keys() <= {c} for r in rows])
+        R = np.where(single_camera[:, None, None], est.noise_covariance[measured], est.covariance[measured])
+        objects.x[rows], objects.P[rows] = kalman.update(objects.x[rows], objects.P[rows], est.position[measured, :2],
+                                                         R, _H_POSITION)
+        objects.hits[rows] += 1
+        objects.last_update_ns[rows] = np.maximum(objects.last_update_ns[rows], t_ns)
+        objects.range_source[rows] = est.source[measured]
 
-    def _new_object(self, cls: int, est: RangeEstimates, i: int, t_ns: int) -> _FusedObject:
-        P = np.zeros((6, 6))
-        P[:2, :2] = est.covariance[i]
-        P[2:4, 2:4] = self.config.initial_velocity_std_mps ** 2 * np.eye(2)
-        P[4:, 4:] = self.config.initial_acceleration_std_mps2 ** 2 * np.eye(2)
-        x = np.concatenate([est.position[i, :2], np.zeros(4)])
-        obj = _FusedObject(self._next_id, cls, x, P, t_ns, t_ns, t_ns, int(est.source[i]))
-        self._next_id += 1
-        self.objects[obj.id] = obj
-        return obj
+    def _new_objects(self, measured: list[int], track_ids: list[int], c: int, cls: np.ndarray, est: RangeEstimates,
+                     t_ns: int) -> list[int]:
+        """Found an object on each measurement measured[k] (of track track_ids[k] of camera c); their ids."""
+        if not measured:
+            return []
+        n = len(measured)
+        P = np.zeros((n, 6, 6))
+        P[:, :2, :2] = est.covariance[measured]
+        P[:, 2:4, 2:4] = self.config.initial_velocity_std_mps ** 2 * _I2
+        P[:, 4:, 4:] = self.config.initial_acceleration_std_mps2 ** 2 * _I2
+        x = np.concatenate([est.position[measured, :2], np.zeros((n, 4))], 1)
+        ids = list(range(self._next_id, self._next_id + n))
+        self._next_id += n
+        self.objects.append(np.array(ids, np.int64), cls[measured], x, P, t_ns, est.source[measured],
+                            [{c: track_id} for track_id in track_ids])
+        self._link.update(((c, track_id), obj_id) for track_id, obj_id in zip(track_ids, ids))
+        return ids
 
     def _unlink(self, c: int, track_ids: np.ndarray) -> None:
         for track_id in track_ids.tolist():
             obj_id = self._link.pop((c, track_id), None)
-            if obj_id is not None and self.objects[obj_id].links.get(c) == track_id:
-                del self.objects[obj_id].links[c]
+            if obj_id is not None:
+                links = self.objects.links[self.objects.row[obj_id]]
+                if links.get(c) == track_id:
+                    del links[c]
 
     # ---- output ----------------------------------------------------------------------------------------
     def _output(self, t_ns: int, updated: set[int]) -> TrackedObjects:
         cfg = self.config
-        tracks = self.tracks
+        tracks, objects = self.tracks, self.objects
         row_of = {key: r for r, key in enumerate(zip(tracks.camera.tolist(), tracks.ids.tolist()))}
         confirmed = tracks.confirmed.tolist()
-        objs, link_rows, link_cameras = [], [], []  # objects with at least one confirmed track, and their tracks
-        for obj in sorted(self.objects.values(), key=lambda o: o.id):
-            rows = [row_of[key] for key in obj.links.items()]
-            if any(confirmed[r] for r in rows):
-                objs.append(obj)
+        sel, link_rows, link_cameras = [], [], []  # objects with at least one confirmed track, and their tracks
+        for r, links in enumerate(objects.links):
+            rows = [row_of[key] for key in links.items()]
+            if any(confirmed[k] for k in rows):
+                sel.append(r)
                 link_rows.append(rows)
-                link_cameras.extend(obj.links)
-        n = len(objs)
+                link_cameras.extend(links)
+        n = len(sel)
         x = np.zeros((n, 6))
         P = np.zeros((n, 6, 6))
         if n:
-            x, P = kalman.predict(np.array([o.x for o in objs]), np.array([o.P for o in objs]),
-                                  np.array([(t_ns - o.t_ns) * 1e-9 for o in objs]),
+            x, P = kalman.predict(objects.x[sel], objects.P[sel], (t_ns - objects.t_ns[sel]) * 1e-9,
                                   np.full((n, 2), cfg.jerk_std_mps3), order=3)
-        cls = np.array([o.cls for o in objs], np.int32)
+        cls = objects.cls[sel]
+        global_id = objects.ids[sel]
         footprint = self.ranging.footprint(cls)
         gap, closing, closing_var, ttc = _gap_and_ttc(x[:, :2], x[:, 2:4], P[:, 2:4, 2:4], footprint, cfg.ego_front_m)
 
@@ -255,13 +295,13 @@ class MultiCameraTracker:
         camera = link_camera[chosen].astype(np.int32)
         box = tracks.image_boxes[link_row[chosen]]
         score = np.maximum.reduceat(tracks.score[link_row], np.cumsum(counts) - counts) if n else np.zeros(0)
-        hits = np.array([o.hits for o in objs], np.int32)
-        since_update = np.array([max(0.0, (t_ns - o.last_update_ns) * 1e-9) for o in objs])
+        hits = objects.hits[sel].astype(np.int32)
+        since_update = np.maximum(0.0, (t_ns - objects.last_update_ns[sel]) * 1e-9)
         confidence = score * np.minimum(1.0, hits / cfg.full_confidence_hits) * np.exp(-since_update / cfg.stale_tau_s)
         ground = np.full((n, 1), self.ranging.ground_z_m)
         return TrackedObjects(
             t_ns=t_ns, ego_front_m=cfg.ego_front_m,
-            global_id=np.array([o.id for o in objs], np.int64),
+            global_id=global_id,
             camera_track_id=track_ids,
             cls=cls,
             score=score.astype(np.float32),
@@ -274,15 +314,15 @@ class MultiCameraTracker:
             velocity_std=np.sqrt(np.stack([P[:, 2, 2], P[:, 3, 3]], 1)).astype(np.float32),
             footprint_m=footprint.astype(np.float32),
             range_m=np.hypot(x[:, 0], x[:, 1]).astype(np.float32),
-            range_source=np.array([o.range_source for o in objs], np.uint8),
+            range_source=objects.range_source[sel],
             gap_m=gap.astype(np.float32),
             closing_speed_mps=closing.astype(np.float32),
             closing_speed_std_mps=np.sqrt(closing_var).astype(np.float32),
             ttc_s=ttc.astype(np.float32),
             # born from a camera frame captured up to the sync skew after the frame set's time: age 0, not < 0
-            age_s=np.array([max(0, t_ns - o.birth_ns) * 1e-9 for o in objs], np.float32),
+            age_s=(np.maximum(t_ns - objects.birth_ns[sel], 0) * 1e-9).astype(np.float32),
             hits=hits,
-            coasting=np.array([o.id not in updated for o in objs], bool),
+            coasting=np.array([obj_id not in updated for obj_id in global_id.tolist()], bool),
             confidence=confidence.astype(np.float32),
             camera_age_s=np.array([np.inf if t is None else (t_ns - t) * 1e-9 for t in self.camera_t_ns],
                                   np.float32),
