@@ -27,8 +27,6 @@ from perception.track import kalman
 from perception.track.config import TrackerConfig
 from perception.track.matching import gated_assignment
 
-_H_BOX = np.eye(4, 8)                                       # measures cx, cy, w, h
-_H_BOX_VELOCITY = np.vstack([np.eye(4, 8), np.eye(2, 8, 4)])  # ... and the head's vcx, vcy
 _DIAG = np.arange(6)
 MIN_VISIBLE_PX = 1.0  # a track whose box, clipped to the image, is narrower or lower than this is dropped
 
@@ -204,11 +202,11 @@ class ImageTracks:
             R[:, _DIAG[:4], _DIAG[:4]] = box_var[sel, None]
             if use_velocity:
                 R[:, _DIAG[4:], _DIAG[4:]] = cfg.image_velocity_std_px_s ** 2
-                z, H = np.concatenate([boxes[sel], image_velocity[sel].astype(np.float64)], 1), _H_BOX_VELOCITY
+                z = np.concatenate([boxes[sel], image_velocity[sel].astype(np.float64)], 1)  # cx, cy, w, h, vcx, vcy
             else:
-                z, H = boxes[sel], _H_BOX
+                z = boxes[sel]
             r = rows[sel]
-            self.x[r], self.P[r] = kalman.update(self.x[r], self.P[r], z, R, H)
+            self.x[r], self.P[r] = kalman.update(self.x[r], self.P[r], z, R)
         a = cfg.score_smoothing
         self.score[rows] = (1 - a) * self.score[rows] + a * scores
 

@@ -34,8 +34,8 @@ from perception.track.ranging import RangeEstimates, RangeSource, RangingConfig,
 if TYPE_CHECKING:
     from calib.camera import CameraModel
 
-_H_POSITION = np.eye(2, 6)
 _I2 = np.eye(2)
+_UNRANGED = int(RangeSource.NONE)  # a plain int: comparing an array with the IntEnum is slow
 _AHEAD_PROBE_M = 20.0  # a camera "sees ahead" if the corridor centre this far before the bumper is in view
 
 
@@ -150,7 +150,7 @@ class MultiCameraTracker:
         objects = self.objects
         self._predict_objects(t_ns)
         extent = self.config.fusion_extent_std_m ** 2 * _I2
-        ranged = (est.source != RangeSource.NONE).nonzero()[0].tolist()
+        ranged = (est.source != _UNRANGED).nonzero()[0].tolist()
         self.unranged_measurements += len(est.source) - len(ranged)
         ids = track_ids.tolist()
         linked, linked_rows, unlinked = [], [], []  # measurement indices (and their objects' rows)
@@ -164,7 +164,7 @@ class MultiCameraTracker:
         measured, measured_rows = [], []
         if linked:
             d2 = kalman.mahalanobis2_paired(objects.x[linked_rows], objects.P[linked_rows], est.position[linked, :2],
-                                            est.covariance[linked] + extent, _H_POSITION)
+                                            est.covariance[linked] + extent)
             for i, row, inside in zip(linked, linked_rows, (d2 <= self.config.fusion_gate_chi2).tolist()):
                 if inside:
                     measured.append(i)
@@ -184,7 +184,7 @@ class MultiCameraTracker:
             assigned: dict[int, int] = {}
             if candidates:
                 cost = kalman.mahalanobis2(objects.x[candidates], objects.P[candidates], est.position[unlinked, :2],
-                                           est.covariance[unlinked] + extent, _H_POSITION)
+                                           est.covariance[unlinked] + extent)
                 cost[objects.cls[candidates][:, None] != cls[unlinked][None, :]] = np.inf
                 obj_rows, meas_rows = gated_assignment(cost, self.config.fusion_gate_chi2)
                 assigned = dict(zip(meas_rows.tolist(), obj_rows.tolist()))
@@ -227,7 +227,7 @@ class MultiCameraTracker:
         single_camera = np.array([objects.links[r].keys() <= {c} for r in rows])
         R = np.where(single_camera[:, None, None], est.noise_covariance[measured], est.covariance[measured])
         objects.x[rows], objects.P[rows] = kalman.update(objects.x[rows], objects.P[rows], est.position[measured, :2],
-                                                         R, _H_POSITION)
+                                                         R)
         objects.hits[rows] += 1
         objects.last_update_ns[rows] = np.maximum(objects.last_update_ns[rows], t_ns)
         objects.range_source[rows] = est.source[measured]
