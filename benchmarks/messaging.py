@@ -14,7 +14,7 @@ the time goes, per message: the CPU time of the publishing thread's send (encode
 subscriber thread's receive (poll + recv + decode), measured in the timed loop itself (caches as cold as
 they are between two messages), and the encode / decode CPU time alone in a hot loop, without sockets.
 
-    python benchmarks/messaging.py [--objects 64] [--messages 1000] [--rate 500] [--transport ipc tcp]
+    python benchmarks/messaging.py [--objects 64] [--messages 1000] [--rate 500] [--transport ipc tcp] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -203,7 +203,8 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
-def run_old(args: argparse.Namespace, transport: list[str] | None, tmp: Path) -> dict:
+def run_old(args: argparse.Namespace, transport: list[str] | None, tmp: Path, messages: int = 0) -> dict:
+    """The old mode's figures: `messages` per transport (0: the hot-loop CPU times only)."""
     baseline = tmp / "baseline"
     if not baseline.exists():
         tar = subprocess.run(["git", "-C", str(HERE), "archive", BASELINE, "perception"], check=True,
@@ -211,7 +212,7 @@ def run_old(args: argparse.Namespace, transport: list[str] | None, tmp: Path) ->
         with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
             archive.extractall(baseline, filter="data")
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tmp), "--objects", str(args.objects),
-               "--messages", str(args.messages), "--rate", str(args.rate), "--transport", *(transport or [])]
+               "--messages", str(messages), "--rate", str(args.rate), "--transport", *(transport or [])]
     result = subprocess.run(command, check=True, capture_output=True, text=True,
                             env={**os.environ, "PERCEPTION_BENCH_ROOT": str(baseline)})
     return json.loads(result.stdout.splitlines()[-1])
@@ -227,6 +228,9 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=500.0, help="publications per second")
     parser.add_argument("--transport", nargs="*", default=["ipc", "tcp"], choices=["ipc", "tcp"])
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the messages are sent in this many rounds of bare, ours, old in turn, so that a change "
+                             "of the machine's load (shared machines) falls on every mode alike")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -242,15 +246,22 @@ def main() -> None:
             encode_us, decode_us, size = cpu[mode]
             print(f"{mode:6} {size:6d} {encode_us:10.1f} {decode_us:10.1f}")
         print()
-        print(f"publish -> decode, {args.messages} messages at {args.rate:.0f} Hz, subscriber in another process; "
-              f"send / recv: CPU us per message in the timed loop (p50)")
+        print(f"publish -> decode, {args.messages} messages at {args.rate:.0f} Hz in {args.rounds} rounds of the "
+              f"modes in turn, subscriber in another process; send / recv: CPU us per message in the timed loop (p50)")
         print(f"{'transport':9} {'mode':6} {'p50 us':>8} {'p99 us':>8} {'p50 / bare':>11} {'p99 / bare':>11} "
               f"{'send us':>8} {'recv us':>8}")
         for transport in args.transport:
-            rows = {mode: measure(mode, _endpoint(transport, tmp, mode), args.objects, args.messages, args.rate)
-                    for mode in ("bare", "ours")}
-            old = run_old(args, [transport], tmp)[transport]
-            rows["old"] = Timings(*(np.asarray(v, np.int64) for v in old))
+            per_round = args.messages // args.rounds
+            rounds: dict[str, list[Timings]] = {"bare": [], "ours": [], "old": []}
+            for _ in range(args.rounds):
+                for mode in ("bare", "ours"):
+                    rounds[mode].append(measure(mode, _endpoint(transport, tmp, mode), args.objects, per_round,
+                                                args.rate))
+                old = run_old(args, [transport], tmp, per_round)[transport]
+                rounds["old"].append(Timings(*(np.asarray(v, np.int64) for v in old)))
+            rows = {mode: Timings(*(np.concatenate([getattr(t, name) for t in parts])
+                                    for name in ("latency_ns", "send_cpu_ns", "recv_cpu_ns")))
+                    for mode, parts in rounds.items()}
             bare = rows["bare"].latency_ns
             for mode, t in rows.items():
                 p50, p99 = np.percentile(t.latency_ns, [50, 99]) / 1e3
