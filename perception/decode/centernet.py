@@ -92,7 +92,7 @@ class Decoder:
         centre = ((np.stack([col, row], 1) + heads.offset[n, :, row, col] + 0.5) * s - 0.5).astype(np.float64)
         size = heads.size[n, :, row, col].astype(np.float64)
         # one lens mapping per camera: the box edges' midpoints and the velocity Jacobian's probes together
-        probes = np.stack([centre + _DX, centre - _DX, centre + _DY, centre - _DY], 1)
+        probes = centre[:, None, :] + _PROBES
         src = self.rig.net_to_source(n, np.concatenate([self.rig.edge_points(n, centre, size), probes], 1))
         box, ok = self.rig.source_boxes(n, src[:, :4])
         velocity = _velocity_to_source(src[:, 4:], heads.velocity[n, :, row, col].astype(np.float64))
@@ -116,12 +116,12 @@ class Decoder:
 
 
 _STEP = 0.5  # px, of the central differences of the velocity Jacobian
-_DX, _DY = np.array([_STEP, 0.0]), np.array([0.0, _STEP])
+_PROBES = np.array([[_STEP, 0.0], [-_STEP, 0.0], [0.0, _STEP], [0.0, -_STEP]])  # centre +- dx, +- dy
 
 
 def _velocity_to_source(src: np.ndarray, v_net: np.ndarray) -> np.ndarray:
     """v_src = J v_net with J the central-difference Jacobian of net_to_source at each centre, from the
-    source pixels [M, 4, 2] of the centre +- _DX, +- _DY."""
+    source pixels [M, 4, 2] of the centre + _PROBES."""
     jx = (src[:, 0] - src[:, 1]) / (2 * _STEP)      # d source / d x_net
     jy = (src[:, 2] - src[:, 3]) / (2 * _STEP)
     return jx * v_net[:, :1] + jy * v_net[:, 1:]

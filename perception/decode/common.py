@@ -20,6 +20,7 @@ from perception.errors import ConfigError
 
 # edge midpoints (left, top, right, bottom) as fractions of (w, h) from the top-left corner
 _EDGE_MIDPOINTS = np.array([[0, 0.5], [0.5, 0], [1, 0.5], [0.5, 1]], np.float64)
+_EDGE, _EDGE_AXIS = np.arange(4), np.array([0, 1, 0, 1])  # the coordinate each edge sets
 
 
 @dataclass(frozen=True)
@@ -92,9 +93,7 @@ class RigTables:
     def source_boxes(self, camera: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Edge midpoints in source pixels [M, 4, 2] -> ([M, 4] boxes x0 y0 x1 y1 clipped to the image, [M]
         whether the box is kept: finite and not empty)."""
-        w, h = self.limit[camera, 0], self.limit[camera, 1]
-        box = np.stack([np.clip(edges[:, 0, 0], -0.5, w), np.clip(edges[:, 1, 1], -0.5, h),
-                        np.clip(edges[:, 2, 0], -0.5, w), np.clip(edges[:, 3, 1], -0.5, h)], 1)
+        box = np.clip(edges[:, _EDGE, _EDGE_AXIS], -0.5, self.limit[camera][:, _EDGE_AXIS])  # x0 y0 x1 y1
         return box, np.isfinite(box).all(1) & (box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])
 
     def boxes_to_source(self, camera: np.ndarray, centre: np.ndarray,

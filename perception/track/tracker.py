@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from calib.camera import CameraModel
 
 _I2 = np.eye(2)
+_XY, _VXY = np.arange(2), np.arange(2, 4)  # state entries of the position and the velocity
 _UNRANGED = int(RangeSource.NONE)  # a plain int: comparing an array with the IntEnum is slow
 _AHEAD_PROBE_M = 20.0  # a camera "sees ahead" if the corridor centre this far before the bumper is in view
 
@@ -310,8 +311,8 @@ class MultiCameraTracker:
             position=np.concatenate([x[:, :2], ground], 1).astype(np.float32),
             velocity=np.concatenate([x[:, 2:4], np.zeros((n, 1))], 1).astype(np.float32),
             acceleration=np.concatenate([x[:, 4:6], np.zeros((n, 1))], 1).astype(np.float32),
-            position_std=np.sqrt(np.stack([P[:, 0, 0], P[:, 1, 1]], 1)).astype(np.float32),
-            velocity_std=np.sqrt(np.stack([P[:, 2, 2], P[:, 3, 3]], 1)).astype(np.float32),
+            position_std=np.sqrt(P[:, _XY, _XY]).astype(np.float32),
+            velocity_std=np.sqrt(P[:, _VXY, _VXY]).astype(np.float32),
             footprint_m=footprint.astype(np.float32),
             range_m=np.hypot(x[:, 0], x[:, 1]).astype(np.float32),
             range_source=objects.range_source[sel],
@@ -346,15 +347,14 @@ def _gap_and_ttc(position: np.ndarray, velocity: np.ndarray, velocity_cov: np.nd
                  ego_front_m: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """gap_and_ttc, plus the closing speed and its variance."""
     offset = position - np.array([ego_front_m, 0.0])
-    distance = np.linalg.norm(offset, axis=1)
+    distance = np.sqrt(np.add.reduce(offset * offset, axis=1))  # np.linalg.norm without its overhead
     direction = offset / np.maximum(distance, 1e-9)[:, None]
     support = footprint[:, 0] / 2 * np.abs(direction[:, 0]) + footprint[:, 1] / 2 * np.abs(direction[:, 1])
     gap = np.maximum(distance - support, 0.0)
     closing = -np.einsum("ni,ni->n", direction, velocity)
     closing_var = np.einsum("ni,nij,nj->n", direction, velocity_cov, direction)
     ahead = position[:, 0] > ego_front_m
-    with np.errstate(divide="ignore"):
-        ttc = np.where(ahead & (closing > 0), gap / np.where(closing > 0, closing, 1.0), np.inf)
+    ttc = np.where(ahead & (closing > 0), gap / np.where(closing > 0, closing, 1.0), np.inf)
     return gap, closing, closing_var, ttc
 
 
