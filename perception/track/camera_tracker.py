@@ -10,8 +10,9 @@ confirmed after `confirm_hits` matches, a tentative track dies on its first miss
 its box, clipped to the image, stays at least `MIN_VISIBLE_PX` wide and high (a coasting box that drifts out
 of the image or whose predicted size collapses is dropped, so no inverted or outside box is ever published).
 The tracks of all cameras of a rig are held as one table of parallel arrays (a camera column; ids counted per
-camera), so that a frame set is predicted, updated and pruned in a few batched calls; only the assignment
-runs per camera. `CameraTracker` is the table of a single camera.
+camera), so that a frame set is predicted, matched, updated and pruned in a few batched calls: each matching
+stage is one assignment over all cameras' tracks and detections, pairs of different cameras forbidden, whose
+optimum is each camera's own. `CameraTracker` is the table of a single camera.
 """
 
 from __future__ import annotations
@@ -90,8 +91,7 @@ class ImageTracks:
         track_frame = frame_of[self.camera]
         stepped = track_frame >= 0
         self._predict(frames)
-        # the frames' detections as one table (frame by frame); a track and a detection of different frames
-        # never match, so each stage is one assignment for all cameras, its optimum that of each camera's own
+        # the frames' detections as one table, frame by frame
         counts = [len(dets) for _, _, dets in frames]
         starts = np.cumsum(counts) - counts
         det_frame = np.repeat(np.arange(len(frames)), counts)
@@ -100,13 +100,18 @@ class ImageTracks:
         cls = np.concatenate([dets.cls for _, _, dets in frames])
         velocity = np.concatenate([dets.image_velocity for _, _, dets in frames])
         high_mask = score >= cfg.high_score
-        track_boxes = self.boxes
+        # matching cost of every stepped track and detection, 1 - IoU; pairs of different frames or classes: inf
+        candidates = stepped.nonzero()[0]
+        cost = 1.0 - box_iou(self.boxes[candidates], box)
+        cost[(track_frame[candidates][:, None] != det_frame[None, :])
+             | (self.cls[candidates][:, None] != cls[None, :])] = np.inf
+        open_ = np.ones(len(candidates), bool)  # candidates not matched yet
+        t_high, d_high = self._assign(cost, open_.nonzero()[0], high_mask.nonzero()[0])
+        open_[t_high] = False
+        t_low, d_low = self._assign(cost, open_.nonzero()[0], ((score >= cfg.low_score) & ~high_mask).nonzero()[0])
+        t_high, t_low = candidates[t_high], candidates[t_low]
         free = stepped.copy()
-        t_high, d_high = self._assign(free.nonzero()[0], high_mask.nonzero()[0], track_frame, det_frame,
-                                      track_boxes, box, cls)
         free[t_high] = False
-        t_low, d_low = self._assign(free.nonzero()[0], ((score >= cfg.low_score) & ~high_mask).nonzero()[0],
-                                    track_frame, det_frame, track_boxes, box, cls)
         free[t_low] = False
         high_mask[d_high] = False
         births = (high_mask & (score >= cfg.new_track_score)).nonzero()[0]
@@ -166,15 +171,9 @@ class ImageTracks:
             else:
                 self.x[sel], self.P[sel] = x, P
 
-    def _assign(self, track_rows: np.ndarray, det_rows: np.ndarray, track_frame: np.ndarray, det_frame: np.ndarray,
-                track_boxes: np.ndarray, det_boxes: np.ndarray, det_cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Gated minimum-cost matching (1 - IoU) of tracks and detections of the same frame and class."""
-        if len(track_rows) == 0 or len(det_rows) == 0:
-            return np.zeros(0, np.intp), np.zeros(0, np.intp)
-        cost = 1.0 - box_iou(track_boxes[track_rows], det_boxes[det_rows])
-        cost[(self.cls[track_rows][:, None] != det_cls[det_rows][None, :])
-             | (track_frame[track_rows][:, None] != det_frame[det_rows][None, :])] = np.inf
-        r, c = gated_assignment(cost, 1.0 - self.config.min_iou)
+    def _assign(self, cost: np.ndarray, track_rows: np.ndarray, det_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Gated minimum-cost matching of some rows (tracks) and columns (detections) of `cost`."""
+        r, c = gated_assignment(cost[np.ix_(track_rows, det_rows)], 1.0 - self.config.min_iou)
         return track_rows[r], det_rows[c]
 
     def _box_noise(self, heights: np.ndarray) -> np.ndarray:
