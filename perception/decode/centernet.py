@@ -40,7 +40,7 @@ def find_peaks(heatmap: np.ndarray, thresholds: np.ndarray, max_peaks: int) -> t
     stacked[:, :h] = heatmap.reshape(n * c, h, w)
     pooled = cv2.dilate(stacked.reshape(-1, w), _KERNEL).reshape(n, c, h + 1, w)[:, :, :h]
     keep = (heatmap == pooled) & (heatmap >= thresholds[:, None, None])
-    camera, cls, row, col = np.nonzero(keep)
+    camera, cls, row, col = np.unravel_index(np.flatnonzero(keep), keep.shape)  # faster than a 4-d nonzero
     score = heatmap[camera, cls, row, col]
     counts = np.bincount(camera, minlength=n)
     if (counts <= max_peaks).all():
@@ -84,7 +84,8 @@ class Decoder:
         if n_cams != len(self.tables):
             raise ConfigError(f"decode: heads for {n_cams} cameras, {len(self.tables)} remap tables")
         cams = np.arange(n_cams) if fresh is None else np.flatnonzero(fresh)
-        k, cls, row, col, score = find_peaks(heads.heatmap[cams], self._thresholds, self.config.max_per_camera)
+        heatmap = heads.heatmap if len(cams) == n_cams else heads.heatmap[cams]
+        k, cls, row, col, score = find_peaks(heatmap, self._thresholds, self.config.max_per_camera)
         if score.size == 0:
             return Detections.empty()
         n = cams[k]
@@ -108,10 +109,11 @@ class Decoder:
         on the viewing rays of network pixels `centre` [M,2] of cameras `camera` [M] (non-decreasing)."""
         xy = (centre - self._principal[camera]) / self._focal[camera] * depth[:, None]
         p = np.concatenate([xy, depth[:, None]], 1)
-        for c in np.unique(camera).tolist():  # each camera's extrinsics
-            rows = slice(*np.searchsorted(camera, [c, c + 1]).tolist())
-            T = self.tables[c].net_camera.T_vehicle_camera
-            p[rows] = p[rows] @ T[:3, :3].T + T[:3, 3]
+        bounds = np.searchsorted(camera, np.arange(len(self.tables) + 1)).tolist()
+        for c, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):  # each camera's extrinsics
+            if b > a:
+                T = self.tables[c].net_camera.T_vehicle_camera
+                p[a:b] = p[a:b] @ T[:3, :3].T + T[:3, 3]
         return np.hypot(p[:, 0], p[:, 1])
 
 
