@@ -21,12 +21,14 @@ import cv2
 import numpy as np
 
 from perception.contract import ModelContract
-from perception.decode.common import DecodeConfig, RigTables, classwise_nms, image_extent
+from perception.decode.common import DecodeConfig, RigTables, camera_runs, classwise_nms, image_extent
 from perception.detections import Detections
 from perception.engine.base import Heads
 from perception.errors import ConfigError
 
 __all__ = ["DecodeConfig", "Decoder", "find_peaks", "image_extent"]  # DecodeConfig, image_extent: from common.py
+
+_KERNEL = np.ones((3, 3), np.uint8)
 
 
 def find_peaks(heatmap: np.ndarray, thresholds: np.ndarray, max_peaks: int) -> tuple[np.ndarray, ...]:
@@ -49,9 +51,6 @@ def find_peaks(heatmap: np.ndarray, thresholds: np.ndarray, max_peaks: int) -> t
         order = np.concatenate([_best(start, score[start:end], max_peaks) for start, end in
                                 zip(np.cumsum(counts) - counts, np.cumsum(counts))])
     return camera[order], cls[order], row[order], col[order], score[order]
-
-
-_KERNEL = np.ones((3, 3), np.uint8)
 
 
 def _best(start: int, score: np.ndarray, max_peaks: int) -> np.ndarray:
@@ -88,20 +87,20 @@ class Decoder:
         k, cls, row, col, score = find_peaks(heatmap, self._thresholds, self.config.max_per_camera)
         if score.size == 0:
             return Detections.empty()
-        n = cams[k]
+        camera = cams[k]
         s = float(self.contract.stride)
-        centre = ((np.stack([col, row], 1) + heads.offset[n, :, row, col] + 0.5) * s - 0.5).astype(np.float64)
-        size = heads.size[n, :, row, col].astype(np.float64)
+        centre = ((np.stack([col, row], 1) + heads.offset[camera, :, row, col] + 0.5) * s - 0.5).astype(np.float64)
+        size = heads.size[camera, :, row, col].astype(np.float64)
         # one lens mapping per camera: the box edges' midpoints and the velocity Jacobian's probes together
         probes = centre[:, None, :] + _PROBES
-        src = self.rig.net_to_source(n, np.concatenate([self.rig.edge_points(n, centre, size), probes], 1))
-        box, ok = self.rig.source_boxes(n, src[:, :4])
-        velocity = _velocity_to_source(src[:, 4:], heads.velocity[n, :, row, col].astype(np.float64))
-        velocity[~(heads.velocity_valid[n] >= 0.5)] = np.nan
-        depth = np.exp(heads.log_depth[n, 0, row, col].astype(np.float64)) * self._depth_scale[n]
-        rng = self._range_from_depth(n, centre, depth)
-        dets = Detections(n[ok].astype(np.int32), cls[ok].astype(np.int32), score[ok].astype(np.float32),
-                          box[ok].astype(np.float32), rng[ok].astype(np.float32), velocity[ok].astype(np.float32))
+        src = self.rig.net_to_source(camera, np.concatenate([self.rig.edge_points(camera, centre, size), probes], 1))
+        box, ok = self.rig.source_boxes(camera, src[:, :4])
+        velocity = _velocity_to_source(src[:, 4:], heads.velocity[camera, :, row, col].astype(np.float64))
+        velocity[~(heads.velocity_valid[camera] >= 0.5)] = np.nan
+        depth = np.exp(heads.log_depth[camera, 0, row, col].astype(np.float64)) * self._depth_scale[camera]
+        range_m = self._range_from_depth(camera, centre, depth)
+        dets = Detections(camera[ok].astype(np.int32), cls[ok].astype(np.int32), score[ok].astype(np.float32),
+                          box[ok].astype(np.float32), range_m[ok].astype(np.float32), velocity[ok].astype(np.float32))
         return classwise_nms(dets, len(self.contract.classes), self.config.nms_iou)
 
     def _range_from_depth(self, camera: np.ndarray, centre: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -109,11 +108,9 @@ class Decoder:
         on the viewing rays of network pixels `centre` [M,2] of cameras `camera` [M] (non-decreasing)."""
         xy = (centre - self._principal[camera]) / self._focal[camera] * depth[:, None]
         p = np.concatenate([xy, depth[:, None]], 1)
-        bounds = np.searchsorted(camera, np.arange(len(self.tables) + 1)).tolist()
-        for c, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):  # each camera's extrinsics
-            if b > a:
-                T = self.tables[c].net_camera.T_vehicle_camera
-                p[a:b] = p[a:b] @ T[:3, :3].T + T[:3, 3]
+        for c, rows in camera_runs(camera, len(self.tables)):  # each camera's extrinsics
+            T = self.tables[c].net_camera.T_vehicle_camera
+            p[rows] = p[rows] @ T[:3, :3].T + T[:3, 3]
         return np.hypot(p[:, 0], p[:, 1])
 
 

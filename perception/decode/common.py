@@ -11,12 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from perception.detections import Detections
 from perception.errors import ConfigError
+
+if TYPE_CHECKING:
+    from perception.contract import ModelContract
+    from perception.model_card import ModelCard
 
 # edge midpoints (left, top, right, bottom) as fractions of (w, h) from the top-left corner
 _EDGE_MIDPOINTS = np.array([[0, 0.5], [0.5, 0], [1, 0.5], [0.5, 1]], np.float64)
@@ -55,7 +60,7 @@ class RigTables:
     (image_extent) and its source image's pixel-edge limits, as per-camera arrays, so that the boxes of all
     cameras of a frame set are mapped in a few calls (the lens mapping itself runs once per camera)."""
 
-    def __init__(self, model, tables: Sequence, config: DecodeConfig) -> None:
+    def __init__(self, model: ModelContract | ModelCard, tables: Sequence, config: DecodeConfig) -> None:
         if len(config.score_thresholds) != len(model.classes):
             raise ConfigError(f"decode: {len(config.score_thresholds)} score thresholds for "
                               f"{len(model.classes)} classes {list(model.classes)}")
@@ -71,17 +76,12 @@ class RigTables:
         self.limit = np.array([[t.source_camera.width - 0.5, t.source_camera.height - 0.5] for t in self.tables],
                               np.float64).reshape(-1, 2)
 
-    def __len__(self) -> int:
-        return len(self.tables)
-
     def net_to_source(self, camera: np.ndarray, pts: np.ndarray) -> np.ndarray:
         """Network pixels pts [M, K, 2] of cameras `camera` [M] (non-decreasing) -> source pixels [M, K, 2]
         (NaN past the lens model's range; remap.RemapTable.net_to_source), one call per camera."""
         src = np.empty_like(pts)
-        bounds = np.searchsorted(camera, np.arange(len(self.tables) + 1)).tolist()
-        for c, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
-            if b > a:
-                src[a:b] = self.tables[c].net_to_source(pts[a:b].reshape(-1, 2)).reshape(b - a, *pts.shape[1:])
+        for c, rows in camera_runs(camera, len(self.tables)):
+            src[rows] = self.tables[c].net_to_source(pts[rows].reshape(-1, 2)).reshape(src[rows].shape)
         return src
 
     def edge_points(self, camera: np.ndarray, centre: np.ndarray, size: np.ndarray) -> np.ndarray:
@@ -102,6 +102,12 @@ class RigTables:
         boxes and whether each is kept (source_boxes). Each side goes through the mapping at its midpoint,
         the inverse of perception.model.targets.source_boxes_to_net."""
         return self.source_boxes(camera, self.net_to_source(camera, self.edge_points(camera, centre, size)))
+
+
+def camera_runs(camera: np.ndarray, cameras: int) -> list[tuple[int, slice]]:
+    """(camera index, its rows) of each of `cameras` cameras that has rows in `camera` [M] (non-decreasing)."""
+    bounds = np.searchsorted(camera, np.arange(cameras + 1)).tolist()
+    return [(c, slice(a, b)) for c, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
 
 
 def image_extent(table) -> tuple[np.ndarray, np.ndarray]:

@@ -76,8 +76,9 @@ class DetectorDecoder:
                  if fresh is None or fresh[n]]
         if not parts:
             return Detections.empty()
-        camera = np.repeat([n for n, *_ in parts], [len(score) for *_, score, _ in parts])
-        centre, size, score, cls = (np.concatenate([p[k] for p in parts]) for k in range(1, 5))
+        cameras, centres, sizes, scores, classes = zip(*parts)
+        camera = np.repeat(cameras, [len(s) for s in scores])
+        centre, size, score, cls = (np.concatenate(p) for p in (centres, sizes, scores, classes))
         box, ok = self.rig.boxes_to_source(camera, centre - 0.5, size)
         m = int(ok.sum())
         dets = Detections(camera[ok].astype(np.int32), cls[ok].astype(np.int32),
