@@ -172,6 +172,33 @@ def test_calibration_inputs_are_the_node_preprocessing_and_fp32_state(tiny, cali
     assert later["state_features"].any() and (later["dt"] > 0).all() and (later["state_ages"] < 1).all()
 
 
+def test_min_macs_keeps_shallow_convolutions_and_their_activations_float(tiny, calib, tmp_path):
+    """Mixed precision: only convolutions with >= min_macs multiply-accumulates per output are int8; a Relu or
+    Add reading a float convolution stays float (no Q -> DQ pair that only rounds)."""
+    from perception.precision.graph import conv_macs
+
+    fp32 = onnx.load(tiny)
+    macs = conv_macs(fp32)
+    out = tmp_path / "mixed.onnx"
+    quantize_int8(tiny, out, calib.samples, "minmax", target="cpu", min_macs=100)
+    model = onnx.load(out)
+    dq_outputs = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    int8_convs = {n.name for n in model.graph.node if n.op_type == "Conv" and n.input[1] in dq_outputs}
+    shallow = {name for name, k in macs.items() if k < 100}
+    assert int8_convs and not int8_convs & shallow
+    assert all(macs[name] >= 100 for name in int8_convs)
+    quantized = set(read_precision(out).details["quantized_nodes"])
+    assert read_precision(out).details["min_macs"] == 100 and int8_convs <= quantized
+    producer = {o: n for n in fp32.graph.node for o in n.output}
+    followers = [n for n in fp32.graph.node if n.op_type in ("Relu", "Add") and any(
+        producer.get(i) is not None and producer[i].name in shallow for i in n.input)]
+    assert followers and not {n.name for n in followers} & quantized
+    with pytest.raises(ConfigError, match="no convolution to quantize.*deepest has 144"):
+        quantize_int8(tiny, tmp_path / "x.onnx", calib.samples, "minmax", min_macs=145)
+    with pytest.raises(ConfigError, match="min_macs must be >= 0"):
+        quantize_int8(tiny, tmp_path / "x.onnx", calib.samples, "minmax", min_macs=-1)
+
+
 def test_bad_quantize_requests_are_named(tiny, calib, tmp_path, converted):
     with pytest.raises(ConfigError, match="method must be one of"):
         quantize_int8(tiny, tmp_path / "x.onnx", calib.samples, "kl")

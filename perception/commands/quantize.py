@@ -1,6 +1,7 @@
 """`perception quantize MODEL.onnx --out OUT.onnx`: float16 conversion, or INT8 Q/DQ calibrated on drives.
 
     perception quantize demo.onnx --precision int8 --drives a.mcap b.mcap --method percentile --out demo.int8.onnx
+    perception quantize demo.onnx --precision int8 --drives a.mcap b.mcap --min-macs 128 --out demo.mixed.onnx
     perception quantize demo.onnx --precision fp16 --out demo.fp16.onnx
 """
 
@@ -22,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--percentile", type=float, default=DEFAULT_PERCENTILE, help="percentile method: range kept")
     parser.add_argument("--target", choices=TARGETS, default="tensorrt",
                         help="tensorrt: symmetric int8 (TensorRT engines); cpu: uint8 activations (ONNX Runtime x86)")
+    parser.add_argument("--min-macs", type=int, default=0, metavar="K",
+                        help="int8: quantize only convolutions with >= K multiply-accumulates per output value "
+                             "(input channels per group x kernel area); the rest stays float (default 0: all)")
     parser.add_argument("--samples", type=int, default=64, help="calibration frame sets in all (default 64)")
     parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="int8: stream the calibration drives on a Ray cluster (ADDRESS, 'auto', or none: local)")
@@ -54,6 +58,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"calibrating on {len(calib.samples)} frame sets from {len(calib.drives)} drive(s) "
           f"({calib.frame_sets_run} streamed), method {args.method}")
     contract = quantize_int8(args.model, args.out, calib.samples, args.method, percentile=args.percentile,
-                             target=args.target, details={"calibration": calib.describe()})
+                             target=args.target, min_macs=args.min_macs, details={"calibration": calib.describe()})
     print(f"wrote {args.out} ({contract.model_id})")
     return 0

@@ -112,3 +112,11 @@ def silu_pairs(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.NodePr
                     pairs.append((sigmoids[gate], node))
                     break
     return pairs
+
+
+def conv_macs(model: onnx.ModelProto) -> dict[str, int]:
+    """Multiply-accumulates per output value of each convolution with constant weights: input channels per
+    group x kernel area (a 3x3 depthwise convolution: 9; a 1x1 on 128 channels: 128)."""
+    weights = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    return {n.name: weights[n.input[1]][1] * weights[n.input[1]][2] * weights[n.input[1]][3]
+            for n in model.graph.node if n.op_type == "Conv" and len(weights.get(n.input[1], ())) == 4}

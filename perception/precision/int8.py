@@ -15,8 +15,17 @@ flat plateaus then become runs of tied "peaks" for the 3x3 peak test. Nodes read
 age planes concatenated into the fusion input, and the fusion convolution) stay float too: one int8
 scale set by the feature range would erase the ages. A stem with an unfolded activation (SiLU: YOLOX's Focus
 stem on 0-255 pixels) stays float with the convolutions reading it (graph.float_stem, docs/tensorrt.md).
-A SiLU (Sigmoid + Mul) after a quantized node is quantized too, so ONNX Runtime runs it as QLinearSigmoid /
-QLinearMul instead of a DQ -> float SiLU -> Q per layer; the heads' sigmoid and other Muls stay float.
+A SiLU (Sigmoid + Mul) after a quantized convolution is quantized too, so ONNX Runtime runs it as
+QLinearSigmoid / QLinearMul instead of a DQ -> float SiLU -> Q per layer; the heads' sigmoid and other Muls
+stay float. Relu / Add / Resize are quantized when every data input comes from a quantized node: the input
+normalisation in front of a float stem stays float (quantizing it only rounded the pixels).
+
+Mixed precision (`min_macs`): only convolutions with at least that many multiply-accumulates per output
+value (input channels per group x kernel area) are quantized, with their activations. On ONNX Runtime x86
+an int8 layer pays a uint8 SiLU (two table / integer passes, ~3x the fused float QuickGelu) and, at each
+float / int8 border, Q or DQ plus an NCHWc <-> NHWC reorder; its convolution is faster than float only when
+the reduction is deep. Per-layer profile of the demo student (docs/tensorrt.md): 1x1 convolutions on >= 128
+channels and the 3x3 fusion convolutions were faster as int8 layers, depthwise and narrow ones 2x slower.
 """
 
 from __future__ import annotations
@@ -32,15 +41,15 @@ import onnx
 from perception.contract import ModelContract
 from perception.errors import ConfigError, ModelContractError
 from perception.model_card import ModelCard, load_any_model
-from perception.precision.graph import (FEATURE_INPUTS, elem_types, feature_nodes, float_stem, output_nodes,
-                                        silu_pairs, time_valued_tensors)
+from perception.precision.graph import (FEATURE_INPUTS, conv_macs, elem_types, feature_nodes, float_stem,
+                                        output_nodes, silu_pairs, time_valued_tensors)
 from perception.precision.metadata import PrecisionInfo, finish_converted, precision_of
 
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_METHOD = "percentile"
 DEFAULT_PERCENTILE = 99.9999   # chosen on a validation drive (docs/tensorrt.md)
-TRUNK_OPS = ("Conv", "Relu", "Add", "Resize")   # Relu: lets the quantizer fold it into Conv (no DQ -> Q pair between layers)
-QUANTIZED_OPS = TRUNK_OPS + ("Sigmoid", "Mul")  # Sigmoid / Mul only as a SiLU after a quantized node (graph.silu_pairs)
+FOLLOWER_OPS = ("Relu", "Add", "Resize")   # quantized when fed by quantized nodes only (Relu: folded into the Conv)
+QUANTIZED_OPS = ("Conv",) + FOLLOWER_OPS + ("Sigmoid", "Mul")  # Sigmoid / Mul only as a SiLU (graph.silu_pairs)
 TARGETS = ("tensorrt", "cpu")
 HISTOGRAM_BINS = 2048          # entropy / percentile histograms (TensorRT's entropy calibrator: 2048)
 ENTROPY_QUANTIZED_BINS = 128   # candidate thresholds start at 128 of 2048 bins
@@ -75,10 +84,11 @@ MIN_OPSET = 13
 def quantize_int8(source: str | os.PathLike, out: str | os.PathLike, samples: Sequence[dict[str, np.ndarray]],
                   method: str = DEFAULT_METHOD, *, percentile: float = DEFAULT_PERCENTILE,
                   target: str = "tensorrt", per_channel: bool = True, histogram_bins: int = HISTOGRAM_BINS,
-                  details: dict | None = None) -> ModelContract:
+                  min_macs: int = 0, details: dict | None = None) -> ModelContract:
     """Quantize the float32 model file `source` with calibration `samples` (graph-input dicts, see
     perception.precision.calibration) and write the Q/DQ model to `out`. `histogram_bins`: resolution of
-    the entropy / percentile histograms (entropy's search time grows with its square)."""
+    the entropy / percentile histograms (entropy's search time grows with its square). `min_macs`: quantize
+    only convolutions with at least that many multiply-accumulates per output value (0: all of them)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in METHODS:
@@ -90,6 +100,8 @@ def quantize_int8(source: str | os.PathLike, out: str | os.PathLike, samples: Se
         raise ConfigError(f"quantize: histogram_bins must be >= {2 * ENTROPY_QUANTIZED_BINS}, got {histogram_bins}")
     if not 50.0 < percentile <= 100.0:
         raise ConfigError(f"quantize: percentile must be in (50, 100], got {percentile}")
+    if min_macs < 0:
+        raise ConfigError(f"quantize: min_macs must be >= 0, got {min_macs}")
     loaded = load_any_model(source)  # an exported model or a plug-in detector (model card)
     model = onnx.load_model_from_string(loaded.data)
     origin = precision_of(model, str(source))
@@ -104,10 +116,13 @@ def quantize_int8(source: str | os.PathLike, out: str | os.PathLike, samples: Se
     feature_inputs = (loaded.contract.input_name,) if loaded.contract.stateless else FEATURE_INPUTS
     timed = time_valued_tensors(model, types, feature_inputs)
     stem = float_stem(model, types, feature_inputs[0])
-    quantized = {n.name for n in feature_nodes(model, types, feature_inputs) if n.op_type in TRUNK_OPS
-                 and n.name not in heads | stem and not any(i in timed for i in n.input)}
-    producer = {o: n.name for n in model.graph.node for o in n.output}
-    quantized |= {n.name for pair in silu_pairs(model) if producer.get(pair[0].input[0]) in quantized for n in pair}
+    macs = conv_macs(model)
+    convs = {n.name for n in feature_nodes(model, types, feature_inputs) if n.op_type == "Conv"
+             and n.name not in heads | stem and not any(i in timed for i in n.input) and macs.get(n.name, 0) >= min_macs}
+    if not convs:
+        raise ConfigError(f"quantize: no convolution to quantize (min_macs {min_macs}; the deepest has "
+                          f"{max(macs.values(), default=0)} multiply-accumulates per output value)")
+    quantized = _with_followers(model, convs, timed)
     exclude = [n.name for n in model.graph.node if n.name not in quantized]
 
     calibrate = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -124,8 +139,26 @@ def quantize_int8(source: str | os.PathLike, out: str | os.PathLike, samples: Se
     info = PrecisionInfo("int8", origin.source_graph_sha256, method, {
         "percentile": percentile if method == "percentile" else None, "target": target,
         "histogram_bins": histogram_bins if method != "minmax" else None,
-        "per_channel": per_channel, "quantized_nodes": sorted(quantized), **(details or {})})
+        "per_channel": per_channel, "min_macs": min_macs, "quantized_nodes": sorted(quantized), **(details or {})})
     return finish_converted(result, loaded.contract, info, out)
+
+
+def _with_followers(model: onnx.ModelProto, convs: set[str], timed: set[str]) -> set[str]:
+    """`convs` with the SiLU pairs reading them and the FOLLOWER_OPS nodes whose every data input (not a
+    weight, constant or graph input) comes from a quantized node and none is time-valued."""
+    constants = {t.name for t in model.graph.initializer} | {
+        o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n.name for n in model.graph.node for o in n.output}
+    silu = {sigmoid.name: (sigmoid, mul) for sigmoid, mul in silu_pairs(model)}
+    quantized = set(convs)
+    for node in model.graph.node:  # topological order: a node's producers are decided before it
+        if node.name in silu and producer.get(node.input[0]) in quantized:
+            quantized |= {n.name for n in silu[node.name]}
+        elif node.op_type in FOLLOWER_OPS:
+            data = [i for i in node.input if i and i not in constants]
+            if data and all(producer.get(i) in quantized and i not in timed for i in data):
+                quantized.add(node.name)
+    return quantized
 
 
 def _calibrate(model: onnx.ModelProto, samples: Sequence[dict[str, np.ndarray]], method, symmetric: bool,
