@@ -63,8 +63,8 @@ def decode(frame: bytes) -> Envelope:
     try:
         data = msgpack.unpackb(
             memoryview(frame)[end + 1:], raw=False, strict_map_key=True, use_list=True,
-            max_bin_len=service.max_bytes, max_ext_len=0, max_str_len=MAX_STR_LEN, max_array_len=MAX_LIST_LEN,
-            max_map_len=MAX_MAP_LEN,
+            max_bin_len=service.max_bytes, max_ext_len=service.max_bytes, max_str_len=MAX_STR_LEN,
+            max_array_len=MAX_LIST_LEN, max_map_len=MAX_MAP_LEN, ext_hook=_reject_ext,
         )
     except ValueError as e:  # every msgpack decode error (format, limits, extra data, depth) is one
         raise MessageError(f"{topic}: payload is not valid msgpack within limits: {e or type(e).__name__}") from None
@@ -74,6 +74,12 @@ def decode(frame: bytes) -> Envelope:
         raise MessageError(f"{topic}: schema version {version}, this reader supports {service.schema_version}")
     return _checked(Envelope, topic=topic, seq=fields.integer("seq", minimum=0),
                     publish_ns=fields.integer("publish_ns"), message=_PARSE[topic](fields))
+
+
+def _reject_ext(code: int, _data: bytes) -> None:
+    """msgpack ext_hook: no schema uses ext types, so any one (an empty one too, which max_ext_len=0 would let
+    through) fails the message."""
+    raise ValueError(f"msgpack ext type {code}: no field is an ext type (numeric arrays are msgpack bin)")
 
 
 def _checked(cls: type, **fields: object):

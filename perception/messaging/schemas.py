@@ -25,7 +25,7 @@ HEALTH_STATES: tuple[str, ...] = ("ok", "degraded", "fault")
 CAMERA_STATES: tuple[str, ...] = ("ok", "stale", "lost")
 
 
-# The wire record of one object (detections schema 2, docs/messages.md): little-endian, C struct layout
+# The wire record of one object (detections.objects since schema 2, docs/messages.md): little-endian, C struct layout
 # (every field at a multiple of its size, 80 bytes with 6 bytes of zero padding at the end), so that the
 # columns of a decoded table are aligned; the floats that must be finite (score, box, age_s) are adjacent so
 # that one vectorised check covers them. One table drives construction checks, encoding and decoding;
