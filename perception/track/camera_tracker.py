@@ -105,10 +105,11 @@ class ImageTracks:
         cost = 1.0 - box_iou(self.boxes[candidates], box)
         cost[(track_frame[candidates][:, None] != det_frame[None, :])
              | (self.cls[candidates][:, None] != cls[None, :])] = np.inf
-        open_ = np.ones(len(candidates), bool)  # candidates not matched yet
-        t_high, d_high = self._assign(cost, open_.nonzero()[0], high_mask.nonzero()[0])
-        open_[t_high] = False
-        t_low, d_low = self._assign(cost, open_.nonzero()[0], ((score >= cfg.low_score) & ~high_mask).nonzero()[0])
+        unmatched = np.ones(len(candidates), bool)
+        t_high, d_high = self._assign(cost, unmatched.nonzero()[0], high_mask.nonzero()[0])
+        unmatched[t_high] = False
+        low = ((score >= cfg.low_score) & ~high_mask).nonzero()[0]
+        t_low, d_low = self._assign(cost, unmatched.nonzero()[0], low)
         t_high, t_low = candidates[t_high], candidates[t_low]
         free = stepped.copy()
         free[t_high] = False
