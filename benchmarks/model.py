@@ -109,11 +109,11 @@ def main() -> int:
     frames = [rng.standard_normal((n, 3, c.input_height, c.input_width), dtype=np.float32) for _ in range(8)]
     period_ns = 50_000_000
     clock = {"t": 0}
-    states: dict[str, object] = {}
+    states: dict[tuple[int, str], object] = {}  # by (threads, variant), as `variants`
 
-    def stream(name: str, engine: OnnxRuntimeEngine) -> None:
+    def stream(key: tuple[int, str], engine: OnnxRuntimeEngine) -> None:
         clock["t"] += period_ns
-        _, states[name] = engine.run(frames[clock["t"] // period_ns % 8], np.full(n, clock["t"]), states[name])
+        _, states[key] = engine.run(frames[clock["t"] // period_ns % 8], np.full(n, clock["t"]), states[key])
 
     def recompute(engine: OnnxRuntimeEngine) -> None:
         state = engine.initial_state(n)
@@ -129,8 +129,8 @@ def main() -> int:
         if args.baseline is not None:
             engines[f"baseline {args.baseline.name} streaming"] = OnnxRuntimeEngine(args.baseline, threads=threads)
         for name, engine in engines.items():
-            states[f"{threads}/{name}"] = engine.initial_state(n)
-            variants[(threads, name)] = lambda key=f"{threads}/{name}", e=engine: stream(key, e)
+            states[(threads, name)] = engine.initial_state(n)
+            variants[(threads, name)] = lambda key=(threads, name), e=engine: stream(key, e)
         variants[(threads, f"recompute K={k}")] = lambda e=plain: recompute(e)
     for fn in variants.values():
         for _ in range(3):

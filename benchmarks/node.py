@@ -1,7 +1,7 @@
 """End-to-end node benchmark: rate, capture -> publish latency, time outside the engine, the sequential and
 the pipelined node loop side by side, and ZeroMQ publish -> decode latency against bare sockets, in one run.
 
-    python benchmarks/node.py [--model M.onnx] [--drive D.mcap] [--threads 2] [--cameras 6] [--frame-sets 100]
+    python benchmarks/node.py [--model M.onnx] [--drive D.mcap] [--threads 1] [--cameras 6] [--frame-sets 100]
 
 Runs (the demo configuration unless overridden: 3 cameras, the bundled model, ONNX Runtime on the CPU), each
 with both loops (`pipeline: false` / `true`, perception/node/pipeline.py), taking turns:
@@ -71,7 +71,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model")
     parser.add_argument("--drive")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=NodeConfig().engine.threads,
+                        help="engine.threads (default: the node's default)")
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--cameras", type=int, nargs="*", default=[6],
                         help="realtime and fast runs also on a synthetic drive (demo drive settings) of each camera count")
