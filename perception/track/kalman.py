@@ -5,6 +5,8 @@ A state of order k (2: constant velocity, 3: constant acceleration) over d axes 
 camera (or all fused objects) are predicted and updated in one call. Process noise is the discrete
 white-noise model of the highest derivative's rate (acceleration for constant velocity, jerk for constant
 acceleration): each axis receives an independent random value with the given std, constant over a step.
+Measurements are of the state's first m entries (H = [I 0]: the position, or a box and then its velocity),
+so the updates slice the state instead of multiplying by H.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def mahalanobis2(x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray) -> 
     """Squared Mahalanobis distance of every measurement to every state: x [N, n], z [M, m] (the first m
     entries of the state) -> [N, M].
 
-    P [N, n, n] and R [M, m, m]: the innovation covariance of pair (i, j) is H P_i H^T + R_j.
+    P [N, n, n] and R [M, m, m]: the innovation covariance of pair (i, j) is P_i[:m, :m] + R_j (H P_i H^T + R_j).
     """
     if len(x) == 0 or len(z) == 0:
         return np.zeros((len(x), len(z)))
