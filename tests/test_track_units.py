@@ -37,6 +37,29 @@ def test_update_matches_scalar_kalman_gain():
     np.testing.assert_allclose(P2[0], np.diag([4.0 * (1 - gain), 1.0]))
 
 
+def test_sliced_update_and_distances_equal_the_textbook_h_forms():
+    """The first m of n entries measured, with correlated covariances: the textbook forms with H = [I 0]."""
+    rng = np.random.default_rng(5)
+    n, m, batch = 8, 6, 4
+    A = rng.normal(size=(batch, n, n))
+    P = A @ A.transpose(0, 2, 1) + np.eye(n)
+    B = rng.normal(size=(batch, m, m))
+    R = B @ B.transpose(0, 2, 1) + np.eye(m)
+    x, z = rng.normal(size=(batch, n)), rng.normal(size=(batch, m))
+    H = np.eye(m, n)
+    S = H @ P @ H.T + R
+    K = P @ H.T @ np.linalg.inv(S)
+    x2, P2 = kalman.update(x, P, z, R)
+    np.testing.assert_allclose(x2, x + np.einsum("nij,nj->ni", K, z - x @ H.T), rtol=1e-9, atol=1e-12)
+    I_KH = np.eye(n) - K @ H
+    np.testing.assert_allclose(P2, I_KH @ P @ I_KH.transpose(0, 2, 1) + K @ R @ K.transpose(0, 2, 1),
+                               rtol=1e-9, atol=1e-12)
+    innovation = z - x @ H.T
+    want = np.einsum("ni,ni->n", innovation, np.linalg.solve(S, innovation[..., None])[..., 0])
+    np.testing.assert_allclose(kalman.mahalanobis2_paired(x, P, z, R), want, rtol=1e-12)
+    np.testing.assert_allclose(np.diag(kalman.mahalanobis2(x, P, z, R)), want, rtol=1e-12)
+
+
 def test_mahalanobis_distance_of_all_pairs():
     x = np.array([[0.0, 0.0, 0.0, 0.0], [10.0, 0.0, 0.0, 0.0]])
     P = np.stack([np.eye(4), np.eye(4) * 4])
