@@ -255,10 +255,11 @@ def test_quantize_command_writes_a_loadable_int8_model(tiny, tmp_path, capsys):
 
     out = tmp_path / "cli.int8.onnx"
     rc = main(["quantize", str(tiny), "--drives", str(drive_path()), "--method", "percentile", "--samples", "4",
-               "--every", "1", "--out", str(out)])
+               "--every", "1", "--min-macs", "100", "--out", str(out)])
     assert rc == 0 and f"wrote {out}" in capsys.readouterr().out
     info = read_precision(out)
     assert info.precision == "int8" and info.method == "percentile" and info.details["calibration"]["samples"] == 4
+    assert info.details["min_macs"] == 100
     assert count_qdq(onnx.load(out))[0] > 0 and load_model(out).contract.model_id.endswith("+int8-percentile")
     assert main(["quantize", str(tiny), "--precision", "int8", "--out", str(out)]) == 2
     assert "needs --drives" in capsys.readouterr().err

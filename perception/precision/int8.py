@@ -119,7 +119,7 @@ def quantize_int8(source: str | os.PathLike, out: str | os.PathLike, samples: Se
     macs = conv_macs(model)
     convs = {n.name for n in feature_nodes(model, types, feature_inputs) if n.op_type == "Conv"
              and n.name not in heads | stem and not any(i in timed for i in n.input) and macs.get(n.name, 0) >= min_macs}
-    if not convs:
+    if min_macs and not convs:
         raise ConfigError(f"quantize: no convolution to quantize (min_macs {min_macs}; the deepest has "
                           f"{max(macs.values(), default=0)} multiply-accumulates per output value)")
     quantized = _with_followers(model, convs, timed)
