@@ -117,8 +117,8 @@ def main() -> int:
     parser.add_argument("--samples", type=int, default=64, help="calibration frame sets")
     parser.add_argument("--rounds", type=int, default=30, help="latency rounds")
     parser.add_argument("--seconds", type=float, default=HELD_OUT["seconds"], help="held-out drive length")
-    parser.add_argument("--min-macs", type=int, nargs="*", default=[128], metavar="K",
-                        help="mixed-precision rows of the best method, both flavours (default 128; none: no rows)")
+    parser.add_argument("--min-macs", type=int, nargs="*", default=[128, 256], metavar="K",
+                        help="mixed-precision rows of the best method, both flavours (default 128 256; none: no rows)")
     parser.add_argument("--profile", action="store_true", help="print ORT's kernel time by op type per cpu variant")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
