@@ -9,7 +9,7 @@ setup(
     package_data={"kernels": ["*.cu", "*.h", "*.cpp"]},
     # the bundled model: an installed (not editable) package finds it under <prefix>/share/perception/models
     # (perception/node/defaults.py); a checkout uses models/ in place
-    data_files=[("share/perception/models", ["models/demo.onnx", "models/demo.json", "models/yolox_nano.card.yaml"])],
+    data_files=[("share/perception/models", ["models/demo.onnx", "models/demo.int8.onnx", "models/demo.json", "models/yolox_nano.card.yaml"])],
     install_requires=[
         "numpy>=1.24",
         "opencv-python-headless>=4.8",

@@ -52,6 +52,9 @@ def graph_size(path: Path) -> tuple[int, int]:
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in list(model.graph.value_info) + list(model.graph.output) + list(model.graph.input)}
     inits = {t.name: t for t in model.graph.initializer}
+    for node in model.graph.node:  # Q/DQ models: a convolution's weights come through a DequantizeLinear
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            inits[node.output[0]] = inits[node.input[0]]
     macs = 0
     for node in model.graph.node:
         if node.op_type == "Conv":

@@ -34,6 +34,22 @@ def test_manifest_describes_the_file():
     assert manifest["command"] == "python models/build_demo.py"
 
 
+def test_the_int8_copy_is_the_onnxruntime_default_only_within_one_point():
+    from perception.node.defaults import DEMO_MODEL, DEMO_MODEL_INT8, default_model
+
+    int8 = json.loads(MANIFEST.read_text())["int8"]
+    if not int8["kept"]:
+        assert not DEMO_MODEL_INT8.exists() and default_model("onnxruntime") == DEMO_MODEL
+        return
+    data = DEMO_MODEL_INT8.read_bytes()
+    assert int8["sha256"] == hashlib.sha256(data).hexdigest() and len(data) < 5 * 2**20
+    assert int8["model_id"] == load_model(DEMO_MODEL_INT8).contract.model_id
+    losses = [m["fp32"] - m["int8"] for m in int8["mAP@0.5"].values()]
+    assert "cut_in-100" in int8["mAP@0.5"] and max(losses) == int8["max_loss"] <= 0.01
+    assert default_model("onnxruntime") == DEMO_MODEL_INT8
+    assert default_model("tensorrt") == default_model("torch") == DEMO_MODEL
+
+
 def test_contract_matches_the_default_configuration():
     from perception.model.config import ModelConfig
 

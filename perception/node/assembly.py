@@ -24,7 +24,7 @@ from perception.io.record import RunRecorder
 from perception.messaging.curve import CurveClientKeys, CurveServerKeys
 from perception.messaging.publisher import Publisher
 from perception.node.config import NodeConfig
-from perception.node.defaults import DEMO_MODEL
+from perception.node.defaults import default_model
 from perception.node.node import Node, remap_tables
 from perception.node.sinks import PublisherSink, RecorderSink, Sink
 from perception.preprocess import FastPreprocessor
@@ -84,7 +84,7 @@ def open_source(config: NodeConfig) -> Source:
 
 
 def open_engine(config: NodeConfig) -> Engine:
-    model = config.model or str(DEMO_MODEL)
+    model = config.model or str(default_model(config.engine.kind))
     if config.engine.kind == "tensorrt":
         from perception.engine.tensorrt_detector import open_tensorrt
 

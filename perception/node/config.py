@@ -3,7 +3,7 @@
     source:   {kind: drive, drive: null, pacing: realtime, loop: false}  # drive | cameras | framebus
     rig: null                 # rig YAML; null = the drive's own rig (required for cameras / framebus)
     sync:     {anchor: null, max_skew_ms: 20}   # anchor null = the rig's first camera
-    model: null               # ONNX file; null = the bundled demo model
+    model: null               # ONNX file; null = the bundled demo model (its INT8 copy on onnxruntime)
     engine:   {kind: onnxruntime, threads: 1}   # onnxruntime | tensorrt | torch
     preprocess: cpu           # cpu | cuda
     pipeline: true            # the pipelined loop (perception/node/pipeline.py), stages on three threads
@@ -128,7 +128,8 @@ class NodeConfig(ConfigBase):
     rig: str | None = param(None, "rig YAML; null = the drive's own rig (required for cameras / framebus)",
                             path=True)
     sync: SyncSection = section(SyncSection)
-    model: str | None = param(None, "ONNX model; null = the bundled demo model", path=True)
+    model: str | None = param(None, "ONNX model; null = the bundled demo model (on onnxruntime its INT8 copy, "
+                                    "kept by the build only within 1 point of mAP: docs/model.md)", path=True)
     engine: EngineSection = section(EngineSection)
     preprocess: str = param("cpu", "cpu or cuda (the GPU kernels; the CPU fast path when no GPU is usable)",
                             choices=PREPROCESSORS)
