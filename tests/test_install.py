@@ -68,6 +68,7 @@ def test_wheel_install_runs_the_node_without_torch(tmp_path):
     assert result.returncode == 0, result.stderr
     assert f"package {site}" in result.stdout and "no torch" in result.stdout
     assert "3 frame sets" in result.stderr and "model demo-" in result.stderr
+    assert "+int8" in result.stderr, "the wheel ships the INT8 copy, the onnxruntime default (setup.py data_files)"
 
     version = subprocess.run([env_dir / "bin" / "perception", "--version"], capture_output=True, text=True,
                              cwd=tmp_path, env=clean_env)
