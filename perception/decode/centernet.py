@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from perception.contract import ModelContract
-from perception.decode.common import DecodeConfig, RigTables, camera_runs, classwise_nms, image_extent
+from perception.decode.common import DecodeConfig, RigTables, best_first, camera_runs, classwise_nms, image_extent
 from perception.detections import Detections
 from perception.engine.base import Heads
 from perception.errors import ConfigError
@@ -48,17 +48,9 @@ def find_peaks(heatmap: np.ndarray, thresholds: np.ndarray, max_peaks: int) -> t
     if (counts <= max_peaks).all():
         order = np.lexsort((-score, camera))  # stable: ties in (cls, row, col) order
     else:
-        order = np.concatenate([_best(start, score[start:end], max_peaks) for start, end in
+        order = np.concatenate([start + best_first(score[start:end], max_peaks) for start, end in
                                 zip(np.cumsum(counts) - counts, np.cumsum(counts))])
     return camera[order], cls[order], row[order], col[order], score[order]
-
-
-def _best(start: int, score: np.ndarray, max_peaks: int) -> np.ndarray:
-    """Indices (from `start`) of the highest `max_peaks` scores of one camera, best first."""
-    top = np.arange(score.size)
-    if score.size > max_peaks:
-        top = np.argpartition(-score, max_peaks - 1)[:max_peaks]
-    return start + top[np.argsort(-score[top], kind="stable")]
 
 
 class Decoder:

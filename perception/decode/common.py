@@ -110,6 +110,14 @@ def camera_runs(camera: np.ndarray, cameras: int) -> list[tuple[int, slice]]:
     return [(c, slice(a, b)) for c, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])) if b > a]
 
 
+def best_first(score: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the highest `k` of `score`, best first (ties in index order)."""
+    top = np.arange(score.size)
+    if score.size > k:
+        top = np.argpartition(-score, k - 1)[:k]
+    return top[np.argsort(-score[top], kind="stable")]
+
+
 def image_extent(table) -> tuple[np.ndarray, np.ndarray]:
     """(lo, hi) x, y bounds, in network pixels at pixel edges, of the part of the network input that shows
     the source image (its letterbox bars excluded). Boxes live between pixel edges (docs/drive_format.md)."""

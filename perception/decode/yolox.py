@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from perception.decode.common import DecodeConfig, RigTables, classwise_nms
+from perception.decode.common import DecodeConfig, RigTables, best_first, classwise_nms
 from perception.detections import Detections
 from perception.errors import ConfigError
 from perception.model_card import ModelCard
@@ -107,7 +107,5 @@ class DetectorDecoder:
         keep = np.flatnonzero(cls >= 0)
         keep = keep[score[keep] >= self._thresholds[cls[keep]]]  # NaN scores fail the comparison
         keep = keep[np.isfinite(centre[keep]).all(1) & np.isfinite(size[keep]).all(1) & (size[keep] > 0).all(1)]
-        if keep.size > self.config.max_per_camera:
-            keep = keep[np.argpartition(-score[keep], self.config.max_per_camera - 1)[:self.config.max_per_camera]]
-        keep = keep[np.argsort(-score[keep], kind="stable")]
+        keep = keep[best_first(score[keep], self.config.max_per_camera)]
         return centre[keep], size[keep], score[keep], cls[keep]
