@@ -209,7 +209,7 @@ def _parse_detections(f: _Fields) -> DetectionsMessage:
     records = f.array("objects", OBJECT_RECORD)
     if len(records) > MAX_OBJECTS:
         raise f.error("objects", f"has {len(records)} objects, the limit is {MAX_OBJECTS}")
-    _check_objects(f, len(diag.cameras), len(classes))
+    _check_objects(f, records, len(diag.cameras), len(classes))
     return _checked(DetectionsMessage, diag=diag, frame_ns=f.integer("frame_ns"),
                     stale=f.array("stale", _BOOL, len(diag.cameras)), classes=classes,
                     objects=WireObjects.from_records(records))
@@ -247,11 +247,11 @@ def _index_limits(cameras: int, classes: int) -> np.ndarray:
     return np.array((cameras, classes), np.uint32)  # as unsigned, a negative index is over any limit
 
 
-def _check_objects(f: _Fields, cameras: int, classes: int) -> None:
-    """Vectorised value checks of the object table `f["objects"]`, whatever the number of objects: five
-    comparisons, and one search for a False byte in their results (fresh contiguous bool arrays) instead of
-    five numpy reductions; the error names the first bad column."""
-    v = f.array("objects", _CHECK_VIEW)
+def _check_objects(f: _Fields, records: np.ndarray, cameras: int, classes: int) -> None:
+    """Vectorised value checks of the object table `records` (field "objects" of `f`), whatever the number of
+    objects: five comparisons, and one search for a False byte in their results (fresh contiguous bool arrays)
+    instead of five numpy reductions; the error names the first bad column."""
+    v = records.view(_CHECK_VIEW)
     finite = v["finite"]
     oks = (v["index"] < _index_limits(cameras, classes), _FINITE_ABOVE < finite, finite < _FINITE_BELOW,
            v["corner0"] < v["corner1"], v["code"] < _CODE_BELOW)
