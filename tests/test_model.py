@@ -179,3 +179,36 @@ def tiny_drive() -> Path:
     synth = pytest.importorskip("replay.synth")
     return synth.cached_drive(seed=3, seconds=2.0, fps=10.0, num_cameras=2, width=320, height=180,
                               scenario="mixed")
+
+
+def test_giou_loss_matches_pycocotools_iou_and_the_enclosing_box_penalty():
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    from perception.model.losses import box_giou_loss
+
+    rng = np.random.default_rng(3)
+    offsets = torch.tensor(rng.uniform(-0.5, 0.5, (2, 2, 3, 5)), dtype=torch.float32)
+    log_sizes = torch.tensor(rng.uniform(-1.0, 2.0, (2, 2, 3, 5)), dtype=torch.float32)
+    mask = torch.zeros(1, 3, 5)
+    mask[0, 1, 2] = 1.0
+    pred = (offsets[:1], log_sizes[:1])
+    target = (offsets[1:], log_sizes[1:])
+
+    def xywh(offset, log_size):
+        w, h = np.exp(log_size[0, :, 1, 2].numpy())
+        x, y = offset[0, :, 1, 2].numpy()
+        return [x - w / 2, y - h / 2, w, h]
+
+    a, b = xywh(*pred), xywh(*target)
+    iou = mask_utils.iou([a], [b], [0])[0, 0]
+    enclosing = ((max(a[0] + a[2], b[0] + b[2]) - min(a[0], b[0])) * (max(a[1] + a[3], b[1] + b[3]) - min(a[1], b[1])))
+    union = a[2] * a[3] + b[2] * b[3] - iou * (a[2] * a[3] + b[2] * b[3]) / (1 + iou)
+    expected = 1 - (iou - (enclosing - union) / enclosing)
+    assert float(box_giou_loss(*pred, *target, mask)) == pytest.approx(expected, rel=1e-5)
+    assert float(box_giou_loss(*pred, *pred, mask)) == pytest.approx(0.0, abs=1e-6)
+    # disjoint unit boxes two cells apart: IoU 0, enclosing 3 x 1, union 2 -> 1 - (0 - 1/3)
+    zero = torch.zeros(1, 2, 1, 1)
+    apart = torch.tensor([2.0, 0.0]).reshape(1, 2, 1, 1)
+    assert float(box_giou_loss(zero, zero, apart, zero, torch.ones(1, 1, 1))) == pytest.approx(4 / 3)
+    assert float(box_giou_loss(zero, zero, apart, zero, torch.zeros(1, 1, 1))) == 0.0   # nothing masked

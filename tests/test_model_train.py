@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import pickle
 
 import pytest
@@ -38,8 +39,9 @@ def test_training_writes_checkpoints_and_log(tmp_path):
     assert read_checkpoint(tmp_path / "best.pt")["train_config"]["name"] == "tiny"
 
 
-def test_resume_continues_exactly(tmp_path, monkeypatch):
-    train(config(tmp_path / "full"), progress=False)
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_continues_exactly(tmp_path, monkeypatch, ema_decay):
+    train(config(tmp_path / "full", ema_decay=ema_decay), progress=False)
     calls = []
     real_evaluate = train_module.evaluate
 
@@ -51,15 +53,44 @@ def test_resume_continues_exactly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_module, "evaluate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train(config(tmp_path / "cut"), progress=False)
+        train(config(tmp_path / "cut", ema_decay=ema_decay), progress=False)
     monkeypatch.setattr(train_module, "evaluate", real_evaluate)
     assert read_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 1
-    train(config(tmp_path / "cut"), resume=True, progress=False)
-    full, resumed = (read_checkpoint(tmp_path / d / "last.pt")["model"] for d in ("full", "cut"))
-    for k in full:
-        torch.testing.assert_close(resumed[k], full[k], atol=0, rtol=0, msg=k)
+    train(config(tmp_path / "cut", ema_decay=ema_decay), resume=True, progress=False)
+    full, resumed = (read_checkpoint(tmp_path / d / "last.pt") for d in ("full", "cut"))
+    for part in ("model", "ema") if ema_decay else ("model",):
+        for k in full[part]:
+            torch.testing.assert_close(resumed[part][k], full[part][k], atol=0, rtol=0, msg=f"{part} {k}")
     with (tmp_path / "cut" / "log.csv").open() as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1", "2"]
+
+
+def test_weight_average_follows_the_ramped_decay():
+    net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.BatchNorm1d(1))
+    ema = train_module.weight_average(net, decay=0.9)
+    ema.update_parameters(net)                                   # the first update copies
+    before = net[0].weight.detach().clone()
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    net[1].num_batches_tracked += 7
+    ema.update_parameters(net)
+    d = 0.9 * (1 - math.exp(-1 / train_module.EMA_RAMP_STEPS))
+    torch.testing.assert_close(ema.module[0].weight, before * d + net[0].weight.detach() * (1 - d))
+    assert int(ema.module[1].num_batches_tracked) == 7             # integer buffers are copied
+
+
+def test_ema_checkpoint_keeps_the_averaged_weights_and_the_giou_term_is_logged(tmp_path):
+    train(config(tmp_path, ema_decay=0.9998, iou_loss_weight=1.0, epochs=1), progress=False)
+    best, last = read_checkpoint(tmp_path / "best.pt"), read_checkpoint(tmp_path / "last.pt")
+    averaged = {k[len("module."):]: v for k, v in last["ema"].items() if k.startswith("module.")}
+    assert averaged.keys() == best["model"].keys()
+    for k in best["model"]:
+        torch.testing.assert_close(best["model"][k], averaged[k], atol=0, rtol=0, msg=k)
+    assert not torch.equal(best["model"]["head_out.weight"], last["model"]["head_out.weight"])
+    with (tmp_path / "log.csv").open() as f:
+        assert float(next(csv.DictReader(f))["box_iou"]) > 0
+    with pytest.raises(ConfigError, match="ema_decay must be in"):
+        config(tmp_path, ema_decay=1.0)
 
 
 def test_init_backbone_and_freeze(tmp_path):

@@ -15,6 +15,8 @@ TRAIN_OPTIONS = {
     "lr": (float, "peak learning rate (AdamW)"),
     "backbone_lr_scale": (float, "learning-rate factor of the backbone's trainable parameters"),
     "weight_decay": (float, "AdamW weight decay"),
+    "ema_decay": (float, "> 0: validate and keep the moving average of the weights with this decay"),
+    "iou_loss_weight": (float, "weight of the 1 - GIoU box loss (0: off)"),
     "warmup_steps": (int, "linear warm-up steps before the cosine decay"),
     "patience": (int, "epochs without a better validation mAP before stopping"),
     "val_frames": (int, "validate on the first N frames of each camera"),
@@ -84,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
         model=model_cfg, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size,
         clip_length=args.clip_length, crop_width=args.crop_width, lr=args.lr, weight_decay=args.weight_decay,
         warmup_steps=args.warmup_steps, backbone_lr_scale=args.backbone_lr_scale, patience=args.patience,
+        ema_decay=args.ema_decay, iou_loss_weight=args.iou_loss_weight,
         val_frames=args.val_frames, seed=args.seed,
         threads=args.threads, workers=args.workers, bf16=args.bf16, init=args.init, init_part=args.init_part,
         teacher_init=args.teacher_init, freeze=args.freeze)

@@ -1,7 +1,8 @@
 """The training loop: clips from drives -> AdamW (warm-up + cosine) -> validation mAP -> checkpoints.
 
     run_dir/last.pt   every epoch (model, optimizer, scheduler, epoch, best metric): `resume` continues it
-    run_dir/best.pt   the epoch with the best validation mAP (what `perception export` takes)
+    run_dir/best.pt   the epoch with the best validation mAP (what `perception export` takes): the
+                      exponential moving average of the weights when `ema_decay` > 0 (what validation runs)
     run_dir/log.csv   one row per epoch: learning rate, loss terms, validation metrics, seconds
 
 Deterministic for a given configuration on one machine: epoch e draws its clips from
@@ -31,14 +32,15 @@ from perception.model.checkpoint import read_checkpoint, save_checkpoint
 from perception.model.config import ModelConfig
 from perception.model.dataset import Augmentation, ClipSampler, load_sequences
 from perception.model.evaluate import evaluate
-from perception.model.losses import detection_loss
+from perception.model.losses import WEIGHTS, detection_loss
 from perception.model.network import TemporalCenterNet
 
-LOG_FIELDS = ("epoch", "lr", "loss", "heatmap", "offset", "size", "displacement", "depth", "mAP@0.5",
+LOG_FIELDS = ("epoch", "lr", "loss", "heatmap", "offset", "size", "displacement", "depth", "box_iou", "mAP@0.5",
               "range_rel_error_median_under_40m", "velocity_error_median_px_s", "seconds")
 
 
 FREEZE_CHOICES = ("none", "backbone", "teacher", "teacher-early")
+EMA_RAMP_STEPS = 2000.0   # YOLOX's ModelEMA: the decay grows as decay * (1 - exp(-updates / 2000))
 LossHook = Callable[[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
@@ -69,6 +71,8 @@ class TrainConfig:
     teacher_init: str | None = None       # YOLOX-Nano ONNX whose weights start a "yolox-nano" backbone
     freeze: str = "none"                  # "none" | "backbone" | "teacher" | "teacher-early" (FREEZE_CHOICES)
     backbone_lr_scale: float = 1.0        # learning-rate factor of the backbone's trainable parameters
+    ema_decay: float = 0.0                # > 0: validate and keep the moving average of the weights (0.9998)
+    iou_loss_weight: float = 0.0          # weight of the 1 - GIoU box term (losses.box_giou_loss)
     augmentation: Augmentation = field(default_factory=Augmentation)
 
     def __post_init__(self) -> None:
@@ -90,6 +94,10 @@ class TrainConfig:
             problems.append(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {self.freeze!r}")
         if (self.teacher_init or self.freeze.startswith("teacher")) and self.model.backbone != "yolox-nano":
             problems.append("teacher_init / freeze 'teacher' need the 'yolox-nano' backbone")
+        if not 0.0 <= self.ema_decay < 1.0:
+            problems.append(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if not self.iou_loss_weight >= 0:
+            problems.append(f"iou_loss_weight must be >= 0, got {self.iou_loss_weight}")
         if not self.backbone_lr_scale > 0:
             problems.append(f"backbone_lr_scale must be > 0, got {self.backbone_lr_scale}")
         if problems:
@@ -136,6 +144,18 @@ def frozen_modules(model: TemporalCenterNet, freeze: str) -> list[torch.nn.Modul
     return [model.backbone.stem, model.backbone.dark2, model.backbone.dark3]
 
 
+def weight_average(model: TemporalCenterNet, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """The exponential moving average of `model`'s weights and buffers (batch-norm statistics too), with
+    YOLOX's warm-up of the decay so that a short run averages over the steps it has."""
+    def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        if not averaged.is_floating_point():
+            return current
+        d = decay * (1.0 - math.exp(-float(updates) / EMA_RAMP_STEPS))
+        return averaged * d + current * (1.0 - d)
+
+    return torch.optim.swa_utils.AveragedModel(model, avg_fn=average, use_buffers=True)
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model: TemporalCenterNet | None = None,
           loss_hook: LossHook | None = None, checkpoint_extra: dict | None = None) -> dict:
     """Train; returns the best validation metrics. Writes checkpoints and the CSV log into cfg.out.
@@ -177,6 +197,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model: 
     total = cfg.epochs * cfg.steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, total))
 
+    ema = weight_average(model, cfg.ema_decay) if cfg.ema_decay else None
+    weights = {**WEIGHTS, "box_iou": cfg.iou_loss_weight}
+
     start_epoch, best, bad_epochs, best_metrics = 0, -1.0, 0, {}
     last = out / "last.pt"
     if resume:
@@ -188,6 +211,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model: 
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
+        if ema is not None:
+            if "ema" not in ck:
+                raise ConfigError(f"{last}: the run was started without ema_decay; cannot resume it with it")
+            ema.load_state_dict(ck["ema"])
         start_epoch, best, bad_epochs = int(ck["epoch"]), float(ck["best"]), int(ck["bad_epochs"])
         best_metrics = dict(ck.get("best_metrics", {}))
 
@@ -209,26 +236,30 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model: 
         bar = tqdm(clips, total=cfg.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False, unit="step")
         for batch in bar:
-            terms = train_step(model, batch, optimizer, params, cfg.grad_clip, cfg.bf16, loss_hook)
+            terms = train_step(model, batch, optimizer, params, cfg.grad_clip, cfg.bf16, loss_hook, weights)
             scheduler.step()
+            if ema is not None:
+                ema.update_parameters(model)
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{terms['total']:.3f}")
-        metrics = evaluate(TorchEngine(model.eval()), val_seqs).as_dict()
+        kept = model if ema is None else ema.module
+        metrics = evaluate(TorchEngine(kept.eval()), val_seqs).as_dict()
         score = metrics["mAP@0.5"] if not math.isnan(metrics["mAP@0.5"]) else 0.0
         improved = score > best
         if improved:
             best, bad_epochs, best_metrics = score, 0, {**metrics, "epoch": epoch + 1}
-            save_checkpoint(out / "best.pt", model, cfg.name, epoch=epoch + 1, metrics=metrics,
+            save_checkpoint(out / "best.pt", kept, cfg.name, epoch=epoch + 1, metrics=metrics,
                             train_config=_plain(cfg.to_dict()), **(checkpoint_extra or {}))
         else:
             bad_epochs += 1
         save_checkpoint(last, model, cfg.name, optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                         epoch=epoch + 1, best=best, bad_epochs=bad_epochs, best_metrics=_plain(best_metrics),
-                        train_config=_plain(cfg.to_dict()), **(checkpoint_extra or {}))
+                        train_config=_plain(cfg.to_dict()), **({} if ema is None else {"ema": ema.state_dict()}),
+                        **(checkpoint_extra or {}))
         n = cfg.steps_per_epoch
         row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "loss": sums.get("total", 0.0) / n,
-               **{k: sums.get(k, 0.0) / n for k in ("heatmap", "offset", "size", "displacement", "depth")},
+               **{k: sums.get(k, 0.0) / n for k in ("heatmap", "offset", "size", "displacement", "depth", "box_iou")},
                **{k: metrics[k] for k in ("mAP@0.5", "range_rel_error_median_under_40m", "velocity_error_median_px_s")},
                "seconds": time.perf_counter() - t0}
         with log_path.open("a", newline="") as f:
@@ -268,7 +299,8 @@ def clip_heads(outs: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 def train_step(model: TemporalCenterNet, batch: dict, optimizer: torch.optim.Optimizer, params: list,
-               grad_clip: float, bf16: bool = False, loss_hook: LossHook | None = None) -> dict[str, float]:
+               grad_clip: float, bf16: bool = False, loss_hook: LossHook | None = None,
+               weights: dict[str, float] = WEIGHTS) -> dict[str, float]:
     """One optimiser step on a batch of clips (ClipBatch fields as tensors). `loss_hook(batch, heads,
     terms)` returns the terms to use instead of the ground-truth ones (with their 'total')."""
     b, t = batch["dt"].shape
@@ -277,7 +309,7 @@ def train_step(model: TemporalCenterNet, batch: dict, optimizer: torch.optim.Opt
     heads = clip_heads(outs)
     flat = lambda x: x.reshape((b * t,) + tuple(x.shape[2:]))  # noqa: E731
     terms = detection_loss(heads, flat(batch["heatmap"]), flat(batch["heatmap_weight"]), flat(batch["regression"]),
-                           flat(batch["masks"]))
+                           flat(batch["masks"]), weights)
     if loss_hook is not None:
         terms = loss_hook(batch, heads, terms)
     optimizer.zero_grad(set_to_none=True)
