@@ -40,7 +40,7 @@ LOG_FIELDS = ("epoch", "lr", "loss", "heatmap", "offset", "size", "displacement"
 
 
 FREEZE_CHOICES = ("none", "backbone", "teacher", "teacher-early")
-EMA_RAMP_STEPS = 2000.0   # YOLOX's ModelEMA: the decay grows as decay * (1 - exp(-updates / 2000))
+
 LossHook = Callable[[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
@@ -71,7 +71,7 @@ class TrainConfig:
     teacher_init: str | None = None       # YOLOX-Nano ONNX whose weights start a "yolox-nano" backbone
     freeze: str = "none"                  # "none" | "backbone" | "teacher" | "teacher-early" (FREEZE_CHOICES)
     backbone_lr_scale: float = 1.0        # learning-rate factor of the backbone's trainable parameters
-    ema_decay: float = 0.0                # > 0: validate and keep the moving average of the weights (0.9998)
+    ema_decay: float = 0.0                # > 0: validate and keep the moving average of the weights (0.999)
     iou_loss_weight: float = 0.0          # weight of the 1 - GIoU box term (losses.box_giou_loss)
     augmentation: Augmentation = field(default_factory=Augmentation)
 
@@ -145,12 +145,15 @@ def frozen_modules(model: TemporalCenterNet, freeze: str) -> list[torch.nn.Modul
 
 
 def weight_average(model: TemporalCenterNet, decay: float) -> torch.optim.swa_utils.AveragedModel:
-    """The exponential moving average of `model`'s weights and buffers (batch-norm statistics too), with
-    YOLOX's warm-up of the decay so that a short run averages over the steps it has."""
+    """The exponential moving average of `model`'s weights and buffers (batch-norm statistics too). The
+    decay warms up as in tf.train.ExponentialMovingAverage(num_updates): min(decay, (1 + n) / (10 + n)), so the
+    first steps, far from where training goes, are forgotten quickly (a ramp of YOLOX's kind, 1 - exp(-n / 2000),
+    would keep the average to the last few dozen steps over a whole run of a few thousand)."""
     def average(averaged: torch.Tensor, current: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
         if not averaged.is_floating_point():
             return current
-        d = decay * (1.0 - math.exp(-float(updates) / EMA_RAMP_STEPS))
+        n = float(updates)
+        d = min(decay, (1.0 + n) / (10.0 + n))
         return averaged * d + current * (1.0 - d)
 
     return torch.optim.swa_utils.AveragedModel(model, avg_fn=average, use_buffers=True)
