@@ -239,9 +239,11 @@ BAD_FIELDS = [
     ("detections", _set("diag.capture_ns", bytes(16)),
      r"detections: field 'diag.capture_ns' has 16 bytes, 3 int64 values need 24"),
     ("detections", _set("diag.dropped_frames", msgpack.ExtType(1, bytes(24))),
-     r"detections: payload is not valid msgpack within limits: msgpack ext type 1: no field is an ext type"),
+     r"detections: field 'diag.dropped_frames' is msgpack ext type 1: no field is an ext type"),
     ("detections", _set("future_field", msgpack.ExtType(7, b"")),  # empty, unknown key: still not a valid message
-     r"detections: payload is not valid msgpack within limits: msgpack ext type 7: no field is an ext type"),
+     r"detections: field 'future_field' is msgpack ext type 7: no field is an ext type"),
+    ("detections", _set("diag.cameras", ["a", msgpack.ExtType(3, b"x")]),
+     r"detections: field 'diag.cameras\[1\]' is msgpack ext type 3"),
     ("detections", _set("diag.stage_ns.engine", "fast"), r"detections: field 'diag.stage_ns.engine' must be an int"),
     ("detections", _set("diag", [1]), r"detections: field 'diag' must be a map, got list"),
     ("detections", _set("objects", {"box": b""}),

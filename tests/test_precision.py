@@ -260,7 +260,7 @@ def test_quantize_command_writes_a_loadable_int8_model(tiny, tmp_path, capsys):
     info = read_precision(out)
     assert info.precision == "int8" and info.method == "percentile" and info.details["calibration"]["samples"] == 4
     assert info.details["min_macs"] == 100
-    assert count_qdq(onnx.load(out))[0] > 0 and load_model(out).contract.model_id.endswith("+int8-percentile")
+    assert count_qdq(onnx.load(out))[0] > 0 and load_model(out).contract.model_id.endswith("+int8-percentile-k100")
     assert main(["quantize", str(tiny), "--precision", "int8", "--out", str(out)]) == 2
     assert "needs --drives" in capsys.readouterr().err
 

@@ -60,14 +60,18 @@ def decode(frame: bytes) -> Envelope:
         raise MessageError(f"message with unknown topic {topic!r} (known: {', '.join(SERVICES)})")
     if len(frame) > service.max_bytes:
         raise MessageError(f"{topic}: message of {len(frame)} bytes exceeds the limit of {service.max_bytes} bytes")
+    exts: list[_Ext] = []
     try:
         data = msgpack.unpackb(
             memoryview(frame)[end + 1:], raw=False, strict_map_key=True, use_list=True,
             max_bin_len=service.max_bytes, max_ext_len=service.max_bytes, max_str_len=MAX_STR_LEN,
-            max_array_len=MAX_LIST_LEN, max_map_len=MAX_MAP_LEN, ext_hook=_reject_ext,
+            max_array_len=MAX_LIST_LEN, max_map_len=MAX_MAP_LEN, ext_hook=lambda code, _: _Ext(code, exts),
         )
     except ValueError as e:  # every msgpack decode error (format, limits, extra data, depth) is one
         raise MessageError(f"{topic}: payload is not valid msgpack within limits: {e or type(e).__name__}") from None
+    if exts:
+        raise MessageError(f"{topic}: field {_path_of(data, exts[0])!r} is msgpack ext type {exts[0].code}: no field "
+                           "is an ext type (numeric arrays are msgpack bin)")
     fields = _Fields(topic, data, "")
     version = fields.integer("schema")
     if version != service.schema_version:
@@ -76,10 +80,31 @@ def decode(frame: bytes) -> Envelope:
                     publish_ns=fields.integer("publish_ns"), message=_PARSE[topic](fields))
 
 
-def _reject_ext(code: int, _data: bytes) -> None:
-    """msgpack ext_hook: no schema uses ext types, so any one (an empty one too, which max_ext_len=0 would let
-    through) fails the message."""
-    raise ValueError(f"msgpack ext type {code}: no field is an ext type (numeric arrays are msgpack bin)")
+class _Ext:
+    """What the msgpack ext_hook returns for an ext value. No schema uses ext types, so any one (an empty one
+    too, which max_ext_len=0 would let through) fails the message, after unpacking, so that the error can name
+    where it was (the hook itself does not know)."""
+
+    __slots__ = ("code",)
+
+    def __init__(self, code: int, seen: list) -> None:
+        self.code = code
+        seen.append(self)
+
+
+def _path_of(data: object, target: _Ext) -> str:
+    """The field path ('diag.stage_ns', 'a[2].b') of `target` in decoded msgpack `data` (iterative: nesting is
+    bounded by msgpack's limits, not by Python's recursion limit)."""
+    stack: list[tuple[object, str]] = [(data, "")]
+    while stack:
+        value, path = stack.pop()
+        if value is target:
+            return path
+        if type(value) is dict:
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in value.items())
+        elif type(value) is list:
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(value))
+    return "?"
 
 
 def _checked(cls: type, **fields: object):

@@ -33,6 +33,12 @@ class PrecisionInfo:
         if self.precision not in PRECISIONS:
             raise ModelContractError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
+    def id_suffix(self) -> str:
+        """What the converted model's id appends: the precision, the calibration method and, for mixed INT8,
+        the multiply-accumulate threshold (`int8-percentile-k256`), so full and mixed INT8 copies differ."""
+        min_macs = self.details.get("min_macs")
+        return "-".join([self.precision] + ([self.method] if self.method else []) + ([f"k{min_macs}"] if min_macs else []))
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
@@ -89,7 +95,7 @@ def finish_converted(model, source: ModelContract | ModelCard, info: PrecisionIn
     model.metadata_props.extend(props)
     digest = graph_sha256(model)
     base_id = source.model_id.split("+", 1)[0]
-    model_id = f"{base_id}+{info.precision}" + (f"-{info.method}" if info.method else "")
+    model_id = f"{base_id}+{info.id_suffix()}"
     if source.stateless:
         contract = dataclasses.replace(source, model_id=model_id, sha256=digest)
         embed_card(model, contract)
