@@ -64,8 +64,10 @@ SHARED = ROOT.parent / "shared" / "data"
 TEACHER = SHARED / "models" / "yolox_nano.onnx"
 REAL_CLIPS = {"solidWhiteRight": SHARED / "dashcam" / "solidWhiteRight.mp4",
               "vtest": SHARED / "opencv-samples" / "vtest.avi"}
-# never trained on: other scenes of the same kind of camera, each still its own one-frame camera (cold start)
+# never trained on: other scenes of the same kind of camera, each still its own one-frame camera (cold start);
+# a still that is a frame of a clip's training part is left out (stills_in_training)
 UNSEEN_STILLS = SHARED / "dashcam" / "highway_images"
+SAME_FRAME_GREY_LEVELS = 8.0   # mean absolute difference below which a still is a (re-encoded) video frame
 TRAIN_SHARE = 2 / 3
 REAL_REPEAT = 4          # each real clip's training part is listed this often: its sampling weight
 MODEL_CONFIG = {"backbone": "yolox-nano", "head_channels": 32}
@@ -131,14 +133,42 @@ def real_drive(name: str, part: str) -> Path:
     return out
 
 
+def stills_in_training(stills: list[Path]) -> dict[str, str]:
+    """The stills that are frames of a real clip's training part (JPEG re-encoded: a mean absolute difference
+    under SAME_FRAME_GREY_LEVELS), as still name -> 'clip frame N' (the closest frame)."""
+    import cv2
+    import numpy as np
+
+    images = {p.name: cv2.imread(str(p)).astype(np.float32) for p in stills}
+    closest: dict[str, tuple[float, str]] = {}
+    for name, video in REAL_CLIPS.items():
+        cap = cv2.VideoCapture(str(video))
+        last = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) * TRAIN_SHARE)
+        for index in range(last):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            for still, image in images.items():
+                if image.shape == frame.shape:
+                    difference = float(np.abs(frame - image).mean())
+                    if difference < closest.get(still, (SAME_FRAME_GREY_LEVELS, ""))[0]:
+                        closest[still] = (difference, f"{name} frame {index}")
+        cap.release()
+    return {still: frame for still, (_, frame) in closest.items()}
+
+
 def stills_drive() -> Path:
     """The unseen stills with the reference labels: each still is written losslessly (FFV1) as a one-frame
-    video, so each is its own camera streamed from a reset."""
+    video, so each is its own camera streamed from a reset. Stills that are training frames are left out."""
     import cv2
 
     stills = sorted(UNSEEN_STILLS.glob("*.jpg"))
     if not stills or not TEACHER.exists():
         raise SystemExit(f"{UNSEEN_STILLS} or {TEACHER} is missing: the demo model is scored on the shared stills")
+    leaked = stills_in_training(stills)
+    for still, frame in leaked.items():
+        print(f"[unseen stills] {still} is {frame} (trained on): left out", flush=True)
+    stills = [p for p in stills if p.name not in leaked]
     options = reference_options()
     key = hashlib.sha256(teacher_code() + b"".join(p.read_bytes() for p in stills) + repr(options).encode()
                          ).hexdigest()[:20]
