@@ -98,3 +98,17 @@ def _iou(a, b) -> float:
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+def test_the_unseen_stills_leave_out_a_frame_of_a_training_clip():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("build_demo", ROOT / "models" / "build_demo.py")
+    build_demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build_demo)
+    stills = sorted(build_demo.UNSEEN_STILLS.glob("*.jpg"))
+    if not stills or not all(p.exists() for p in build_demo.REAL_CLIPS.values()):
+        pytest.skip("../shared/data (the dashcam stills and clips) is absent")
+    # highway_images/solidWhiteRight.jpg is frame 20 of solidWhiteRight.mp4, in the part the student trains on;
+    # the other five stills are other scenes
+    assert build_demo.stills_in_training(stills) == {"solidWhiteRight.jpg": "solidWhiteRight frame 20"}
