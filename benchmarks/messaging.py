@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from perception.labels import CLASSES  # noqa: E402
 from perception.messaging import (  # noqa: E402
-    SERVICES, DetectionsMessage, Diagnostics, Publisher, Subscriber, WireObjects, decode, encode,
+    DetectionsMessage, Diagnostics, Publisher, Subscriber, WireObjects, decode, encode,
 )
 
 BASELINE = "c2358cf"  # detections schema 2, before the arrays became plain msgpack bin (schema 3)
@@ -88,11 +88,10 @@ def receiver(mode: str, endpoint: str, n: int, conn) -> None:
                     latencies.append(now - env.publish_ns)
                     cpu.append(c1 - c0)
     else:  # Subscriber's socket options and polling, without decoding
+        from perception.messaging.subscriber import sub_socket  # not in the old baseline, which never runs bare
+
         ctx = zmq.Context()
-        sock = ctx.socket(zmq.SUB)
-        sock.linger = 0
-        sock.rcvhwm = 64
-        sock.maxmsgsize = 2 * SERVICES["detections"].max_bytes
+        sock = sub_socket(ctx, "detections", rcvhwm=64)
         sock.subscribe(b"detections\0")
         sock.connect(endpoint)
         poller = zmq.Poller()
@@ -122,9 +121,9 @@ def measure(mode: str, endpoint: str, n_objects: int, n: int, rate_hz: float) ->
     ctx = raw = None
     if pub is None:
         ctx = zmq.Context()
-        raw = ctx.socket(zmq.PUB)  # Publisher's socket options
-        raw.linger = 0
-        raw.sndhwm = 1000
+        from perception.messaging.publisher import pub_socket  # not in the old baseline, which never runs bare
+
+        raw = pub_socket(ctx, sndhwm=1000)
         raw.bind(endpoint)
         endpoint = raw.last_endpoint.decode()
     else:

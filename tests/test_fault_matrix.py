@@ -252,9 +252,10 @@ def test_signal_at_start_up_and_mid_run_leaves_a_readable_recording(tmp_path, si
         time.sleep(when_s)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
-    # mid-run: Ctrl-C 130 (the CLI policy), SIGTERM 0 (an orderly stop); at start-up either interrupts (130),
-    # or, during the interpreter's own start-up before any handler exists, ends the process by the signal
-    expected = {signal.SIGTERM: (0,), signal.SIGINT: (130,)}[sig] if when_s else (0, 130, -sig)
+    # mid-run: Ctrl-C 130 (the CLI policy), SIGTERM 0 (an orderly stop); at start-up (StopSignals: before the
+    # node runs) either one interrupts (130), or, during the interpreter's own start-up before any handler
+    # exists, ends the process by the signal; never 0: the node cannot have run
+    expected = {signal.SIGTERM: (0,), signal.SIGINT: (130,)}[sig] if when_s else (130, -sig)
     assert proc.returncode in expected, (proc.returncode, err.decode()[-2000:])
     assert b"Traceback" not in err, err.decode()[-2000:]
     if record.exists():  # a signal before the recorder opened leaves no file, never a broken one

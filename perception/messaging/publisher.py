@@ -21,6 +21,14 @@ from perception.messaging.schemas import TOPIC_OF, Message
 from perception.messaging.services import DEFAULT_ENDPOINT, SERVICES
 
 
+def pub_socket(context: zmq.Context, sndhwm: int) -> zmq.Socket:
+    """The PUB socket with the publisher's options (also the bare baseline of benchmarks/messaging.py)."""
+    socket = context.socket(zmq.PUB)
+    socket.linger = 0
+    socket.sndhwm = sndhwm
+    return socket
+
+
 class Publisher:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, sndhwm: int = 64, curve: CurveServerKeys | None = None,
                  clock: Callable[[], int] = time.time_ns):
@@ -28,9 +36,7 @@ class Publisher:
         `clock` stamps publish_ns (ns); the default, CLOCK_REALTIME, compares across hosts synchronised
         by PTP and is only used for latency diagnostics."""
         self._context = zmq.Context()
-        self._socket = self._context.socket(zmq.PUB)
-        self._socket.linger = 0
-        self._socket.sndhwm = sndhwm
+        self._socket = pub_socket(self._context, sndhwm)
         self._authenticator = None
         try:
             if curve is not None:

@@ -37,6 +37,19 @@ class TopicStats:
     last_error: MessageError | None = None
 
 
+def sub_socket(context: zmq.Context, topic: str, rcvhwm: int, conflate: bool = False) -> zmq.Socket:
+    """A SUB socket of one topic with the subscriber's options, not connected yet (also the bare baseline of
+    benchmarks/messaging.py)."""
+    socket = context.socket(zmq.SUB)
+    socket.linger = 0
+    socket.rcvhwm = rcvhwm
+    socket.conflate = conflate
+    # Bounds memory against a hostile peer (libzmq drops the connection); messages between max_bytes and
+    # this are received, counted bad and reported.
+    socket.maxmsgsize = 2 * SERVICES[topic].max_bytes
+    return socket
+
+
 class Subscriber:
     def __init__(self, endpoint: str, topics: Sequence[str] | None = None, *, conflate: bool = False,
                  rcvhwm: int = 64, curve: CurveClientKeys | None = None,
@@ -58,14 +71,8 @@ class Subscriber:
         self._sockets: dict[zmq.Socket, str] = {}
         try:
             for topic in topics:
-                socket = self._context.socket(zmq.SUB)
+                socket = sub_socket(self._context, topic, rcvhwm, conflate)
                 self._sockets[socket] = topic
-                socket.linger = 0
-                socket.rcvhwm = rcvhwm
-                socket.conflate = conflate
-                # Bounds memory against a hostile peer (libzmq drops the connection); messages between
-                # max_bytes and this are received, counted bad and reported.
-                socket.maxmsgsize = 2 * SERVICES[topic].max_bytes
                 if curve is not None:
                     configure_client(socket, curve)
                 socket.subscribe(topic_prefix(topic))
