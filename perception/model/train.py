@@ -35,12 +35,12 @@ from perception.model.evaluate import evaluate
 from perception.model.losses import WEIGHTS, detection_loss
 from perception.model.network import TemporalCenterNet
 
-LOG_FIELDS = ("epoch", "lr", "loss", "heatmap", "offset", "size", "displacement", "depth", "box_iou", "mAP@0.5",
-              "range_rel_error_median_under_40m", "velocity_error_median_px_s", "seconds")
+LOSS_TERMS = ("heatmap", "offset", "size", "displacement", "depth", "box_iou")   # losses.detection_loss's terms
+LOG_FIELDS = ("epoch", "lr", "loss", *LOSS_TERMS, "mAP@0.5", "range_rel_error_median_under_40m",
+              "velocity_error_median_px_s", "seconds")
 
 
 FREEZE_CHOICES = ("none", "backbone", "teacher", "teacher-early")
-
 LossHook = Callable[[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
@@ -262,7 +262,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True, model: 
                         **(checkpoint_extra or {}))
         n = cfg.steps_per_epoch
         row = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "loss": sums.get("total", 0.0) / n,
-               **{k: sums.get(k, 0.0) / n for k in ("heatmap", "offset", "size", "displacement", "depth", "box_iou")},
+               **{k: sums.get(k, 0.0) / n for k in LOSS_TERMS},
                **{k: metrics[k] for k in ("mAP@0.5", "range_rel_error_median_under_40m", "velocity_error_median_px_s")},
                "seconds": time.perf_counter() - t0}
         with log_path.open("a", newline="") as f:

@@ -37,7 +37,8 @@ class PrecisionInfo:
         """What the converted model's id appends: the precision, the calibration method and, for mixed INT8,
         the multiply-accumulate threshold (`int8-percentile-k256`), so full and mixed INT8 copies differ."""
         min_macs = self.details.get("min_macs")
-        return "-".join([self.precision] + ([self.method] if self.method else []) + ([f"k{min_macs}"] if min_macs else []))
+        parts = [self.precision] + ([self.method] if self.method else []) + ([f"k{min_macs}"] if min_macs else [])
+        return "-".join(parts)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
