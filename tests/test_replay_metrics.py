@@ -8,11 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from perception.labels import CLASSES, GroundTruth, GroundTruthBox
+from perception.labels import CLASSES, GroundTruth, GroundTruthBox, GroundTruthObject
 from replay.metrics import MetricsConfig, evaluate_run, ground_truth_for
-from replay.metrics.align import EvalImage, ImageDetections
+from replay.metrics.align import EvalImage, ImageDetections, mark_other_views
 from replay.metrics.config import DISTANCE_BANDS
 from replay.metrics.hints import _events
+from replay.metrics.detection import evaluate_levels
 from replay.metrics.tracking import evaluate_tracking
 from perception.io.run_file import load_run
 from tests.test_replay_support import T0, record, simulated_outputs, small_rig, write_drive
@@ -105,6 +106,48 @@ def test_tracking_equals_motmetrics(seed):
     assert ours.total.id_switches >= 2 and 0.0 < ours.total.idf1 < 1.0
 
 
+def _two_views(published: tuple[str, ...], exact: bool, frames: int = 3) -> list[EvalImage]:
+    """One car seen by two cameras of each frame set (boxes of 60 px); the node publishes it in `published`
+    (a fused object: one camera; unfused: both). `exact`: a 3D label names it one object in both cameras."""
+    boxes = {"front": (400.0, 200.0, 500.0, 260.0), "front_left": (20.0, 210.0, 110.0, 270.0)}
+    images = []
+    for f in range(frames):
+        t = T0 + f * 100_000_000
+        for camera, box in boxes.items():
+            obj = (GroundTruthObject(7, "car", (12.0, 3.0, 0.7), (0.0, 0.0, 0.0), (4.5, 1.8, 1.5), 0.0),)
+            gt = GroundTruth(camera, t, (GroundTruthBox(7, "car", box, 0.0, 0.0),), obj if exact else (), 0.0)
+            n = int(camera in published)
+            det = _image(camera, t, [], [], [], [box] * n, [0] * n, [0.9] * n, [5] * n).det
+            images.append(EvalImage(camera, t + (2_000_000 if camera == "front_left" else 0), gt, det, t))
+    return mark_other_views(images, 0.5)
+
+
+@pytest.mark.parametrize("published", [("front",), ("front_left",), ("front", "front_left"), ()])
+def test_a_fused_object_is_scored_once_per_frame_set(published):
+    images = _two_views(published, exact=True)
+    widths = {"front": 960, "front_left": 960}
+    car = evaluate_levels(images, widths)["moderate"]
+    tracking = evaluate_tracking(images).total
+    assert car.gt_count[0] == 3                     # three frame sets, one object: not six boxes
+    assert sum(int((~im.scored_view).sum()) for im in images) == 3
+    if published:
+        assert car.ap(0, 0) == pytest.approx(1.0)   # in whichever camera it is published, a duplicate is no FP
+        assert (tracking.gt, tracking.misses, tracking.false_positives) == (3, 0, 0)
+        scored = {im.camera for im in images if im.scored_view.all()}
+        assert scored <= set(published)
+    else:
+        assert car.ap(0, 0) == 0.0 and (tracking.gt, tracking.misses) == (3, 3)
+
+
+def test_views_without_a_3d_label_are_each_scored():
+    """Auto labels carry per-camera track ids: the same id in two cameras is not one object."""
+    images = _two_views(("front",), exact=False)
+    car = evaluate_levels(images, {"front": 960, "front_left": 960})["moderate"]
+    assert all(im.other_view is None for im in images)
+    assert car.gt_count[0] == 6 and car.recall[0, 0] == pytest.approx(0.5)
+    assert evaluate_tracking(images).total.misses == 3
+
+
 def test_hint_events_on_time_late_and_false():
     config = MetricsConfig(early_s=0.5, max_delay_s=0.2, release_s=0.5)
     t = T0 + np.arange(60) * 100_000_000   # 10 Hz
@@ -135,7 +178,9 @@ def test_run_metrics_from_a_recorded_run(labelled_drive, tmp_path):
     metrics = evaluate_run(run, labels)
     assert len(metrics.images) == 80 and metrics.unused_frames == 0
     assert 0.8 < metrics.detection.map50 <= 1.0 and metrics.detection.map < metrics.detection.map50
-    assert metrics.detection.gt_count.sum() == sum(len(gt.boxes) for gt in labels)
+    # an object seen by both cameras of a frame set is scored once (the other view is neither hit nor miss)
+    objects = {(im.frame_ns, b.id) for im in metrics.images for b in im.gt.boxes}
+    assert metrics.detection.gt_count.sum() == len(objects) < sum(len(gt.boxes) for gt in labels)
     # the simulated node renumbers the pedestrian's track from frame set 25 on, once per camera that sees it
     switch_cameras = {camera for camera, _ in metrics.tracking.switch_ns}
     assert metrics.tracking.total.id_switches == len(switch_cameras) >= 1
@@ -180,7 +225,10 @@ def test_unused_and_stale_frames(labelled_drive, tmp_path):
     everything = evaluate_run(load_run(record(tmp_path / "all.mcap", rig, simulated_outputs(labelled_drive),
                                               labelled_drive)), ground_truth_for(run))
     full = {(im.camera, im.t_ns): im for im in everything.images}
-    assert metrics.tracking.total.gt == everything.tracking.total.gt   # unused frames still count ...
+    # unused frames still count, all their views (no frame set fused them) ...
+    views = sum(int(np.count_nonzero(~full[(im.camera, im.t_ns)].scored_view)) for im in unused)
+    assert metrics.tracking.total.gt == everything.tracking.total.gt + views
     lost = sum(len(full[(im.camera, im.t_ns)].det) for im in unused)   # ... with none of their detections
-    assert lost > 0 and metrics.tracking.total.hyp == everything.tracking.total.hyp - lost
+    published = [sum(len(im.det) for im in m.images) for m in (metrics, everything)]
+    assert lost > 0 and published[0] == published[1] - lost
     assert metrics.tracking.total.misses > everything.tracking.total.misses

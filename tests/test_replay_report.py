@@ -44,7 +44,8 @@ def test_report_with_ground_truth(drive, tmp_path):
     metrics = summary.metrics
     assert f"<b>{metrics.detection.map50:.3f}</b><span>mAP@0.5" in html
     assert f"<b>{metrics.tracking.total.mota:.3f}</b><span>MOTA" in html
-    assert "<td>cyclist</td><td>40</td><td>0</td><td>0.000</td>" in html   # never detected: AP 0
+    # never detected: AP 0; seen by both cameras in each of the 20 frame sets, it is scored once in each
+    assert "<td>cyclist</td><td>20</td><td>0</td><td>0.000</td>" in html
     # worst frames first: the contact sheet's captions count misses + false detections, in decreasing order
     captions = [alt for cls, alt, _ in images if cls == "frame"]
     assert summary.tiles == len(captions) == 12

@@ -142,7 +142,8 @@ def camera_events(frames: Columns, health: Columns, max_gap_ns: int) -> list[Eve
 
 def miss_events(run: Run, labels: Sequence[GroundTruth], max_gap_ns: int) -> list[Event]:
     """Labelled objects within MISS_RANGE_M, box taller than MISS_MIN_HEIGHT_PX, less than half occluded or
-    truncated, that no detection of their camera matches (IoU >= MISS_IOU, any class)."""
+    truncated, that no detection of their camera matches (IoU >= MISS_IOU, any class); another camera's view of
+    an object the node fused and published there (replay/metrics/align.py) is no miss."""
     spans: dict[tuple[str, int], list[int]] = {}
     for image in align(run.detections, labels, list(run.rig)):
         if image.frame_ns is None or not image.gt.boxes:
@@ -151,8 +152,9 @@ def miss_events(run: Run, labels: Sequence[GroundTruth], max_gap_ns: int) -> lis
         gt_boxes = image.gt_boxes
         rows, _ = match_boxes(box_iou(gt_boxes, image.det.box), MISS_IOU)
         matched = set(rows.tolist())
+        scored = image.scored_view
         for k, b in enumerate(image.gt.boxes):
-            clear = (b.occlusion < 0.5 and b.truncation < 0.5 and b.box[3] - b.box[1] >= MISS_MIN_HEIGHT_PX
+            clear = scored[k] and (b.occlusion < 0.5 and b.truncation < 0.5 and b.box[3] - b.box[1] >= MISS_MIN_HEIGHT_PX
                      and distance.get(b.id, np.inf) <= MISS_RANGE_M)
             if clear and k not in matched:
                 spans.setdefault((image.camera, b.id), []).append(image.frame_ns)

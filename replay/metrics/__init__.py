@@ -44,7 +44,7 @@ def evaluate_run(run: Run, ground_truth: Sequence[GroundTruth] | None,
     latency = latency_metrics(run.detections, run.health)
     if not ground_truth:
         return RunMetrics(latency, [], 0, None, {}, float("nan"), None, None, None)
-    images = align(run.detections, ground_truth, run.rig.names)
+    images = align(run.detections, ground_truth, run.rig.names, config.min_iou)
     widths = {name: run.rig[name].width for name in run.rig.names}
     levels = evaluate_levels(images, widths, config.max_dets)
     return RunMetrics(

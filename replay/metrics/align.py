@@ -5,19 +5,27 @@ frame. A frame set used camera c's frame captured at `diag.capture_ns[c]`, so it
 scored against the ground truth of (c, capture_ns[c]). A camera marked stale in a frame set used no new
 frame; it is skipped there (its frame was scored with the frame set that first used it). Labelled frames
 inside the run's time span that no frame set used (dropped) are scored with no detections.
+
+An object the node fuses across cameras is published once, with the box of one camera, so each labelled
+object is scored once per frame set: where an object with a 3D label (`objects`: exact labels, whose ids
+name one object in every camera) is seen by several cameras of a frame set, the view that a published box
+of its class overlaps best (IoU >= min_iou) is scored, else its most visible view; the others are *other
+views* (`EvalImage.other_view`): neither hit nor miss. Boxes without a 3D label (auto labels: ids of
+per-camera tracks) and the boxes of unused frames (no frame set fused them) are always scored.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from perception.labels import CLASS_INDEX, GroundTruth, GroundTruthObject
 from perception.messaging.schemas import DetectionsMessage
 from perception.io.run_file import RecordedMessage
+from replay.metrics.matching import box_iou
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,7 @@ class EvalImage:
     gt: GroundTruth
     det: ImageDetections
     frame_ns: int | None      # the frame set that used this frame; None: no frame set did (dropped)
+    other_view: np.ndarray | None = None  # [G] bool: view of an object scored in another camera; None: none
 
     @property
     def gt_boxes(self) -> np.ndarray:
@@ -61,6 +70,11 @@ class EvalImage:
     @property
     def gt_ids(self) -> np.ndarray:
         return np.array([b.id for b in self.gt.boxes], np.int64)
+
+    @property
+    def scored_view(self) -> np.ndarray:
+        """[G] bool: the labelled boxes scored in this image (not another camera's view of the object)."""
+        return np.ones(len(self.gt.boxes), bool) if self.other_view is None else ~self.other_view
 
 
 def detections_of(message: DetectionsMessage, camera: int) -> ImageDetections:
@@ -76,9 +90,10 @@ def detections_of(message: DetectionsMessage, camera: int) -> ImageDetections:
 
 
 def align(detections: Sequence[RecordedMessage], ground_truth: Iterable[GroundTruth],
-          cameras: Sequence[str]) -> list[EvalImage]:
-    """The labelled frames within the run's time span, in (time, rig camera order), each with its detections.
-    Objects of classes outside perception.labels.CLASSES are not scored."""
+          cameras: Sequence[str], min_iou: float = 0.5) -> list[EvalImage]:
+    """The labelled frames within the run's time span, in (time, rig camera order), each with its detections
+    and its other views (module docstring; `min_iou`: the matching IoU). Objects of classes outside
+    perception.labels.CLASSES are not scored."""
     if not detections:
         return []
     first = detections[0].message
@@ -102,7 +117,34 @@ def align(detections: Sequence[RecordedMessage], ground_truth: Iterable[GroundTr
         frame_ns, det = used.get((gt.camera, gt.t_ns), (None, ImageDetections.empty()))
         images.append(EvalImage(gt.camera, gt.t_ns, gt, det, frame_ns))
     images.sort(key=lambda im: (im.t_ns, order[im.camera]))
-    return images
+    return mark_other_views(images, min_iou)
+
+
+def mark_other_views(images: list[EvalImage], min_iou: float) -> list[EvalImage]:
+    """`images` with `other_view` set where a 3D-labelled object has several views in one frame set."""
+    views: dict[tuple[int, int], list[tuple[tuple[bool, float, float], int, int]]] = {}
+    for i, im in enumerate(images):
+        if im.frame_ns is None or not im.gt.boxes:
+            continue
+        fused = {o.id for o in im.gt.objects}
+        gt_boxes, gt_cls = im.gt_boxes, im.gt_cls
+        if len(im.det):
+            iou = np.where(im.det.cls[:, None] == gt_cls[None, :], box_iou(im.det.box, gt_boxes), 0.0).max(0)
+        else:
+            iou = np.zeros(len(gt_boxes))
+        for g, b in enumerate(im.gt.boxes):
+            if b.id in fused:
+                visible = (b.box[3] - b.box[1]) * (1.0 - b.occlusion) * (1.0 - b.truncation)
+                rank = (bool(iou[g] >= min_iou), float(iou[g]), visible)
+                views.setdefault((im.frame_ns, b.id), []).append((rank, i, g))
+    other = {i: np.zeros(len(im.gt.boxes), bool) for i, im in enumerate(images)}
+    for group in views.values():
+        if len(group) > 1:
+            best = max(group, key=lambda v: v[0])
+            for view in group:
+                if view is not best:
+                    other[view[1]][view[2]] = True
+    return [replace(im, other_view=other[i]) if other[i].any() else im for i, im in enumerate(images)]
 
 
 def footprint_half_x(obj: GroundTruthObject) -> float:

@@ -9,6 +9,8 @@ Per camera, frame by frame (ground-truth box ids vs track ids, a pair may match 
 MOTA = 1 - (misses + false positives + switches) / ground-truth boxes. IDF1 = 2 IDTP / (ground-truth boxes
 + track boxes), IDTP from the best one-to-one assignment of object ids to track ids over the whole
 sequence (frames in which the pair overlaps). Cameras are independent sequences; the totals add up.
+Another camera's view of a fused object (replay/metrics/align.py) is left out, and so are the tracks on it
+(IoU >= min_iou: MOTChallenge's distractors).
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def evaluate_tracking(images: Sequence[EvalImage], min_iou: float = 0.5) -> Trac
         by_camera[im.camera].append(im)
     per_camera, switches = {}, []
     for camera, sequence in by_camera.items():
-        frames = [(im.gt_ids, im.gt_boxes, im.det.track_id, im.det.box) for im in sequence]
+        frames = [_without_other_views(im, min_iou) for im in sequence]
         counts, switch_frames = clear_mot(frames, min_iou)
         per_camera[camera] = counts
         switches += [(camera, sequence[i].t_ns) for i in switch_frames]
@@ -72,6 +74,14 @@ def evaluate_tracking(images: Sequence[EvalImage], min_iou: float = 0.5) -> Trac
     for counts in per_camera.values():
         total = total + counts
     return TrackingMetrics(per_camera, total, sorted(switches, key=lambda s: s[1]))
+
+
+def _without_other_views(im: EvalImage, min_iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    if im.other_view is None:
+        return im.gt_ids, im.gt_boxes, im.det.track_id, im.det.box
+    on_other = (box_iou(im.det.box, im.gt_boxes[im.other_view]) >= min_iou).any(axis=1)
+    scored = im.scored_view
+    return im.gt_ids[scored], im.gt_boxes[scored], im.det.track_id[~on_other], im.det.box[~on_other]
 
 
 def clear_mot(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],

@@ -56,7 +56,7 @@ def build_report(run_path: str | Path, out: str | Path, *, drive: str | Path | N
                                  f"({', '.join(run.rig.names)}); is this the drive the run was replayed from?")
             tiles = contact_sheet(run, metrics, opened, config.min_iou)
             if video is not None:
-                by_frame = {(gt.camera, gt.t_ns): gt for gt in labels} if labels else None
+                by_frame = {(im.camera, im.t_ns): im for im in metrics.images} if labels else None
                 frames = write_video(run, opened, Path(video), by_frame, config.min_iou)
         finally:
             opened.close()

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from perception.errors import DriveError
-from perception.labels import CLASSES, GroundTruth
+from perception.labels import CLASSES
 from perception.messaging.schemas import DetectionsMessage, HintsMessage
 from perception.io.drive_common import Drive
 from perception.io.drive_images import frame_to_bgr
@@ -42,16 +42,19 @@ class _Pick:
     camera: str
     t_ns: int
     message: DetectionsMessage
-    gt: GroundTruth | None
+    labelled: EvalImage | None
     missed: int
     false: int
 
 
 def frame_errors(im: EvalImage, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
-    """(detection matched [N], ground-truth box matched [G]): one to one, same class, IoU >= min_iou."""
-    det_ok = np.zeros(len(im.det), bool)
-    gt_ok = np.zeros(len(im.gt.boxes), bool)
-    rows, cols = match_boxes(box_iou(im.det.box, im.gt_boxes), min_iou, im.det.cls[:, None] == im.gt_cls[None, :])
+    """(detection matched [N], ground-truth box matched [G]): one to one, same class, IoU >= min_iou. Another
+    camera's view of a fused object (replay/metrics/align.py) is no miss, and a detection on it is not false."""
+    scored = im.scored_view
+    det_ok = (box_iou(im.det.box, im.gt_boxes[~scored]) >= min_iou).any(axis=1)
+    gt_ok = ~scored
+    allowed = (im.det.cls[:, None] == im.gt_cls[None, :]) & ~det_ok[:, None] & scored[None, :]
+    rows, cols = match_boxes(box_iou(im.det.box, im.gt_boxes), min_iou, allowed)
     det_ok[rows] = gt_ok[cols] = True
     return det_ok, gt_ok
 
@@ -70,7 +73,7 @@ def contact_sheet(run: Run, metrics: RunMetrics, drive: Drive, min_iou: float, c
             scored.append((-(int((~det_ok).sum()) + int((~gt_ok).sum())), im.t_ns, im, int((~gt_ok).sum()),
                            int((~det_ok).sum())))
         scored.sort(key=lambda s: (s[0], s[1]))
-        picks = [_Pick(im.camera, im.t_ns, by_frame[im.frame_ns], im.gt, missed, false)
+        picks = [_Pick(im.camera, im.t_ns, by_frame[im.frame_ns], im, missed, false)
                  for _, _, im, missed, false in scored[:count]]
     elif run.detections:
         cameras = run.rig.names
@@ -88,19 +91,19 @@ def contact_sheet(run: Run, metrics: RunMetrics, drive: Drive, min_iou: float, c
             continue
         scale = TILE_WIDTH / image.shape[1]
         image = _resize(image, TILE_WIDTH, round(image.shape[0] * scale))
-        _draw(image, scale, pick.message, pick.camera, pick.gt, min_iou)
+        _draw(image, scale, pick.message, pick.camera, pick.labelled, min_iou)
         ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
         caption = f"{pick.camera} +{(pick.t_ns - start) / 1e9:.2f} s"
-        if pick.gt is not None:
+        if pick.labelled is not None:
             caption += f": {pick.missed} missed, {pick.false} false"
         tiles.append(Tile(pick.camera, pick.t_ns, caption, jpeg.tobytes()))
     return tiles
 
 
-def write_video(run: Run, drive: Drive, out: Path, labels: dict[tuple[str, int], GroundTruth] | None = None,
+def write_video(run: Run, drive: Drive, out: Path, labels: dict[tuple[str, int], EvalImage] | None = None,
                 min_iou: float = 0.5) -> int:
     """The overlay video: per frame set every camera side by side (VIDEO_HEIGHT px high) with its boxes and a
-    status line; H.264 (yuv420p, MP4 with faststart, which browsers play) at the frame-set rate, written
+    status line (`labels`: the metrics' labelled images by (camera, capture time)); H.264 (yuv420p, MP4 with faststart, which browsers play) at the frame-set rate, written
     with PyAV. Returns the number of video frames written."""
     if not run.detections:
         raise DriveError(f"{run.path}: no detections to draw")
@@ -136,8 +139,8 @@ def write_video(run: Run, drive: Drive, out: Path, labels: dict[tuple[str, int],
                 held = latest.get(camera)
                 if held is not None and held[0] == wanted.get(camera):
                     image = _resize(held[1], width, VIDEO_HEIGHT)
-                    gt = labels.get((camera, held[0])) if labels else None
-                    _draw(image, VIDEO_HEIGHT / held[1].shape[0], m, camera, gt, min_iou)
+                    labelled = labels.get((camera, held[0])) if labels else None
+                    _draw(image, VIDEO_HEIGHT / held[1].shape[0], m, camera, labelled, min_iou)
                     canvas[28:, x:x + width] = image
                 cv2.rectangle(canvas, (x, 28), (x + 8 + 11 * len(camera), 50), (0, 0, 0), -1)
                 cv2.putText(canvas, camera, (x + 4, 45), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (230, 230, 230), 1,
@@ -179,14 +182,16 @@ def _status(canvas: np.ndarray, since_start_ns: int, hints: HintsMessage | None)
     cv2.putText(canvas, text, (6, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, color, 1, cv2.LINE_AA)
 
 
-def _draw(image: np.ndarray, scale: float, m: DetectionsMessage, camera: str, gt: GroundTruth | None,
+def _draw(image: np.ndarray, scale: float, m: DetectionsMessage, camera: str, labelled: EvalImage | None,
           min_iou: float) -> None:
     """The frame set's objects of `camera` on its image resized by `scale`; with ground truth also its boxes:
-    matched thin white, missed red (dashed), and detections that match nothing in magenta."""
+    matched (or another camera's view of the object) thin white, missed red (dashed), and detections that
+    match nothing in magenta."""
     det = detections_of(m, m.diag.cameras.index(camera))
     false = np.zeros(len(det), bool)
-    if gt is not None:
-        det_ok, gt_ok = frame_errors(EvalImage(camera, gt.t_ns, gt, det, m.frame_ns), min_iou)
+    if labelled is not None:
+        gt = labelled.gt
+        det_ok, gt_ok = frame_errors(EvalImage(camera, gt.t_ns, gt, det, m.frame_ns, labelled.other_view), min_iou)
         false = ~det_ok
         for b, ok in zip(gt.boxes, gt_ok):
             box = np.array(b.box) * scale
