@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 import pickle
 
 import pytest
@@ -187,3 +188,12 @@ def test_parity_measures_the_velocity_head_in_cells(tmp_path):
     # measured as displacement (relative to max(1, |cells|)): at most the 1e-3 added, never 80x it as in px/s
     assert 1e-4 < errors["velocity"] <= 1.01e-3
     assert errors["heatmap"] <= 1e-4
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="needs Linux's /proc/cpuinfo to cross-check")
+def test_native_bf16_agrees_with_the_cpu_flags():
+    """`perception train --bf16` warns where bfloat16 is emulated: the check must say what the kernel says."""
+    from perception.commands.train import native_bf16
+
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    assert native_bf16() == bool(flags & {"avx512_bf16", "amx_tile"})

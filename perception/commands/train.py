@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
@@ -90,8 +91,23 @@ def run(args: argparse.Namespace) -> int:
         val_frames=args.val_frames, seed=args.seed,
         threads=args.threads, workers=args.workers, bf16=args.bf16, init=args.init, init_part=args.init_part,
         teacher_init=args.teacher_init, freeze=args.freeze)
+    if args.bf16 and not native_bf16():
+        print("warning: --bf16 on a CPU without native bfloat16 (AVX512-BF16 or AMX): autocast emulates it, "
+              "about 7x slower than float32 (7.2 vs 1.0 s per step of the demo build on an AVX2 EPYC)",
+              file=sys.stderr, flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=list))
     best = train(cfg, resume=args.resume, progress=not args.quiet)
     print(json.dumps({"best": best, "checkpoint": str(args.out / "best.pt")}, indent=2, default=float))
     return 0
+
+
+def native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively. torch exposes it only as private helpers (torch.cpu's
+    CPU-feature checks, the ones oneDNN dispatches on); missing helpers count as unknown: yes."""
+    import torch
+
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if not all(callable(check) for check in checks):
+        return True
+    return any(check() for check in checks)

@@ -11,7 +11,8 @@ the clips the uninterrupted run would have drawn.
 
 CPU notes (a shared 2-core machine): clips are drawn in one worker process while the main process trains
 with `threads` torch threads (default 1: two OpenMP threads stall badly when other processes take a core);
-`bf16` runs the convolutions under CPU autocast (~1.7x faster with AVX512-BF16; losses in float32).
+`bf16` runs the convolutions under CPU autocast (~1.7x faster with AVX512-BF16; losses in float32; ~7x
+slower where the CPU lacks native bfloat16, which `perception train` warns about).
 """
 
 from __future__ import annotations
