@@ -303,7 +303,9 @@ YOLOX_INT8_AGREEMENT = 0.9   # share of fp32 boxes the int8 model finds too (sam
 
 def test_plugin_detector_int8_keeps_its_detections(shared_data, tmp_path):
     """YOLOX-Nano (SiLU trunk, Focus stem on 0-255 pixels) quantized for both targets still finds the fp32
-    boxes on the six dashcam stills: the SiLU stem stays float, the rest of the trunk is int8."""
+    boxes on the six dashcam stills and ten frames of vtest.avi (not calibrated on; ~110 boxes: on the stills'
+    10 alone one box is the whole margin, and which one flips differs between CPUs): the SiLU stem stays
+    float, the rest of the trunk is int8."""
     import cv2
 
     from perception.engine.onnxruntime import open_detector
@@ -316,6 +318,13 @@ def test_plugin_detector_int8_keeps_its_detections(shared_data, tmp_path):
     yolox = shared_data / "models" / "yolox_nano.onnx"
     stills = [cv2.imread(str(p)) for p in sorted((shared_data / "dashcam" / "highway_images").glob("*.jpg"))]
     assert len(stills) == 6
+    video = cv2.VideoCapture(str(shared_data / "opencv-samples" / "vtest.avi"))
+    for index in range(400):
+        ok, frame = video.read()
+        assert ok, "vtest.avi has 795 frames"
+        if index % 40 == 0:
+            stills.append(frame)
+    video.release()
 
     def detect(path, simulate_qdq=False):
         engine = open_detector(path, simulate_qdq=simulate_qdq, threads=1)
@@ -334,7 +343,7 @@ def test_plugin_detector_int8_keeps_its_detections(shared_data, tmp_path):
 
     ref = detect(yolox)
     total = sum(len(r.box) for r in ref)
-    assert total >= 8, "fp32 YOLOX-Nano should find the cars on the stills"
+    assert total >= 100, "fp32 YOLOX-Nano should find the cars on the stills and the people on vtest"
     calib = calibration_set(yolox, [shared_data / "dashcam" / "solidWhiteRight.mp4"], max_samples=24)
     for target, simulate in (("cpu", False), ("tensorrt", True)):
         out = tmp_path / f"yolox.{target}.onnx"

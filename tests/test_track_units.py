@@ -179,12 +179,35 @@ def test_class_mismatch_never_matches():
 def test_image_velocity_head_starts_a_track_moving():
     dets = _dets([[100, 100, 160, 150]], [0.9])
     dets.image_velocity[:] = (300.0, -40.0)
-    with_head, without = CameraTracker(TrackerConfig()), CameraTracker(TrackerConfig(use_image_velocity=False))
+    with_head, without = CameraTracker(TrackerConfig(use_image_velocity=True)), CameraTracker(TrackerConfig())
     for tracker in (with_head, without):
         tracker.step(0, dets)
     np.testing.assert_allclose(with_head.tracks.x[0, 4:6], [300.0, -40.0])
     np.testing.assert_allclose(without.tracks.x[0, 4:6], [0.0, 0.0])
     assert with_head.tracks.P[0, 4, 4] < without.tracks.P[0, 4, 4]
+
+
+def test_a_narrow_object_faster_than_its_width_keeps_one_track():
+    """A pedestrian crossing a side camera at 400 px/s (40 px per frame, 14 px wide) overlaps its predicted box
+    in no frame: the centre stage keeps its track (confirmed on the third frame); IoU alone restarts it."""
+    boxes = [[100.0 + 40 * k, 200.0, 114.0 + 40 * k, 256.0] for k in range(6)]
+    ids = {}
+    for gate in (TrackerConfig().centre_gate_chi2, 0.0):
+        tracker = CameraTracker(TrackerConfig(centre_gate_chi2=gate))
+        ids[gate] = [tracker.step(k * 100_000_000, _dets([box], [0.9])).track_ids.tolist() for k, box in enumerate(boxes)]
+        assert tracker.tracks.confirmed.tolist() == ([True] if gate else [False])
+    assert ids[TrackerConfig().centre_gate_chi2] == [[1]] * 6
+    assert ids[0.0] == [[k + 1] for k in range(6)]
+
+
+def test_the_centre_stage_keeps_its_gate_and_the_box_height():
+    """Confident detections far outside the predicted centre's uncertainty, or of another height, start tracks."""
+    tracker = CameraTracker(TrackerConfig())
+    tracker.step(0, _dets([[100.0, 200.0, 114.0, 256.0]], [0.9]))
+    far = tracker.step(100_000_000, _dets([[400.0, 200.0, 414.0, 256.0]], [0.9]))        # 300 px in 0.1 s
+    assert far.track_ids.tolist() == [2] and far.dropped.tolist() == [1]
+    tall = tracker.step(200_000_000, _dets([[440.0, 150.0, 460.0, 256.0]], [0.9]))      # 2x the height
+    assert tall.track_ids.tolist() == [3] and tall.dropped.tolist() == [2]
 
 
 def test_constant_velocity_box_prediction_follows_a_moving_box():

@@ -19,6 +19,9 @@ class TrackerConfig(ConfigBase):
                                    gt=0.0, le=1.0)
     min_iou: float = param(0.2, "minimum IoU between a track's predicted box and a detection to match them",
                            gt=0.0, lt=1.0)
+    centre_gate_chi2: float = param(9.21, "third matching stage: confident detections no track overlaps join the "
+                                    "unmatched track of their class whose predicted centre is within this squared "
+                                    "Mahalanobis distance (box height within 1.5x; 0: off)", ge=0.0)
     confirm_hits: int = param(3, "matched frames after which a track is confirmed (and published)", ge=1)
     max_misses: int = param(10, "consecutive frames of its camera a confirmed track may coast before it is dropped",
                             ge=0)
@@ -30,7 +33,8 @@ class TrackerConfig(ConfigBase):
                                          unit="px/s^2", gt=0.0)
     size_accel_std_rel: float = param(1.0, "process noise: std of the box size's acceleration, per unit height",
                                       unit="1/s^2", gt=0.0)
-    use_image_velocity: bool = param(True, "fuse the model's image-velocity head into the box filter")
+    use_image_velocity: bool = param(False, "fuse the model's image-velocity head into the box filter (off: the "
+                                     "demo model's head misses fast image motion, docs/evaluation.md)")
     image_velocity_std_px_s: float = param(40.0, "std of the image-velocity head", unit="px/s", gt=0.0)
     initial_image_velocity_std_px_s: float = param(200.0, "std of a new track's box velocity when the head "
                                                    "gives none", unit="px/s", gt=0.0)
