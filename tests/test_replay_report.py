@@ -46,6 +46,8 @@ def test_report_with_ground_truth(drive, tmp_path):
     assert f"<b>{metrics.tracking.total.mota:.3f}</b><span>MOTA" in html
     # never detected: AP 0; seen by both cameras in each of the 20 frame sets, it is scored once in each
     assert "<td>cyclist</td><td>20</td><td>0</td><td>0.000</td>" in html
+    other_views = sum(int((~im.scored_view).sum()) for im in metrics.images)
+    assert other_views > 0 and f"scored once ({other_views} other views ignored" in html
     # worst frames first: the contact sheet's captions count misses + false detections, in decreasing order
     captions = [alt for cls, alt, _ in images if cls == "frame"]
     assert summary.tiles == len(captions) == 12

@@ -141,10 +141,16 @@ def _detection_table(metrics: RunMetrics) -> str:
     note = (f"<p class='note'>The evaluation protocol of docs/evaluation.md: KITTI-style difficulty levels (boxes "
             "outside a level are ignored, neither hit nor miss), COCO procedure (101-point interpolated AP, up to "
             f"100 detections per camera frame and class) on {len(metrics.images)} labelled camera frames; "
-            f"{metrics.unused_frames} of them were used by no frame set and count as all missed. Objects "
+            f"{metrics.unused_frames} of them were used by no frame set and count as all missed. An object seen by "
+            f"several cameras of a frame set is scored once ({_other_views(metrics)} other views ignored: the node "
+            "publishes a fused object with one camera's box). Objects "
             f"overlapping no labelled box (IoU &lt; 0.3): {_f(metrics.unmatched_per_frame)} per camera frame.</p>")
     return _table(["level", "class", "scored ground-truth boxes", "detections", "AP@0.5", "AP@[.5:.95]"],
                   rows) + note
+
+
+def _other_views(metrics: RunMetrics) -> int:
+    return sum(int((~im.scored_view).sum()) for im in metrics.images)
 
 
 def _tracking_table(metrics: RunMetrics) -> str:
