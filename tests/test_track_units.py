@@ -194,7 +194,8 @@ def test_a_narrow_object_faster_than_its_width_keeps_one_track():
     ids = {}
     for gate in (TrackerConfig().centre_gate_chi2, 0.0):
         tracker = CameraTracker(TrackerConfig(centre_gate_chi2=gate))
-        ids[gate] = [tracker.step(k * 100_000_000, _dets([box], [0.9])).track_ids.tolist() for k, box in enumerate(boxes)]
+        ids[gate] = [tracker.step(k * 100_000_000, _dets([box], [0.9])).track_ids.tolist()
+                     for k, box in enumerate(boxes)]
         assert tracker.tracks.confirmed.tolist() == ([True] if gate else [False])
     assert ids[TrackerConfig().centre_gate_chi2] == [[1]] * 6
     assert ids[0.0] == [[k + 1] for k in range(6)]

@@ -101,6 +101,7 @@ class ImageTracks:
         starts = np.cumsum(counts) - counts
         det_frame = np.repeat(np.arange(len(frames)), counts)
         box = np.concatenate([dets.box for _, _, dets in frames]).astype(np.float64)
+        centres = _to_centre(box)
         score = np.concatenate([dets.score for _, _, dets in frames])
         cls = np.concatenate([dets.cls for _, _, dets in frames])
         velocity = np.concatenate([dets.image_velocity for _, _, dets in frames])
@@ -118,7 +119,7 @@ class ImageTracks:
         unmatched[t_low] = False
         high_mask[d_high] = False
         t_far, d_far = self._assign_by_centre(candidates, unmatched.nonzero()[0], high_mask.nonzero()[0], cost,
-                                              _to_centre(box))
+                                              centres)
         high_mask[d_far] = False
         t_high, d_high = np.concatenate([t_high, t_far]), np.concatenate([d_high, d_far])
         t_high, t_low = candidates[t_high], candidates[t_low]
@@ -129,7 +130,7 @@ class ImageTracks:
         # frame by frame (in `frames` order), its confident matches, then its weak ones
         by_frame = np.argsort(det_frame[np.concatenate([d_high, d_low])], kind="stable")
         t_rows, d_rows = np.concatenate([t_high, t_low])[by_frame], np.concatenate([d_high, d_low])[by_frame]
-        self._update(t_rows, _to_centre(box[d_rows]), velocity[d_rows], score[d_rows])
+        self._update(t_rows, centres[d_rows], velocity[d_rows], score[d_rows])
         self.hits[t_rows] += 1
         self.misses[t_rows] = 0
         self.last_hit_ns[t_rows] = np.array([t_ns for _, t_ns, _ in frames], np.int64)[det_frame[d_rows]]
@@ -196,10 +197,9 @@ class ImageTracks:
         if gate <= 0 or not len(track_rows) or not len(det_rows):
             return np.zeros(0, np.intp), np.zeros(0, np.intp)
         tracks = candidates[track_rows]
-        x, P, z = self.x[tracks], self.P[tracks], centres[det_rows]
-        d = z[None, :, :2] - x[:, None, :2]
-        S = P[:, None, :2, :2] + (self._box_noise(z[:, 3]) ** 2)[None, :, None, None] * np.eye(2)
-        d2 = np.einsum("tdi,tdij,tdj->td", d, np.linalg.inv(S), d)
+        x, z = self.x[tracks], centres[det_rows]
+        box_var = self._box_noise(z[:, 3]) ** 2
+        d2 = kalman.mahalanobis2(x, self.P[tracks], z[:, :2], box_var[:, None, None] * np.eye(2))
         ratio = z[None, :, 3] / np.maximum(np.abs(x[:, None, 3]), 1.0)
         d2[~np.isfinite(cost[np.ix_(track_rows, det_rows)]) | (ratio < 1 / 1.5) | (ratio > 1.5)] = np.inf
         r, c = gated_assignment(d2, gate)

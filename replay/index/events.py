@@ -154,8 +154,8 @@ def miss_events(run: Run, labels: Sequence[GroundTruth], max_gap_ns: int) -> lis
         matched = set(rows.tolist())
         scored = image.scored_view
         for k, b in enumerate(image.gt.boxes):
-            clear = scored[k] and (b.occlusion < 0.5 and b.truncation < 0.5 and b.box[3] - b.box[1] >= MISS_MIN_HEIGHT_PX
-                     and distance.get(b.id, np.inf) <= MISS_RANGE_M)
+            clear = (scored[k] and b.occlusion < 0.5 and b.truncation < 0.5
+                     and b.box[3] - b.box[1] >= MISS_MIN_HEIGHT_PX and distance.get(b.id, np.inf) <= MISS_RANGE_M)
             if clear and k not in matched:
                 spans.setdefault((image.camera, b.id), []).append(image.frame_ns)
     events = []

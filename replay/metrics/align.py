@@ -76,6 +76,13 @@ class EvalImage:
         """[G] bool: the labelled boxes scored in this image (not another camera's view of the object)."""
         return np.ones(len(self.gt.boxes), bool) if self.other_view is None else ~self.other_view
 
+    def on_other_view(self, min_iou: float) -> np.ndarray:
+        """[N] bool: the detections on another camera's view of an object (IoU >= min_iou, any class): neither
+        hits nor false positives."""
+        if self.other_view is None:
+            return np.zeros(len(self.det), bool)
+        return (box_iou(self.det.box, self.gt_boxes[self.other_view]) >= min_iou).any(axis=1)
+
 
 def detections_of(message: DetectionsMessage, camera: int) -> ImageDetections:
     """The objects of camera index `camera` in one frame set (classes outside CLASSES left out)."""

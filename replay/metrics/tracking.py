@@ -79,9 +79,8 @@ def evaluate_tracking(images: Sequence[EvalImage], min_iou: float = 0.5) -> Trac
 def _without_other_views(im: EvalImage, min_iou: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     if im.other_view is None:
         return im.gt_ids, im.gt_boxes, im.det.track_id, im.det.box
-    on_other = (box_iou(im.det.box, im.gt_boxes[im.other_view]) >= min_iou).any(axis=1)
-    scored = im.scored_view
-    return im.gt_ids[scored], im.gt_boxes[scored], im.det.track_id[~on_other], im.det.box[~on_other]
+    kept, scored = ~im.on_other_view(min_iou), im.scored_view
+    return im.gt_ids[scored], im.gt_boxes[scored], im.det.track_id[kept], im.det.box[kept]
 
 
 def clear_mot(frames: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],

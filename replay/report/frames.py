@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,7 +51,7 @@ def frame_errors(im: EvalImage, min_iou: float) -> tuple[np.ndarray, np.ndarray]
     """(detection matched [N], ground-truth box matched [G]): one to one, same class, IoU >= min_iou. Another
     camera's view of a fused object (replay/metrics/align.py) is no miss, and a detection on it is not false."""
     scored = im.scored_view
-    det_ok = (box_iou(im.det.box, im.gt_boxes[~scored]) >= min_iou).any(axis=1)
+    det_ok = im.on_other_view(min_iou)
     gt_ok = ~scored
     allowed = (im.det.cls[:, None] == im.gt_cls[None, :]) & ~det_ok[:, None] & scored[None, :]
     rows, cols = match_boxes(box_iou(im.det.box, im.gt_boxes), min_iou, allowed)
@@ -103,8 +103,9 @@ def contact_sheet(run: Run, metrics: RunMetrics, drive: Drive, min_iou: float, c
 def write_video(run: Run, drive: Drive, out: Path, labels: dict[tuple[str, int], EvalImage] | None = None,
                 min_iou: float = 0.5) -> int:
     """The overlay video: per frame set every camera side by side (VIDEO_HEIGHT px high) with its boxes and a
-    status line (`labels`: the metrics' labelled images by (camera, capture time)); H.264 (yuv420p, MP4 with faststart, which browsers play) at the frame-set rate, written
-    with PyAV. Returns the number of video frames written."""
+    status line (`labels`: the metrics' labelled images by (camera, capture time)); H.264 (yuv420p, MP4 with
+    faststart, which browsers play) at the frame-set rate, written with PyAV. Returns the number of video
+    frames written."""
     if not run.detections:
         raise DriveError(f"{run.path}: no detections to draw")
     times = np.array([m.t_ns for m in run.detections], np.int64)
@@ -191,7 +192,7 @@ def _draw(image: np.ndarray, scale: float, m: DetectionsMessage, camera: str, la
     false = np.zeros(len(det), bool)
     if labelled is not None:
         gt = labelled.gt
-        det_ok, gt_ok = frame_errors(EvalImage(camera, gt.t_ns, gt, det, m.frame_ns, labelled.other_view), min_iou)
+        det_ok, gt_ok = frame_errors(replace(labelled, det=det, frame_ns=m.frame_ns), min_iou)
         false = ~det_ok
         for b, ok in zip(gt.boxes, gt_ok):
             box = np.array(b.box) * scale
