@@ -376,10 +376,14 @@ def real_footage_metrics(engine, sequences) -> dict:
 
 def published_metrics(drive: Path) -> dict:
     """What the node publishes (tracked objects, default configuration, lockstep replay) against the drive's
-    labels: AP@0.5 per class and objects overlapping no label, per camera frame (replay/metrics)."""
+    labels (replay/metrics): AP@0.5 per class, objects overlapping no label per camera frame, MOTA and ID
+    switches, and the median relative range error under 40 m (NaN where the labels carry no 3D objects)."""
     import tempfile
 
+    import numpy as np
+
     from perception.io.run_file import load_run
+    from perception.model.evaluate import RANGE_LIMIT_M
     from perception.node.config import NodeConfig
     from replay.metrics import evaluate_run, ground_truth_for
     from replay.runner import replay_drive
@@ -389,9 +393,14 @@ def published_metrics(drive: Path) -> dict:
         replay_drive(drive, out, NodeConfig(model=str(MODEL)))
         run = load_run(out)
         metrics = evaluate_run(run, ground_truth_for(run))
+    true_range, error = metrics.kinematics.true_range["range"], metrics.kinematics.error["range"]
+    near = true_range < RANGE_LIMIT_M
     return {**{f"AP@0.5/{k}": v for k, v in metrics.detection.ap50_by_class().items()},
             "unmatched_per_frame": metrics.unmatched_per_frame,
-            "published_per_frame": sum(len(m.message.objects) for m in run.detections) / max(1, len(run.detections))}
+            "published_per_frame": sum(len(m.message.objects) for m in run.detections) / max(1, len(run.detections)),
+            "MOTA": metrics.tracking.total.mota, "id_switches": metrics.tracking.total.id_switches,
+            "range_rel_error_median_under_40m":
+                float(np.median(np.abs(error[near]) / true_range[near])) if near.any() else float("nan")}
 
 
 def main() -> int:
