@@ -4,6 +4,8 @@ One step = one frame set of N cameras (default 3) -> heads + new state, via `Onn
 
 - streaming:      one backbone pass per frame; the last K-1 frames' features come from the state
 - streaming+iob:  the same with IOBinding (outputs written into preallocated arrays)
+- graph as exported: streaming without the engine's exact graph rewrites (perception/engine/ort_graph.py:
+                  convolutions of concatenations split into summed partial convolutions)
 - recompute K:    no state carried between frame sets: the K-frame window is recomputed every frame
                   (K steps from a reset state; same outputs as streaming, tests/test_model.py)
 - floor:          the graph's convolution multiply-accumulates x 2 / the best float32 GEMM rate ONNX
@@ -13,8 +15,8 @@ Variants take turns within every round, so load from other processes hits them a
 with the default `spin=False` (idle ONNX Runtime threads sleep): with spinning, one session's idle threads
 would steal the cores from the next variant.
 
-- baseline:       with `--baseline OTHER.onnx`, that model streaming the same frames, interleaved too
-                  (the ratio is the engine-time target of a replacement model)
+- baseline:       with `--baseline OTHER.onnx`, that model streaming the same frames, interleaved too, with
+                  and without the rewrites (the ratio is the engine-time target of a replacement model)
 
     python benchmarks/model.py [--model models/demo.onnx] [--baseline old.onnx] [--cameras 3] [--runs 200]
                                [--threads 1 2]
@@ -128,9 +130,12 @@ def main() -> int:
     for threads in args.threads:
         plain = OnnxRuntimeEngine(args.model, threads=threads)
         bound = OnnxRuntimeEngine(args.model, threads=threads, io_binding=True)
-        engines = {"streaming": plain, "streaming+iob": bound}
+        engines = {"streaming": plain, "streaming+iob": bound,
+                   "streaming, graph as exported": OnnxRuntimeEngine(args.model, threads=threads, rewrite=False)}
         if args.baseline is not None:
             engines[f"baseline {args.baseline.name} streaming"] = OnnxRuntimeEngine(args.baseline, threads=threads)
+            engines[f"baseline {args.baseline.name} streaming, graph as exported"] = OnnxRuntimeEngine(
+                args.baseline, threads=threads, rewrite=False)
         for name, engine in engines.items():
             states[(threads, name)] = engine.initial_state(n)
             variants[(threads, name)] = lambda key=(threads, name), e=engine: stream(key, e)

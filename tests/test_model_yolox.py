@@ -67,3 +67,52 @@ def test_weights_from_another_graph_are_refused():
     model = TemporalCenterNet(TINY)
     with pytest.raises(ModelContractError, match="not the published YOLOX-Nano export"):
         load_teacher_weights(model.backbone, ROOT / "models" / "demo.onnx")
+
+
+def test_folded_focus_stem_equals_the_teachers_focus_on_its_pixels():
+    """One 6x6 stride-2 convolution on normalised RGB computes YOLOX's Focus stem on BGR 0-255 (flip, affine,
+    space-to-depth, 3x3 convolution with black padding), the image border included."""
+    from perception.model.network import _FocusStem
+    from perception.model.yolox import fold_focus_stem
+
+    cfg = ModelConfig(backbone="yolox-nano")
+    g = torch.Generator().manual_seed(0)
+    weight, bias = torch.randn(16, 12, 3, 3, generator=g) * 0.05, torch.randn(16, generator=g)
+    rgb = torch.rand(2, 3, 32, 48, generator=g)
+    bgr255 = rgb.flip(1) * 255.0
+    focus = torch.cat([bgr255[:, :, 0::2, 0::2], bgr255[:, :, 1::2, 0::2], bgr255[:, :, 0::2, 1::2],
+                       bgr255[:, :, 1::2, 1::2]], 1)
+    ref = torch.nn.functional.silu(torch.nn.functional.conv2d(focus, weight, bias, padding=1))
+    stem = _FocusStem(cfg.mean, cfg.std)
+    with torch.no_grad():
+        stem.conv.weight.copy_(torch.from_numpy(fold_focus_stem(weight.numpy(), cfg.std)))
+        stem.conv.bias.copy_(bias)
+        x = (rgb - torch.tensor(cfg.mean).reshape(1, 3, 1, 1)) / torch.tensor(cfg.std).reshape(1, 3, 1, 1)
+        got = stem(x)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, atol=1e-3 * float(ref.abs().max()), rtol=0)
+    with pytest.raises(ModelContractError, match=r"expected \[C, 12, 3, 3\]"):
+        fold_focus_stem(np.zeros((16, 3, 6, 6), np.float32), cfg.std)
+
+
+def test_a_checkpoint_with_the_unfolded_focus_stem_loads_folded(tmp_path):
+    """Checkpoints written before the fold hold the [16, 12, 3, 3] Focus weight: read_checkpoint's model
+    loader folds it, and the network computes what it computed."""
+    from perception.model.checkpoint import load_model, save_checkpoint
+    from perception.model.yolox import fold_focus_stem
+
+    torch.manual_seed(1)
+    model = TemporalCenterNet(TINY).eval()
+    unfolded = torch.randn(16, 12, 3, 3) * 0.05
+    with torch.no_grad():
+        model.backbone.stem.conv.weight.copy_(torch.from_numpy(fold_focus_stem(unfolded.numpy(), TINY.std)))
+    save_checkpoint(tmp_path / "new.pt", model, "t")
+    payload = torch.load(tmp_path / "new.pt", weights_only=True)
+    state = payload["model"]
+    state["backbone.stem.0.weight"], state["backbone.stem.0.bias"] = unfolded, state.pop("backbone.stem.conv.bias")
+    del state["backbone.stem.conv.weight"]
+    torch.save(payload, tmp_path / "old.pt")
+    loaded, _ = load_model(tmp_path / "old.pt")
+    images = torch.randn(1, 3, TINY.input_height, TINY.input_width)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.backbone(images), model.backbone(images))

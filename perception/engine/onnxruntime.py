@@ -19,6 +19,7 @@ import onnxruntime as ort
 
 from perception.contract import MAX_MODEL_BYTES, ModelExpectation, check_expectation
 from perception.engine.base import NO_TIME, Engine, EngineInputError, EngineState
+from perception.engine.ort_graph import split_concat_convs
 from perception.model_card import load_any_model
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -38,7 +39,7 @@ class OnnxRuntimeEngine(Engine):
     def __init__(self, path: str | os.PathLike, expected: ModelExpectation | None = None, *,
                  threads: int | None = None, providers: list[str] | None = None, io_binding: bool = False,
                  spin: bool = False, card: str | os.PathLike | None = None,
-                 max_bytes: int = MAX_MODEL_BYTES, simulate_qdq: bool = False) -> None:
+                 max_bytes: int = MAX_MODEL_BYTES, simulate_qdq: bool = False, rewrite: bool = True) -> None:
         loaded = load_any_model(path, card, max_bytes)
         self.contract = loaded.contract
         if expected is not None and not self.contract.stateless:
@@ -57,7 +58,15 @@ class OnnxRuntimeEngine(Engine):
         if not chosen:
             raise EngineInputError(f"{path}: none of the execution providers {providers} is available "
                                    f"(this onnxruntime has {available})")
-        self.session = ort.InferenceSession(loaded.data, options, providers=chosen)
+        data, self.concats_split = loaded.data, 0
+        if rewrite and chosen[0] == "CPUExecutionProvider":   # exact rewrites for ORT's CPU kernels (engine/ort_graph.py)
+            import onnx
+
+            graph = onnx.load_model_from_string(data)
+            self.concats_split = split_concat_convs(graph)
+            if self.concats_split:
+                data = graph.SerializeToString()
+        self.session = ort.InferenceSession(data, options, providers=chosen)
         active = self.session.get_providers()[0]
         self.name = f"onnxruntime[{active.removesuffix('ExecutionProvider')}]"
         self.precision = "fp32"

@@ -49,6 +49,8 @@ def load_model(path: str | os.PathLike) -> tuple[TemporalCenterNet, dict]:
     payload = read_checkpoint(path)
     cfg = ModelConfig.from_dict(payload["config"], where=f"{path}: config")
     model = TemporalCenterNet(cfg)
+    if cfg.backbone == "yolox-nano":
+        _fold_focus_stem(payload["model"], cfg)
     if payload.get("pruned"):   # channel widths below the config's (perception/model/prune.py)
         from perception.model.prune import fit_to_state_dict
         fit_to_state_dict(model, payload["model"], str(path))
@@ -57,3 +59,15 @@ def load_model(path: str | os.PathLike) -> tuple[TemporalCenterNet, dict]:
     except RuntimeError as e:
         raise ConfigError(f"{path}: weights do not fit the checkpoint's config: {e}") from None
     return model.eval(), payload
+
+
+def _fold_focus_stem(state: dict, cfg: ModelConfig) -> None:
+    """Checkpoints written before the YOLOX backbone's Focus stem was folded into one convolution
+    (network.YoloxNanoBackbone) hold its [16, 12, 3, 3] weight: fold it (yolox.fold_focus_stem)."""
+    from perception.model.yolox import fold_focus_stem
+
+    weight, bias = state.pop("backbone.stem.0.weight", None), state.pop("backbone.stem.0.bias", None)
+    if weight is None or bias is None:
+        return
+    state["backbone.stem.conv.weight"] = torch.from_numpy(fold_focus_stem(weight.numpy(), cfg.std))
+    state["backbone.stem.conv.bias"] = bias

@@ -102,23 +102,45 @@ class _SPP(nn.Module):
         self.conv1, self.conv2 = _silu_conv(cin, cin // 2), _silu_conv(cin // 2 * 4, cout)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.conv1(x)
-        return self.conv2(torch.cat([x] + [nn.functional.max_pool2d(x, k, 1, k // 2) for k in (5, 9, 13)], 1))
+        # YOLOX's parallel 5 / 9 / 13 max pools as a cascade of 5x5 ones (as YOLOv5's SPPF): the same maxima
+        # (pool9 = pool5 o pool5, pool13 = pool5 o pool5 o pool5 with -inf padding), fewer comparisons
+        pools = [self.conv1(x)]
+        for _ in range(3):
+            pools.append(nn.functional.max_pool2d(pools[-1], 5, 1, 2))
+        return self.conv2(torch.cat(pools, 1))
+
+
+class _FocusStem(nn.Module):
+    """YOLOX's Focus stem (BGR 0-255 pixels -> space-to-depth -> 3x3 convolution, SiLU) on the node's
+    normalised RGB x, as one 6x6 stride-2 convolution of x + mean / std (= the teacher's pixels / (255 std)):
+    the channel flip, the pixel scale and the space-to-depth fold into its weights
+    (yolox.fold_focus_stem), and its zero padding is the teacher's black. Exact, and one elementwise pass and
+    one convolution instead of a flip, an affine, four slices and a concatenation on the full-resolution
+    image (docs/model.md, "Latency")."""
+
+    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 16, 6, 2, 2, bias=True)
+        self.register_buffer("shift", torch.tensor(mean).reshape(1, 3, 1, 1) / torch.tensor(std).reshape(1, 3, 1, 1),
+                             persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return nn.functional.silu(self.conv(images + self.shift))
 
 
 class YoloxNanoBackbone(nn.Module):
     """YOLOX-Nano's CSPDarknet + the PAFPN's top-down path + the stride-8 head's stem and cls / reg towers
     (perception/model/yolox.py loads the teacher's weights), then a 1x1 projection to the stored features.
 
-    The node feeds RGB normalised with the contract's mean / std; YOLOX was trained on BGR 0-255, so the
-    first step undoes the normalisation exactly (a per-channel affine) and reverses the channel order.
+    The node feeds RGB normalised with the contract's mean / std; YOLOX was trained on BGR 0-255 through a
+    Focus stem (space-to-depth, then a 3x3 convolution): one 6x6 stride-2 convolution on the node's input
+    here (_FocusStem).
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
-        self.register_buffer("in_scale", torch.tensor(cfg.std[::-1]).reshape(1, 3, 1, 1) * 255.0, persistent=False)
-        self.register_buffer("in_shift", torch.tensor(cfg.mean[::-1]).reshape(1, 3, 1, 1) * 255.0, persistent=False)
-        self.stem = _silu_conv(12, 16, 3)                                           # Focus
+        self.input_std = cfg.std                                                   # what the stem folds in
+        self.stem = _FocusStem(cfg.mean, cfg.std)
         self.dark2 = nn.Sequential(_dw_conv(16, 32, 2), _CSP(32, 32, 1))
         self.dark3 = nn.Sequential(_dw_conv(32, 64, 2), _CSP(64, 64, 3))
         self.dark4 = nn.Sequential(_dw_conv(64, 128, 2), _CSP(128, 128, 3))
@@ -137,9 +159,7 @@ class YoloxNanoBackbone(nn.Module):
         return [m for name, m in self.named_modules() if isinstance(m, nn.Conv2d) and not name.startswith("project")]
 
     def forward(self, images: Tensor) -> Tensor:
-        x = torch.flip(images, [1]) * self.in_scale + self.in_shift
-        x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], 1)
-        x3 = self.dark3(self.dark2(self.stem(x)))
+        x3 = self.dark3(self.dark2(self.stem(images)))
         x4 = self.dark4(x3)
         x5 = self.dark5(x4)
         up = lambda t: nn.functional.interpolate(t, scale_factor=2.0, mode="nearest")  # noqa: E731

@@ -51,9 +51,33 @@ def trunk_nodes(path: str | Path, outputs: Sequence[str]):
     return nodes, inits
 
 
+# Focus's space-to-depth groups in the teacher's channel order: (row, column) offsets of top-left,
+# bottom-left, top-right, bottom-right
+FOCUS_GROUPS = ((0, 0), (1, 0), (0, 1), (1, 1))
+
+
+def fold_focus_stem(weight: np.ndarray, std: Sequence[float]) -> np.ndarray:
+    """The teacher's Focus stem (BGR 0-255 -> space-to-depth -> 3x3 convolution, weight [C, 12, 3, 3]) as the
+    weight [C, 3, 6, 6] of one 6x6 stride-2 convolution (padding 2, the same bias) on RGB in units of
+    255 std (network._FocusStem): focus tap (ky, kx) of group (dy, dx) reads input pixel
+    (2i + 2ky + dy - 2, 2j + 2kx + dx - 2), so it is 6x6 tap (2ky + dy, 2kx + dx); BGR channel b is RGB
+    channel 2 - b, scaled by 255 std."""
+    c = weight.shape[0]
+    if weight.shape[1:] != (12, 3, 3):
+        raise ModelContractError(f"Focus stem weight {list(weight.shape)}: expected [C, 12, 3, 3]")
+    scale = np.asarray(std, np.float64)[::-1] * 255.0      # per BGR channel
+    w = weight.astype(np.float64).reshape(c, 4, 3, 3, 3)   # [C, group, BGR, ky, kx]
+    folded = np.zeros((c, 3, 6, 6))
+    for g, (dy, dx) in enumerate(FOCUS_GROUPS):
+        for b in range(3):
+            folded[:, 2 - b, dy::2, dx::2] = w[:, g, b] * scale[b]
+    return folded.astype(np.float32)
+
+
 def load_teacher_weights(backbone, path: str | Path) -> int:
     """Copy the teacher's convolutions into a YoloxNanoBackbone (perception/model/network.py), matched in
-    graph order and checked shape by shape; returns the number of convolutions copied."""
+    graph order and checked shape by shape (the Focus stem folded: fold_focus_stem); returns the number of
+    convolutions copied."""
     import torch
 
     nodes, inits = trunk_nodes(path, (CLS_TOWER, REG_TOWER))
@@ -62,8 +86,10 @@ def load_teacher_weights(backbone, path: str | Path) -> int:
     if len(convs) != len(targets):
         raise ModelContractError(f"{path}: {len(convs)} trunk convolutions, the student's backbone has {len(targets)}")
     with torch.no_grad():
-        for node, conv in zip(convs, targets):
+        for i, (node, conv) in enumerate(zip(convs, targets)):
             w, b = inits[node.input[1]], inits[node.input[2]]
+            if i == 0:
+                w = fold_focus_stem(w, backbone.input_std)
             if tuple(w.shape) != tuple(conv.weight.shape):
                 raise ModelContractError(f"{path}: {node.input[1]} has shape {list(w.shape)}, the student's "
                                          f"convolution needs {list(conv.weight.shape)}")
