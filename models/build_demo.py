@@ -273,6 +273,11 @@ def stage_evaluate() -> None:
     unseen = {}
     for spec in DRIVES["unseen_seeds"]:
         unseen[f"{spec['scenario']}-{spec['seed']}"] = evaluate(engine, load_sequences(drive_path(spec), cfg)).as_dict()
+    # every synthetic frame the model never trained on (held-out scenario + unseen seeds) as one set: per-class
+    # AP over all of them, beside the per-drive figures
+    pooled = evaluate(engine, [s for spec in DRIVES["test"] + DRIVES["unseen_seeds"]
+                               for s in load_sequences(drive_path(spec), cfg)]).as_dict()
+    print(f"[held out, pooled] {json.dumps(pooled)}", flush=True)
     real = {name: real_footage_metrics(engine, load_sequences(real_drive(name, "held_out"), cfg)) for name in REAL_CLIPS}
     real["unseen_stills"] = real_footage_metrics(engine, load_sequences(stills_drive(), cfg))
     for name in REAL_CLIPS:
@@ -306,6 +311,7 @@ def stage_evaluate() -> None:
                               "held_out": "the rest (teacher boxes at score >= 0.5, uncleaned)",
                               "repeat": REAL_REPEAT} for name, path in REAL_CLIPS.items()},
         "metrics": {"held_out_test": metrics["test"], "validation": metrics["val"], "unseen_seeds": unseen,
+                    "held_out_pooled": pooled,
                     "real_held_out_vs_teacher": real,
                     "protocol": "perception/eval, moderate level (docs/evaluation.md); real footage: the same "
                                 "against the teacher's boxes, unmatched = node-threshold detections with IoU < 0.3 "
