@@ -96,3 +96,11 @@ def test_the_cpu_engine_runs_the_rewritten_graph_with_the_same_outputs():
         (h0, states[0]), (h1, states[1]) = (e.run(images, t, s) for e, s in zip(engines, states))
         for k, v in h0.as_dict().items():
             np.testing.assert_allclose(v, h1.as_dict()[k], rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(v).max())), err_msg=k)
+
+
+
+def test_split_concat_convs_leaves_a_concatenation_of_unsized_parts():
+    model = _graph("none")
+    model.graph.input[1].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, "c", 4, 4]))
+    assert split_concat_convs(model) == 0
+    assert [n.op_type for n in model.graph.node] == ["Concat", "Conv"]

@@ -95,8 +95,12 @@ def _split(conv: onnx.NodeProto, parts: list[str], widths: list[int], inits: dic
 
 
 def _channel_counts(model: onnx.ModelProto) -> dict[str, int]:
-    """Channel dimension (axis 1) of every 4-D tensor shape inference can size."""
-    inferred = shape_inference.infer_shapes(model)
+    """Channel dimension (axis 1) of every 4-D tensor shape inference can size (none when it cannot run on the
+    graph: the rewrite then leaves it as it is, and ONNX Runtime judges the model)."""
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except (shape_inference.InferenceError, ValueError, RuntimeError, TypeError):
+        return {}
     counts = {}
     for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
         dims = v.type.tensor_type.shape.dim
