@@ -260,7 +260,9 @@ def stage_evaluate() -> None:
     from perception.model.checkpoint import read_checkpoint
     from perception.model.config import ModelConfig
     from perception.model.dataset import load_sequences
-    from perception.model.evaluate import evaluate
+    from perception.decode import DecodeConfig
+    from perception.model.evaluate import evaluate, recall_by_height, run_sequences
+    from perception.node.config import DecodeSection
 
     engine = OnnxRuntimeEngine(MODEL)
     cfg = ModelConfig.from_dict(read_checkpoint(run_dir() / "best.pt")["config"])
@@ -273,6 +275,12 @@ def stage_evaluate() -> None:
     unseen = {}
     for spec in DRIVES["unseen_seeds"]:
         unseen[f"{spec['scenario']}-{spec['seed']}"] = evaluate(engine, load_sequences(drive_path(spec), cfg)).as_dict()
+    # [found, labelled] per class and box height at the node's score threshold: where the held-out recall is lost
+    node_decode = DecodeConfig.for_classes(engine.contract.classes, DecodeSection().score_threshold)
+    recall = {f"{spec['scenario']}-{spec['seed']}": recall_by_height(
+        run_sequences(engine, load_sequences(drive_path(spec), cfg), node_decode), engine.contract.classes,
+        DecodeSection().score_threshold) for spec in DRIVES["test"] + DRIVES["unseen_seeds"]}
+    print(f"[recall by box height] {json.dumps(recall)}", flush=True)
     # every synthetic frame the model never trained on (held-out scenario + unseen seeds) as one set: per-class
     # AP over all of them, beside the per-drive figures
     pooled = evaluate(engine, [s for spec in DRIVES["test"] + DRIVES["unseen_seeds"]
@@ -311,7 +319,7 @@ def stage_evaluate() -> None:
                               "held_out": "the rest (teacher boxes at score >= 0.5, uncleaned)",
                               "repeat": REAL_REPEAT} for name, path in REAL_CLIPS.items()},
         "metrics": {"held_out_test": metrics["test"], "validation": metrics["val"], "unseen_seeds": unseen,
-                    "held_out_pooled": pooled,
+                    "held_out_pooled": pooled, "recall_by_height_at_node_threshold": recall,
                     "real_held_out_vs_teacher": real,
                     "protocol": "perception/eval, moderate level (docs/evaluation.md); real footage: the same "
                                 "against the teacher's boxes, unmatched = node-threshold detections with IoU < 0.3 "

@@ -9,7 +9,7 @@ import pytest
 
 from perception.detections import Detections  # noqa: E402
 from perception.labels import CLASSES  # noqa: E402
-from perception.model.evaluate import FrameResult, score  # noqa: E402
+from perception.model.evaluate import FrameResult, recall_by_height, score  # noqa: E402
 
 
 def frame(gt: list[tuple[int, list[float], bool, float, tuple]], dets: list[tuple[int, list[float], float, float, tuple]]):
@@ -60,3 +60,18 @@ def test_wrong_class_does_not_match_and_no_detections_give_zero():
     assert r.ap["car"] == 0.0 and r.matched == 0
     r = score([frame(gt, [])], CLASSES)
     assert r.ap["car"] == 0.0 and math.isnan(r.range_rel_error_median)
+
+
+def test_recall_by_height_counts_found_and_labelled_boxes_per_bin():
+    frames = [frame([(CAR, [0, 0, 40, 27], False, 10.0, NAN2),        # < 30 px: found at 0.5
+                     (CAR, [100, 0, 140, 28], False, 10.0, NAN2),     # < 30 px: only a 0.2 detection
+                     (CAR, [200, 0, 260, 45], False, 10.0, NAN2),     # 30-60 px: missed
+                     (CAR, [300, 0, 400, 100], False, 10.0, NAN2),    # >= 60 px: found
+                     (CAR, [500, 0, 600, 100], True, 10.0, NAN2),     # mostly occluded: not moderate, not counted
+                     (PED, [700, 0, 720, 70], False, 10.0, NAN2)],    # >= 60 px: a car box on it does not count
+                    [(CAR, [0, 0, 40, 27], 0.5, 10.0, NAN2), (CAR, [100, 0, 140, 28], 0.2, 10.0, NAN2),
+                     (CAR, [300, 0, 400, 100], 0.9, 10.0, NAN2), (CAR, [700, 0, 720, 70], 0.9, 10.0, NAN2)])]
+    r = recall_by_height(frames, CLASSES, min_score=0.3)
+    assert r["car"] == {"<30": [1, 2], "30-60": [0, 1], ">=60": [1, 1]}
+    assert r["pedestrian"] == {"<30": [0, 0], "30-60": [0, 0], ">=60": [0, 1]}
+    assert recall_by_height(frames, CLASSES, min_score=0.1)["car"]["<30"] == [2, 2]

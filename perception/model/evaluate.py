@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -131,6 +131,30 @@ def score(frames: list[FrameResult], classes: Sequence[str]) -> EvalResult:
     med = lambda v: float(np.median(v)) if v else float("nan")  # noqa: E731
     return EvalResult(ap, counts, med(rel), med(rel_all), med(verr), med(vgt), len(frames), matched,
                       {name: m.map50 for name, m in by_level.items()})
+
+
+HEIGHT_BINS_PX = (30.0, 60.0)   # source pixels; under 30 at 960x540 is under two stride-8 cells of a 448-px input
+
+
+def recall_by_height(frames: Sequence[FrameResult], classes: Sequence[str],
+                     min_score: float) -> dict[str, dict[str, list[int]]]:
+    """Where recall is lost: per class and box-height bin (source pixels, HEIGHT_BINS_PX), [found, labelled] of
+    the moderate level's scored boxes; found = matched at IoU >= 0.5 by a same-class detection of score >=
+    `min_score` (greedy by score, as the range figures)."""
+    edges = (0.0,) + HEIGHT_BINS_PX + (math.inf,)
+    names = [f"<{edges[1]:g}"] + [f"{a:g}-{b:g}" for a, b in zip(edges[1:-2], edges[2:-1])] + [f">={edges[-2]:g}"]
+    counts = {c: {n: [0, 0] for n in names} for c in classes}
+    for f in frames:
+        sub = replace(f, dets=f.dets.select(np.flatnonzero(f.dets.score >= min_score)))
+        ignore = f.scored(MODERATE).gt_ignore
+        found = {g for _, g in _greedy_matches(sub, ignore)}
+        heights = f.gt_boxes[:, 3] - f.gt_boxes[:, 1]
+        for g in np.flatnonzero(~ignore):
+            b = names[int(np.searchsorted(edges, heights[g], side="right")) - 1]
+            cell = counts[classes[int(f.gt_cls[g])]][b]
+            cell[0] += int(g in found)
+            cell[1] += 1
+    return counts
 
 
 def evaluate(engine: Engine, sequences: Sequence[CameraSequence], decode: DecodeConfig | None = None) -> EvalResult:
