@@ -97,8 +97,9 @@ def test_folded_focus_stem_equals_the_teachers_focus_on_its_pixels():
 
 def test_a_checkpoint_with_the_unfolded_focus_stem_loads_folded(tmp_path):
     """Checkpoints written before the fold hold the [16, 12, 3, 3] Focus weight: read_checkpoint's model
-    loader folds it, and the network computes what it computed."""
+    loader and `--init` fold it, and the network computes what it computed."""
     from perception.model.checkpoint import load_model, save_checkpoint
+    from perception.model.train import initialise
     from perception.model.yolox import fold_focus_stem
 
     torch.manual_seed(1)
@@ -113,6 +114,9 @@ def test_a_checkpoint_with_the_unfolded_focus_stem_loads_folded(tmp_path):
     del state["backbone.stem.conv.weight"]
     torch.save(payload, tmp_path / "old.pt")
     loaded, _ = load_model(tmp_path / "old.pt")
+    initialised = TemporalCenterNet(TINY).eval()     # `perception train --init old.pt`
+    assert initialise(initialised, str(tmp_path / "old.pt"), "all") == len(model.state_dict())
     images = torch.randn(1, 3, TINY.input_height, TINY.input_width)
     with torch.no_grad():
         torch.testing.assert_close(loaded.backbone(images), model.backbone(images))
+        torch.testing.assert_close(initialised.backbone(images), model.backbone(images))

@@ -49,8 +49,7 @@ def load_model(path: str | os.PathLike) -> tuple[TemporalCenterNet, dict]:
     payload = read_checkpoint(path)
     cfg = ModelConfig.from_dict(payload["config"], where=f"{path}: config")
     model = TemporalCenterNet(cfg)
-    if cfg.backbone == "yolox-nano":
-        _fold_focus_stem(payload["model"], cfg)
+    payload["model"] = model_state(payload, cfg)
     if payload.get("pruned"):   # channel widths below the config's (perception/model/prune.py)
         from perception.model.prune import fit_to_state_dict
         fit_to_state_dict(model, payload["model"], str(path))
@@ -61,9 +60,17 @@ def load_model(path: str | os.PathLike) -> tuple[TemporalCenterNet, dict]:
     return model.eval(), payload
 
 
+def model_state(payload: dict, cfg: ModelConfig) -> dict:
+    """The checkpoint's weights in the current layout. Checkpoints written before the YOLOX backbone's Focus
+    stem was folded into one convolution (network.YoloxNanoBackbone) hold its [16, 12, 3, 3] weight: folded
+    here (yolox.fold_focus_stem), so loading and `--init` read old and new checkpoints alike."""
+    state = dict(payload["model"])
+    if cfg.backbone == "yolox-nano":
+        _fold_focus_stem(state, cfg)
+    return state
+
+
 def _fold_focus_stem(state: dict, cfg: ModelConfig) -> None:
-    """Checkpoints written before the YOLOX backbone's Focus stem was folded into one convolution
-    (network.YoloxNanoBackbone) hold its [16, 12, 3, 3] weight: fold it (yolox.fold_focus_stem)."""
     from perception.model.yolox import fold_focus_stem
 
     weight, bias = state.pop("backbone.stem.0.weight", None), state.pop("backbone.stem.0.bias", None)

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from perception.errors import ConfigError
-from perception.model.checkpoint import read_checkpoint, save_checkpoint
+from perception.model.checkpoint import model_state, read_checkpoint, save_checkpoint
 from perception.model.config import ModelConfig
 from perception.model.dataset import Augmentation, ClipSampler, load_sequences
 from perception.model.evaluate import evaluate
@@ -120,7 +120,8 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
 
 def initialise(model: TemporalCenterNet, path: str, part: str) -> int:
     """Copy weights from a checkpoint (all, or the backbone only); returns the number of tensors copied."""
-    source = read_checkpoint(path)["model"]
+    payload = read_checkpoint(path)
+    source = model_state(payload, ModelConfig.from_dict(payload["config"], where=f"{path}: config"))
     target = model.state_dict()
     keys = [k for k in target if part == "all" or k.startswith("backbone.")]
     for k in keys:
