@@ -7,6 +7,7 @@ Stages:
   data      synthetic drives (replay.synth.cached_drive: fixed seeds and scenarios; the cache key includes the
             generator's code, so changed synth code means new drives)
   train     `perception train` on the training drives, early-stopped on the validation drive
+  finetune  phase 2: `perception train --init` from train's best checkpoint on the training + finetune drives
   export    `perception export` of the best checkpoint to models/demo.onnx (parity-checked)
   evaluate  held-out metrics of models/demo.onnx through ONNX Runtime on a drive of another seed *and*
             another scenario (cut_in: never seen in training), plus unseen seeds of the trained
@@ -54,13 +55,28 @@ DRIVES = {
         {"scenario": "lead_brake", "seed": 4, "seconds": 15.0, "fps": 10.0},
         {"scenario": "crossing", "seed": 11, "seconds": 15.0, "fps": 10.0},
     ],
+    # phase 2 (stage finetune) adds these seeds of the trained scenarios: more of what the held-out drives miss
+    # (small distant cars, pedestrians in groups)
+    "finetune": [
+        {"scenario": "mixed", "seed": 3, "seconds": 20.0, "fps": 10.0},
+        {"scenario": "mixed", "seed": 4, "seconds": 20.0, "fps": 10.0, "drop_prob": 0.05},
+        {"scenario": "mixed", "seed": 6, "seconds": 20.0, "fps": 10.0},
+        {"scenario": "mixed", "seed": 7, "seconds": 20.0, "fps": 10.0},
+        {"scenario": "crossing", "seed": 12, "seconds": 15.0, "fps": 10.0},
+        {"scenario": "crossing", "seed": 13, "seconds": 15.0, "fps": 10.0},
+        {"scenario": "crossing", "seed": 14, "seconds": 10.0, "fps": 20.0},
+        {"scenario": "lead_brake", "seed": 5, "seconds": 15.0, "fps": 10.0},
+    ],
     "val": [{"scenario": "mixed", "seed": 50, "seconds": 10.0, "fps": 10.0}],
     # held out: a scenario never trained on (cut_in), with its own seed
     "test": [{"scenario": "cut_in", "seed": 100, "seconds": 10.0, "fps": 10.0}],
     # unseen seeds of the trained scenarios (reported, not used for any decision)
     "unseen_seeds": [{"scenario": "mixed", "seed": 100, "seconds": 10.0, "fps": 10.0},
                      {"scenario": "lead_brake", "seed": 101, "seconds": 10.0, "fps": 10.0},
-                     {"scenario": "crossing", "seed": 103, "seconds": 10.0, "fps": 10.0}],
+                     {"scenario": "crossing", "seed": 103, "seconds": 10.0, "fps": 10.0},
+                     {"scenario": "mixed", "seed": 104, "seconds": 10.0, "fps": 10.0},
+                     {"scenario": "lead_brake", "seed": 105, "seconds": 10.0, "fps": 10.0},
+                     {"scenario": "crossing", "seed": 106, "seconds": 10.0, "fps": 10.0}],
 }
 # real footage (../shared/data, not in this repository): auto-labelled by the teacher; the first two thirds
 # of each clip train, the last third is held out (reported, never used for a decision)
@@ -80,6 +96,15 @@ TRAIN_ARGS = ["--epochs", "26", "--steps-per-epoch", "300", "--batch-size", "6",
               "--seed", str(SEED), "--threads", "1", "--workers", "1", "--bf16",
               "--freeze", "teacher-early", "--backbone-lr-scale", "0.2",
               "--ema-decay", "0.999", "--iou-loss-weight", "1.0"]
+# phase 2: phase 1's best weights (all of them) go on learning on train + finetune drives, at half the peak rate;
+# the real clips are listed twice as often, keeping their share of the camera frames (about half); no early
+# stop (patience = epochs): the rate's cosine runs out, best.pt is still the best validation epoch
+FINETUNE_REAL_REPEAT = 2 * REAL_REPEAT
+FINETUNE_ARGS = ["--epochs", "12", "--steps-per-epoch", "300", "--batch-size", "6", "--clip-length", "3",
+                 "--crop-width", "224", "--lr", "1e-3", "--warmup-steps", "100", "--patience", "12",
+                 "--seed", str(SEED + 1), "--threads", "1", "--workers", "1", "--bf16",
+                 "--freeze", "teacher-early", "--backbone-lr-scale", "0.2",
+                 "--ema-decay", "0.999", "--iou-loss-weight", "1.0"]
 
 
 def cache() -> Path:
@@ -92,6 +117,10 @@ def drive_path(spec: dict) -> Path:
     from replay.synth import cached_drive
 
     return cached_drive(**COMMON, **spec)
+
+
+def drive_name(spec: dict) -> str:
+    return f"{spec['scenario']}-{spec['seed']}"
 
 
 def stage_data() -> None:
@@ -236,6 +265,10 @@ def run_dir() -> Path:
     return cache() / "run"
 
 
+def finetune_dir() -> Path:
+    return cache() / "finetune"
+
+
 def stage_train(resume: bool) -> None:
     real = [str(real_drive(name, "train")) for name in REAL_CLIPS] * REAL_REPEAT
     model_config = cache() / "model.json"
@@ -247,8 +280,17 @@ def stage_train(resume: bool) -> None:
     perception(*args, *(["--resume"] if resume else []))
 
 
+def stage_finetune(resume: bool) -> None:
+    real = [str(real_drive(name, "train")) for name in REAL_CLIPS] * FINETUNE_REAL_REPEAT
+    synthetic = [str(drive_path(spec)) for spec in DRIVES["train"] + DRIVES["finetune"]]
+    args = ["train", "--drives", *synthetic, *real, "--val-drives", *map(str, map(drive_path, DRIVES["val"])),
+            "--out", str(finetune_dir()), "--name", NAME, "--model-config", str(cache() / "model.json"),
+            "--init", str(run_dir() / "best.pt"), *FINETUNE_ARGS]
+    perception(*args, *(["--resume"] if resume else []))
+
+
 def stage_export() -> None:
-    perception("export", str(run_dir() / "best.pt"), "--out", str(MODEL), "--name", NAME,
+    perception("export", str(finetune_dir() / "best.pt"), "--out", str(MODEL), "--name", NAME,
                "--check-drive", str(drive_path(DRIVES["test"][0])))
 
 
@@ -261,39 +303,41 @@ def stage_evaluate() -> None:
     from perception.model.config import ModelConfig
     from perception.model.dataset import load_sequences
     from perception.decode import DecodeConfig
-    from perception.model.evaluate import evaluate, recall_by_height, run_sequences
+    from perception.model.evaluate import EVAL_SCORE_THRESHOLD, evaluate, recall_by_height, run_sequences, score
     from perception.node.config import DecodeSection
 
     engine = OnnxRuntimeEngine(MODEL)
-    cfg = ModelConfig.from_dict(read_checkpoint(run_dir() / "best.pt")["config"])
-    metrics = {}
-    for split in ("test", "val"):
-        seqs = [s for spec in DRIVES[split] for s in load_sequences(drive_path(spec), cfg)]
-        t0 = time.perf_counter()
-        metrics[split] = evaluate(engine, seqs).as_dict()
-        print(f"[{split}] {json.dumps(metrics[split])} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    unseen = {}
-    for spec in DRIVES["unseen_seeds"]:
-        unseen[f"{spec['scenario']}-{spec['seed']}"] = evaluate(engine, load_sequences(drive_path(spec), cfg)).as_dict()
+    classes = engine.contract.classes
+    cfg = ModelConfig.from_dict(read_checkpoint(finetune_dir() / "best.pt")["config"])
+    metrics = {"val": evaluate(engine, [s for spec in DRIVES["val"] for s in load_sequences(drive_path(spec), cfg)])
+               .as_dict()}
+    # every synthetic drive the model never trained on: streamed once, scored per drive and pooled
+    held_out = {drive_name(spec): run_sequences(
+        engine, load_sequences(drive_path(spec), cfg), DecodeConfig.for_classes(classes, EVAL_SCORE_THRESHOLD))
+        for spec in DRIVES["test"] + DRIVES["unseen_seeds"]}
+    metrics["test"] = score(held_out[drive_name(DRIVES["test"][0])], classes).as_dict()
+    unseen = {drive_name(spec): score(held_out[drive_name(spec)], classes).as_dict() for spec in DRIVES["unseen_seeds"]}
+    print(f"[held out] {json.dumps({'test': metrics['test'], **unseen})}", flush=True)
     # [found, labelled] per class and box height at the node's score threshold: where the held-out recall is lost
     node_decode = DecodeConfig.for_classes(engine.contract.classes, DecodeSection().score_threshold)
-    recall = {f"{spec['scenario']}-{spec['seed']}": recall_by_height(
+    recall = {drive_name(spec): recall_by_height(
         run_sequences(engine, load_sequences(drive_path(spec), cfg), node_decode), engine.contract.classes,
         DecodeSection().score_threshold) for spec in DRIVES["test"] + DRIVES["unseen_seeds"]}
     print(f"[recall by box height] {json.dumps(recall)}", flush=True)
     # every synthetic frame the model never trained on (held-out scenario + unseen seeds) as one set: per-class
     # AP over all of them, beside the per-drive figures
-    pooled = evaluate(engine, [s for spec in DRIVES["test"] + DRIVES["unseen_seeds"]
-                               for s in load_sequences(drive_path(spec), cfg)]).as_dict()
+    pooled = score([f for frames in held_out.values() for f in frames], classes).as_dict()
     print(f"[held out, pooled] {json.dumps(pooled)}", flush=True)
     real = {name: real_footage_metrics(engine, load_sequences(real_drive(name, "held_out"), cfg)) for name in REAL_CLIPS}
     real["unseen_stills"] = real_footage_metrics(engine, load_sequences(stills_drive(), cfg))
     for name in REAL_CLIPS:
         real[name]["node"] = published_metrics(real_drive(name, "held_out"))
     print(f"[real held out] {json.dumps(real)}", flush=True)
-    with (run_dir() / "log.csv").open() as f:
-        log = list(csv.DictReader(f))
-    best = read_checkpoint(run_dir() / "best.pt")
+    logs = {}
+    for phase, folder in (("train", run_dir()), ("finetune", finetune_dir())):
+        with (folder / "log.csv").open() as f:
+            logs[phase] = list(csv.DictReader(f))
+    best = read_checkpoint(finetune_dir() / "best.pt")
     data = MODEL.read_bytes()
     drives = {split: [{**spec, "file": drive_path(spec).name,
                        "sha256": hashlib.sha256(drive_path(spec).read_bytes()).hexdigest()} for spec in specs]
@@ -305,19 +349,24 @@ def stage_evaluate() -> None:
         "command": "python models/build_demo.py",
         "train_command": "perception train --drives <train drives> --val-drives <val drive> --out <run> --name "
                          f"{NAME} " + " ".join(TRAIN_ARGS),
+        "finetune_command": "perception train --drives <train + finetune drives> --val-drives <val drive> "
+                            f"--out <finetune> --name {NAME} --init <run>/best.pt " + " ".join(FINETUNE_ARGS),
         "seeds": {"training": SEED, "drives": {split: [s["seed"] for s in specs] for split, specs in DRIVES.items()}},
         "data": {"generator": "replay.synth.cached_drive", "common": COMMON, "drives": drives,
                  "held_out": "test = scenario 'cut_in' (not in training) with its own seed"},
         "code_commit": commit,
-        "config": best["config"], "best_epoch": best["epoch"], "epochs_run": len(log),
-        "training_seconds": round(sum(float(r["seconds"]) for r in log)),
+        "config": best["config"], "best_epoch": {"train": read_checkpoint(run_dir() / "best.pt")["epoch"],
+                                                 "finetune": best["epoch"]},
+        "epochs_run": {phase: len(log) for phase, log in logs.items()},
+        "training_seconds": round(sum(float(r["seconds"]) for log in logs.values() for r in log)),
         "teacher": {"file": TEACHER.name, "sha256": hashlib.sha256(TEACHER.read_bytes()).hexdigest(),
                     "what": "YOLOX-Nano (Megvii YOLOX), COCO, Apache-2.0: the student's backbone, PAFPN top-down "
                             "path and stride-8 head towers start from (and keep) its weights; it labels the real clips"},
         "licence": "Apache-2.0 (the pretrained part derives from Megvii's YOLOX-Nano COCO weights)",
         "real_clips": {name: {"file": path.name, "train": f"first {TRAIN_SHARE:.3f} of the clip (autolabel, cleaned)",
                               "held_out": "the rest (teacher boxes at score >= 0.5, uncleaned)",
-                              "repeat": REAL_REPEAT} for name, path in REAL_CLIPS.items()},
+                              "repeat": {"train": REAL_REPEAT, "finetune": FINETUNE_REAL_REPEAT}}
+                       for name, path in REAL_CLIPS.items()},
         "metrics": {"held_out_test": metrics["test"], "validation": metrics["val"], "unseen_seeds": unseen,
                     "held_out_pooled": pooled, "recall_by_height_at_node_threshold": recall,
                     "real_held_out_vs_teacher": real,
@@ -340,17 +389,17 @@ def stage_int8() -> None:
     from perception.model.dataset import load_sequences
     from perception.model.evaluate import evaluate
 
-    calibration = [str(drive_path(spec)) for spec in DRIVES["train"]]
+    calibration = [str(drive_path(spec)) for spec in DRIVES["train"] + DRIVES["finetune"]]
     perception("quantize", str(MODEL), "--out", str(MODEL_INT8), *INT8_ARGS, "--drives", *calibration)
     manifest = json.loads(MANIFEST.read_text())
     evaluated = manifest["metrics"]
-    fp32 = {f"{spec['scenario']}-{spec['seed']}": evaluated["held_out_test"]["mAP@0.5"] for spec in DRIVES["test"]}
+    fp32 = {drive_name(spec): evaluated["held_out_test"]["mAP@0.5"] for spec in DRIVES["test"]}
     fp32 |= {name: m["mAP@0.5"] for name, m in evaluated["unseen_seeds"].items()}
     cfg = network_from_onnx(MODEL)[0].cfg
     engine = OnnxRuntimeEngine(MODEL_INT8, threads=1)
     metrics = {}
     for spec in DRIVES["test"] + DRIVES["unseen_seeds"]:
-        name = f"{spec['scenario']}-{spec['seed']}"
+        name = drive_name(spec)
         metrics[name] = {"fp32": fp32[name],
                          "int8": evaluate(engine, load_sequences(drive_path(spec), cfg)).as_dict()["mAP@0.5"]}
         print(f"[int8] {name}: mAP@0.5 fp32 {metrics[name]['fp32']:.4f} int8 {metrics[name]['int8']:.4f}", flush=True)
@@ -360,7 +409,7 @@ def stage_int8() -> None:
         "model": MODEL_INT8.name, "model_id": load_model(MODEL_INT8).contract.model_id,
         "sha256": hashlib.sha256(MODEL_INT8.read_bytes()).hexdigest(), "bytes": MODEL_INT8.stat().st_size,
         "command": "perception quantize demo.onnx --out demo.int8.onnx " + " ".join(INT8_ARGS)
-                   + " --drives <train drives>",
+                   + " --drives <train + finetune drives>",
         "mAP@0.5": metrics, "max_loss": loss,
         "rule": f"kept (the ONNX Runtime default) when max_loss <= {INT8_MAX_LOSS}",
         "kept": kept,
@@ -419,13 +468,16 @@ def published_metrics(drive: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=("all", "data", "train", "export", "evaluate", "int8"), default="all")
+    parser.add_argument("--stage", choices=("all", "data", "train", "finetune", "export", "evaluate", "int8"),
+                        default="all")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     args = parser.parse_args()
     if args.stage in ("all", "data"):
         stage_data()
     if args.stage in ("all", "train"):
         stage_train(args.resume)
+    if args.stage in ("all", "finetune"):
+        stage_finetune(args.resume)
     if args.stage in ("all", "export"):
         stage_export()
     if args.stage in ("all", "evaluate"):

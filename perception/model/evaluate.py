@@ -157,8 +157,11 @@ def recall_by_height(frames: Sequence[FrameResult], classes: Sequence[str],
     return counts
 
 
+EVAL_SCORE_THRESHOLD = 0.05    # decoder score threshold for AP: the precision-recall curve's low end
+
+
 def evaluate(engine: Engine, sequences: Sequence[CameraSequence], decode: DecodeConfig | None = None) -> EvalResult:
-    decode = decode or DecodeConfig.for_classes(engine.contract.classes, 0.05)
+    decode = decode or DecodeConfig.for_classes(engine.contract.classes, EVAL_SCORE_THRESHOLD)
     return score(run_sequences(engine, sequences, decode), engine.contract.classes)
 
 
