@@ -91,20 +91,22 @@ SAME_FRAME_GREY_LEVELS = 8.0   # mean absolute difference below which a still is
 TRAIN_SHARE = 2 / 3
 REAL_REPEAT = 6          # each real clip's training part is listed this often: its sampling weight
 MODEL_CONFIG = {"backbone": "yolox-nano", "head_channels": 32}
-TRAIN_ARGS = ["--epochs", "26", "--steps-per-epoch", "300", "--batch-size", "6", "--clip-length", "3",
-              "--crop-width", "224", "--lr", "2e-3", "--warmup-steps", "200", "--patience", "6",
-              "--seed", str(SEED), "--threads", "1", "--workers", "1", "--bf16",
-              "--freeze", "teacher-early", "--backbone-lr-scale", "0.2",
-              "--ema-decay", "0.999", "--iou-loss-weight", "1.0"]
+
+
+def train_args(epochs: int, lr: str, warmup_steps: int, patience: int, seed: int) -> list[str]:
+    return ["--epochs", str(epochs), "--steps-per-epoch", "300", "--batch-size", "6", "--clip-length", "3",
+            "--crop-width", "224", "--lr", lr, "--warmup-steps", str(warmup_steps), "--patience", str(patience),
+            "--seed", str(seed), "--threads", "1", "--workers", "1", "--bf16",
+            "--freeze", "teacher-early", "--backbone-lr-scale", "0.2",
+            "--ema-decay", "0.999", "--iou-loss-weight", "1.0"]
+
+
+TRAIN_ARGS = train_args(epochs=26, lr="2e-3", warmup_steps=200, patience=6, seed=SEED)
 # phase 2: phase 1's best weights (all of them) go on learning on train + finetune drives, at half the peak rate;
 # the real clips are listed twice as often, keeping their share of the camera frames (about half); no early
 # stop (patience = epochs): the rate's cosine runs out, best.pt is still the best validation epoch
 FINETUNE_REAL_REPEAT = 2 * REAL_REPEAT
-FINETUNE_ARGS = ["--epochs", "12", "--steps-per-epoch", "300", "--batch-size", "6", "--clip-length", "3",
-                 "--crop-width", "224", "--lr", "1e-3", "--warmup-steps", "100", "--patience", "12",
-                 "--seed", str(SEED + 1), "--threads", "1", "--workers", "1", "--bf16",
-                 "--freeze", "teacher-early", "--backbone-lr-scale", "0.2",
-                 "--ema-decay", "0.999", "--iou-loss-weight", "1.0"]
+FINETUNE_ARGS = train_args(epochs=12, lr="1e-3", warmup_steps=100, patience=12, seed=SEED + 1)
 
 
 def cache() -> Path:
