@@ -271,24 +271,26 @@ def finetune_dir() -> Path:
     return cache() / "finetune"
 
 
-def stage_train(resume: bool) -> None:
-    real = [str(real_drive(name, "train")) for name in REAL_CLIPS] * REAL_REPEAT
+def train_phase(specs: list[dict], real_repeat: int, out: Path, start: list[str], args: list[str],
+                resume: bool) -> None:
+    """`perception train` on the synthetic drives `specs` + the real clips' training parts (each listed
+    `real_repeat` times), validated on DRIVES["val"], starting as `start` says (teacher or checkpoint)."""
+    real = [str(real_drive(name, "train")) for name in REAL_CLIPS] * real_repeat
     model_config = cache() / "model.json"
     model_config.parent.mkdir(parents=True, exist_ok=True)
     model_config.write_text(json.dumps(MODEL_CONFIG))
-    args = ["train", "--drives", *map(str, map(drive_path, DRIVES["train"])), *real,
-            "--val-drives", *map(str, map(drive_path, DRIVES["val"])), "--out", str(run_dir()), "--name", NAME,
-            "--model-config", str(model_config), "--teacher-init", str(TEACHER), *TRAIN_ARGS]
-    perception(*args, *(["--resume"] if resume else []))
+    perception("train", "--drives", *map(str, map(drive_path, specs)), *real,
+               "--val-drives", *map(str, map(drive_path, DRIVES["val"])), "--out", str(out), "--name", NAME,
+               "--model-config", str(model_config), *start, *args, *(["--resume"] if resume else []))
+
+
+def stage_train(resume: bool) -> None:
+    train_phase(DRIVES["train"], REAL_REPEAT, run_dir(), ["--teacher-init", str(TEACHER)], TRAIN_ARGS, resume)
 
 
 def stage_finetune(resume: bool) -> None:
-    real = [str(real_drive(name, "train")) for name in REAL_CLIPS] * FINETUNE_REAL_REPEAT
-    synthetic = [str(drive_path(spec)) for spec in DRIVES["train"] + DRIVES["finetune"]]
-    args = ["train", "--drives", *synthetic, *real, "--val-drives", *map(str, map(drive_path, DRIVES["val"])),
-            "--out", str(finetune_dir()), "--name", NAME, "--model-config", str(cache() / "model.json"),
-            "--init", str(run_dir() / "best.pt"), *FINETUNE_ARGS]
-    perception(*args, *(["--resume"] if resume else []))
+    train_phase(DRIVES["train"] + DRIVES["finetune"], FINETUNE_REAL_REPEAT, finetune_dir(),
+                ["--init", str(run_dir() / "best.pt")], FINETUNE_ARGS, resume)
 
 
 def stage_export() -> None:
@@ -321,10 +323,9 @@ def stage_evaluate() -> None:
     unseen = {drive_name(spec): score(held_out[drive_name(spec)], classes).as_dict() for spec in DRIVES["unseen_seeds"]}
     print(f"[held out] {json.dumps({'test': metrics['test'], **unseen})}", flush=True)
     # [found, labelled] per class and box height at the node's score threshold: where the held-out recall is lost
-    node_decode = DecodeConfig.for_classes(engine.contract.classes, DecodeSection().score_threshold)
-    recall = {drive_name(spec): recall_by_height(
-        run_sequences(engine, load_sequences(drive_path(spec), cfg), node_decode), engine.contract.classes,
-        DecodeSection().score_threshold) for spec in DRIVES["test"] + DRIVES["unseen_seeds"]}
+    # (the same frames: peaks, top-k and NMS keep every detection above the node's threshold as decoding at it does)
+    recall = {name: recall_by_height(frames, classes, DecodeSection().score_threshold)
+              for name, frames in held_out.items()}
     print(f"[recall by box height] {json.dumps(recall)}", flush=True)
     # every synthetic frame the model never trained on (held-out scenario + unseen seeds) as one set: per-class
     # AP over all of them, beside the per-drive figures
