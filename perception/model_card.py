@@ -20,6 +20,9 @@ every problem is a ModelContractError naming the file and the field.
     # output: {boxes: boxes, scores: scores, labels: labels}  # decoded
     num_classes: 80
     class_map: {0: pedestrian, 1: cyclist, 2: car, 3: cyclist, 5: truck, 7: truck}  # others dropped
+    merge_riders: true           # optional (default false): a pedestrian box riding a cyclist box (a COCO
+                                 # person on a bicycle / motorcycle) becomes one cyclist box
+                                 # (perception/decode/riders.py); needs both classes in class_map
 
 Public API (what `perception autolabel` and other callers use):
 
@@ -57,6 +60,7 @@ BUNDLED_CARDS = DEMO_MODEL.parent  # models/ of the checkout, or the installed s
 FORMATS = ("yolox-raw", "decoded")
 
 _TOP = {"version", "model_id", "format", "sha256", "input", "output", "num_classes", "class_map"}
+_TOP_OPTIONAL = {"merge_riders"}
 _INPUT = {"name", "width", "height", "color_order", "value_range", "mean", "std", "pad_value", "letterbox"}
 _OUTPUT = {"yolox-raw": {"name", "strides"}, "decoded": {"boxes", "scores", "labels"}}
 
@@ -79,6 +83,7 @@ class ModelCard:
     strides: tuple[int, ...]             # yolox-raw only
     num_classes: int
     class_map: dict[int, int]            # model class id -> index into perception.labels.CLASSES
+    merge_riders: bool = False           # a pedestrian riding a cyclist box: one cyclist (decode/riders.py)
 
     stateless = True
 
@@ -117,13 +122,14 @@ class ModelCard:
                           "color_order": self.color_order, "value_range": self.value_range, "mean": list(self.mean),
                           "std": list(self.std), "pad_value": self.pad_value, "letterbox": self.letterbox},
                 "output": output, "num_classes": self.num_classes,
-                "class_map": {str(k): CLASSES[v] for k, v in sorted(self.class_map.items())}}
+                "class_map": {str(k): CLASSES[v] for k, v in sorted(self.class_map.items())},
+                "merge_riders": self.merge_riders}
 
     @staticmethod
     def from_dict(d: Any, where: str) -> "ModelCard":
         if not isinstance(d, dict):
             raise ModelContractError(f"{where}: a model card must be a mapping, got {brief(d)}")
-        _keys(d, _TOP, where, "card")
+        _keys(d, _TOP, where, "card", _TOP_OPTIONAL)
         if d["version"] != CARD_VERSION:
             raise ModelContractError(f"{where}: card version {brief(d['version'])} is not supported "
                                      f"(this build reads {CARD_VERSION})")
@@ -152,13 +158,20 @@ class ModelCard:
         if pad is not None and not 0.0 <= pad <= 255.0:
             raise ModelContractError(f"{where}: field 'input.pad_value': must be in 0..255 or null, got {pad}")
         num_classes = _int(d["num_classes"], "num_classes", where)
+        class_map = _class_map(d["class_map"], num_classes, where)
+        merge_riders = d.get("merge_riders", False)
+        if not isinstance(merge_riders, bool):
+            raise ModelContractError(f"{where}: field 'merge_riders': expected true or false, got {brief(merge_riders)}")
+        if merge_riders and not {CLASS_INDEX["pedestrian"], CLASS_INDEX["cyclist"]} <= set(class_map.values()):
+            raise ModelContractError(f"{where}: field 'merge_riders': needs classes mapped to both pedestrian and "
+                                     f"cyclist in 'class_map'")
         return ModelCard(
             model_id=_str(d["model_id"], "model_id", where), format=fmt, sha256=_sha(d["sha256"], where),
             input_name=_str(inp["name"], "input.name", where), input_width=width, input_height=height,
             color_order=_choice(inp["color_order"], COLOR_ORDERS, "input.color_order", where),
             value_range=value_range, mean=_floats3(inp["mean"], "input.mean", where), std=std, pad_value=pad,
             letterbox=_choice(inp["letterbox"], ALIGNMENTS, "input.letterbox", where), outputs=outputs,
-            strides=strides, num_classes=num_classes, class_map=_class_map(d["class_map"], num_classes, where))
+            strides=strides, num_classes=num_classes, class_map=class_map, merge_riders=merge_riders)
 
 
 def embed_card(model, card: ModelCard) -> None:
@@ -266,10 +279,10 @@ def _show(shape: tuple) -> str:
     return "[" + ", ".join("N" if x is None else str(x) for x in shape) + "]"
 
 
-def _keys(d: Any, expected: set[str], where: str, what: str) -> None:
+def _keys(d: Any, expected: set[str], where: str, what: str, optional: set[str] = frozenset()) -> None:
     if not isinstance(d, dict):
         raise ModelContractError(f"{where}: field {what!r}: expected a mapping, got {brief(d)}")
-    missing, unknown = sorted(expected - set(d)), sorted(map(str, set(d) - expected))
+    missing, unknown = sorted(expected - set(d)), sorted(map(str, set(d) - expected - optional))
     if missing or unknown:
         raise ModelContractError(f"{where}: {what} fields missing {missing}, unknown {brief(unknown)}")
 

@@ -88,6 +88,8 @@ def nested_set(d: dict, path: str, value) -> dict:
     ("output.boxes", "bbox", "missing output 'bbox'"),
     ("input.width", 32, "input 'images' has shape [1, 3, 64, 64], card says [1, 3, 64, 32]"),
     ("input.name", "image", "card says one input 'image'"),
+    ("merge_riders", "yes", "'merge_riders': expected true or false"),
+    ("merge_riders", True, "'merge_riders': needs classes mapped to both pedestrian and cyclist"),
 ])
 def test_bad_cards_are_clear_model_contract_errors(model, path, value, words):
     write(model, nested_set(card_dict(sha(model)), path, value))
@@ -140,6 +142,7 @@ def test_the_bundled_yolox_card_is_valid_and_found_by_the_file_hash():
     assert card.format == "yolox-raw" and card.num_anchors == 3549 and card.strides == (8, 16, 32)
     assert card.class_map == {0: CLASS_INDEX["pedestrian"], 1: CLASS_INDEX["cyclist"], 2: CLASS_INDEX["car"],
                               3: CLASS_INDEX["cyclist"], 5: CLASS_INDEX["truck"], 7: CLASS_INDEX["truck"]}
+    assert card.merge_riders
     assert bundled_card(card.sha256) == YOLOX_CARD
     assert bundled_card("0" * 64) is None
 

@@ -15,7 +15,8 @@ project's pixel centres are at integers (docs/drive_format.md), so a box moves b
 mapping. Then as for CenterNet (perception/decode/common.py): model classes map to the project's
 through the card (others dropped), per-class score thresholds, at most `max_per_camera` candidates,
 each box side mapped through the camera's remap table (undo the letterbox, re-apply the lens distortion)
-and clipped to the image, empty boxes dropped, class-wise NMS per camera. There is no depth or velocity
+and clipped to the image, empty boxes dropped, class-wise NMS per camera; with the card's `merge_riders`, a
+pedestrian riding a cyclist box merges into one cyclist box (perception/decode/riders.py). There is no depth or velocity
 head: range_m and image_velocity are NaN (ranging falls back to the ground plane, the tracker estimates
 velocity).
 """
@@ -27,8 +28,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from perception.decode.common import DecodeConfig, RigTables, best_first, classwise_nms
+from perception.decode.riders import merge_riders
 from perception.detections import Detections
 from perception.errors import ConfigError
+from perception.labels import CLASS_INDEX
 from perception.model_card import ModelCard
 
 MAX_LOG_SIZE = 16.0  # exp(16) * 32 px is far past any image: keeps exp finite, the clip does the rest
@@ -84,7 +87,8 @@ class DetectorDecoder:
         dets = Detections(camera[ok].astype(np.int32), cls[ok].astype(np.int32),
                           np.clip(score[ok], 0.0, 1.0).astype(np.float32), box[ok].astype(np.float32),
                           np.full(m, np.nan, np.float32), np.full((m, 2), np.nan, np.float32))
-        return classwise_nms(dets, len(self.card.classes), self.config.nms_iou)
+        dets = classwise_nms(dets, len(self.card.classes), self.config.nms_iou)
+        return merge_riders(dets, CLASS_INDEX["pedestrian"], CLASS_INDEX["cyclist"]) if self.card.merge_riders else dets
 
     def _candidates(self, outputs: Mapping[str, np.ndarray], n: int) -> tuple[np.ndarray, ...]:
         names = self.card.outputs
