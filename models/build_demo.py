@@ -234,7 +234,8 @@ def reference_options(**window):
 
 def teacher_code() -> bytes:
     """What the teacher's labels depend on, for the cache keys."""
-    return b"".join((ROOT / f).read_bytes() for f in ("perception/decode/yolox.py", "perception/autolabel/pipeline.py",
+    return b"".join((ROOT / f).read_bytes() for f in ("perception/decode/yolox.py", "perception/decode/riders.py",
+                                                       "perception/autolabel/pipeline.py",
                                                        "perception/autolabel/clean.py", "models/yolox_nano.card.yaml"))
 
 

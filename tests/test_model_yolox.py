@@ -25,11 +25,12 @@ TINY = ModelConfig(backbone="yolox-nano", input_height=64, input_width=96, featu
                    window=3, max_age_s=0.25)
 
 
-def test_stream_equals_whole_clip_with_the_yolox_backbone():
+@pytest.mark.parametrize("activation", ["silu", "relu"])
+def test_stream_equals_whole_clip_with_the_yolox_backbone(activation):
     from tests.test_model import assert_stream_equals_clip
 
     torch.manual_seed(0)
-    model = TemporalCenterNet(TINY).eval()
+    model = TemporalCenterNet(ModelConfig.from_dict({**TINY.to_dict(), "yolox_activation": activation})).eval()
     clip = torch.randn(2, 5, 3, TINY.input_height, TINY.input_width)
     dt = torch.full((2, 5), 0.05)
     dt[1, 2] = 0.4                       # history masked
@@ -120,3 +121,33 @@ def test_a_checkpoint_with_the_unfolded_focus_stem_loads_folded(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded.backbone(images), model.backbone(images))
         torch.testing.assert_close(initialised.backbone(images), model.backbone(images))
+
+
+def test_relu_student_starts_from_a_silu_checkpoint_and_exports_without_a_silu_pass(tmp_path):
+    """`yolox_activation: relu` (the demo build's phase 2): every weight of a SiLU checkpoint carries over
+    (`--init`), the backbone has no SiLU left, and the exported graph no Sigmoid but the heatmap's (a ReLU
+    fuses into its convolution in ONNX Runtime and TensorRT; SiLU runs as a pass of its own)."""
+    from perception.model.checkpoint import save_checkpoint
+    from perception.model.export import export_onnx
+    from perception.model.train import initialise
+
+    relu = ModelConfig.from_dict({**TINY.to_dict(), "yolox_activation": "relu"})
+    torch.manual_seed(2)
+    silu_model = TemporalCenterNet(TINY).eval()
+    save_checkpoint(tmp_path / "silu.pt", silu_model, "t")
+    model = TemporalCenterNet(relu).eval()
+    assert initialise(model, str(tmp_path / "silu.pt"), "all") == len(silu_model.state_dict())
+    kinds = {type(m) for m in model.backbone.modules()}
+    assert torch.nn.ReLU in kinds and torch.nn.SiLU not in kinds
+    sigmoids = {}
+    for name, m in (("relu", model), ("silu", silu_model)):
+        export_onnx(m, tmp_path / f"{name}.onnx", name)
+        sigmoids[name] = [n.op_type for n in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node].count("Sigmoid")
+    assert sigmoids["relu"] == 1 and sigmoids["silu"] == 1 + 70     # the heatmap's; + YOLOX-Nano's 70 SiLUs
+
+
+def test_an_unknown_yolox_activation_is_a_config_error():
+    from perception.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="yolox_activation must be 'silu' or 'relu', got 'gelu'"):
+        ModelConfig(backbone="yolox-nano", yolox_activation="gelu")

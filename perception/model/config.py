@@ -26,6 +26,7 @@ class ModelConfig:
     stride: int = 8
     backbone: str = "resnet"                                    # "resnet" | "yolox-nano" (network.py)
     backbone_channels: tuple[int, ...] = (16, 32, 48, 96)       # "resnet": at strides 2, 4, 8, 16
+    yolox_activation: str = "silu"                              # "yolox-nano": "silu" (the teacher's) | "relu"
     feature_channels: int = 32                                  # per-frame features kept in the state
     head_channels: int = 48
     window: int = 3                                             # K: frames fused (current + K-1 stored)
@@ -46,6 +47,8 @@ class ModelConfig:
             problems.append(f"backbone must be 'resnet' or 'yolox-nano', got {self.backbone!r}")
         if self.backbone == "yolox-nano" and (self.stride != 8 or self.input_height % 32 or self.input_width % 32):
             problems.append("backbone 'yolox-nano' needs stride 8 and an input size in multiples of 32")
+        if self.yolox_activation not in ("silu", "relu"):
+            problems.append(f"yolox_activation must be 'silu' or 'relu', got {self.yolox_activation!r}")
         if len(self.backbone_channels) != 4 or min(self.backbone_channels) <= 0:
             problems.append(f"backbone_channels must be 4 positive widths, got {list(self.backbone_channels)}")
         for name in ("input_height", "input_width"):

@@ -69,24 +69,31 @@ class Backbone(nn.Module):
         return self.out(x16)
 
 
-def _silu_conv(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) -> nn.Sequential:
-    """YOLOX's BaseConv as exported (batch norm folded into the conv's bias), SiLU."""
-    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=True), nn.SiLU())
+# the YOLOX backbone's activation (ModelConfig.yolox_activation): the teacher's SiLU, or ReLU, which ONNX Runtime
+# and TensorRT fuse into the convolution before it (SiLU runs as a pass of its own: ~a fifth of the engine time)
+ACTIVATIONS = {"silu": nn.SiLU, "relu": nn.ReLU}
 
 
-def _dw_conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
-    return nn.Sequential(_silu_conv(cin, cin, 3, stride, groups=cin), _silu_conv(cin, cout))
+def _base_conv(cin: int, cout: int, act: type[nn.Module], k: int = 1, stride: int = 1,
+               groups: int = 1) -> nn.Sequential:
+    """YOLOX's BaseConv as exported (batch norm folded into the conv's bias), then `act`."""
+    return nn.Sequential(nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=True), act())
+
+
+def _dw_conv(cin: int, cout: int, act: type[nn.Module], stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(_base_conv(cin, cin, act, 3, stride, groups=cin), _base_conv(cin, cout, act))
 
 
 class _CSP(nn.Module):
     """YOLOX CSPLayer (depthwise); submodules registered in the order the exported graph runs them."""
 
-    def __init__(self, cin: int, cout: int, n: int, shortcut: bool = True) -> None:
+    def __init__(self, cin: int, cout: int, n: int, act: type[nn.Module], shortcut: bool = True) -> None:
         super().__init__()
         hidden = cout // 2
-        self.conv1, self.conv2 = _silu_conv(cin, hidden), _silu_conv(cin, hidden)
-        self.m = nn.ModuleList(nn.Sequential(_silu_conv(hidden, hidden), _dw_conv(hidden, hidden)) for _ in range(n))
-        self.conv3 = _silu_conv(2 * hidden, cout)
+        self.conv1, self.conv2 = _base_conv(cin, hidden, act), _base_conv(cin, hidden, act)
+        self.m = nn.ModuleList(nn.Sequential(_base_conv(hidden, hidden, act), _dw_conv(hidden, hidden, act))
+                               for _ in range(n))
+        self.conv3 = _base_conv(2 * hidden, cout, act)
         self.shortcut = shortcut
 
     def forward(self, x: Tensor) -> Tensor:
@@ -97,9 +104,9 @@ class _CSP(nn.Module):
 
 
 class _SPP(nn.Module):
-    def __init__(self, cin: int, cout: int) -> None:
+    def __init__(self, cin: int, cout: int, act: type[nn.Module]) -> None:
         super().__init__()
-        self.conv1, self.conv2 = _silu_conv(cin, cin // 2), _silu_conv(cin // 2 * 4, cout)
+        self.conv1, self.conv2 = _base_conv(cin, cin // 2, act), _base_conv(cin // 2 * 4, cout, act)
 
     def forward(self, x: Tensor) -> Tensor:
         # YOLOX's parallel 5 / 9 / 13 max pools as a cascade of 5x5 ones (as YOLOv5's SPPF): the same maxima
@@ -111,21 +118,23 @@ class _SPP(nn.Module):
 
 
 class _FocusStem(nn.Module):
-    """YOLOX's Focus stem (BGR 0-255 pixels -> space-to-depth -> 3x3 convolution, SiLU) on the node's
+    """YOLOX's Focus stem (BGR 0-255 pixels -> space-to-depth -> 3x3 convolution, then `act`) on the node's
     normalised RGB x, as one 6x6 stride-2 convolution of x + mean / std (= the teacher's pixels / (255 std)):
     the channel flip, the pixel scale and the space-to-depth fold into its weights
     (yolox.fold_focus_stem), and its zero padding is the teacher's black. Exact, and one elementwise pass and
     one convolution instead of a flip, an affine, four slices and a concatenation on the full-resolution
     image (docs/model.md, "Latency")."""
 
-    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
+    def __init__(self, mean: tuple[float, float, float], std: tuple[float, float, float],
+                 act: type[nn.Module] = nn.SiLU) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 16, 6, 2, 2, bias=True)
+        self.act = act()
         self.register_buffer("shift", torch.tensor(mean).reshape(1, 3, 1, 1) / torch.tensor(std).reshape(1, 3, 1, 1),
                              persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
-        return nn.functional.silu(self.conv(images + self.shift))
+        return self.act(self.conv(images + self.shift))
 
 
 class YoloxNanoBackbone(nn.Module):
@@ -139,19 +148,21 @@ class YoloxNanoBackbone(nn.Module):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
+        act = ACTIVATIONS[cfg.yolox_activation]
         self.input_std = cfg.std                                                   # what the stem folds in
-        self.stem = _FocusStem(cfg.mean, cfg.std)
-        self.dark2 = nn.Sequential(_dw_conv(16, 32, 2), _CSP(32, 32, 1))
-        self.dark3 = nn.Sequential(_dw_conv(32, 64, 2), _CSP(64, 64, 3))
-        self.dark4 = nn.Sequential(_dw_conv(64, 128, 2), _CSP(128, 128, 3))
-        self.dark5 = nn.Sequential(_dw_conv(128, 256, 2), _SPP(256, 256), _CSP(256, 256, 1, shortcut=False))
-        self.lateral0 = _silu_conv(256, 128)
-        self.c3_p4 = _CSP(256, 128, 1, shortcut=False)
-        self.reduce1 = _silu_conv(128, 64)
-        self.c3_p3 = _CSP(128, 64, 1, shortcut=False)
-        self.head_stem = _silu_conv(64, 64)
-        self.cls_tower = nn.Sequential(_dw_conv(64, 64), _dw_conv(64, 64))
-        self.reg_tower = nn.Sequential(_dw_conv(64, 64), _dw_conv(64, 64))
+        self.stem = _FocusStem(cfg.mean, cfg.std, act)
+        self.dark2 = nn.Sequential(_dw_conv(16, 32, act, 2), _CSP(32, 32, 1, act))
+        self.dark3 = nn.Sequential(_dw_conv(32, 64, act, 2), _CSP(64, 64, 3, act))
+        self.dark4 = nn.Sequential(_dw_conv(64, 128, act, 2), _CSP(128, 128, 3, act))
+        self.dark5 = nn.Sequential(_dw_conv(128, 256, act, 2), _SPP(256, 256, act),
+                                   _CSP(256, 256, 1, act, shortcut=False))
+        self.lateral0 = _base_conv(256, 128, act)
+        self.c3_p4 = _CSP(256, 128, 1, act, shortcut=False)
+        self.reduce1 = _base_conv(128, 64, act)
+        self.c3_p3 = _CSP(128, 64, 1, act, shortcut=False)
+        self.head_stem = _base_conv(64, 64, act)
+        self.cls_tower = nn.Sequential(_dw_conv(64, 64, act), _dw_conv(64, 64, act))
+        self.reg_tower = nn.Sequential(_dw_conv(64, 64, act), _dw_conv(64, 64, act))
         self.project = _conv(128, cfg.feature_channels, k=1)
 
     def pretrained_convs(self) -> list[nn.Conv2d]:
