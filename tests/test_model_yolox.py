@@ -124,7 +124,7 @@ def test_a_checkpoint_with_the_unfolded_focus_stem_loads_folded(tmp_path):
 
 
 def test_relu_student_starts_from_a_silu_checkpoint_and_exports_without_a_silu_pass(tmp_path):
-    """`yolox_activation: relu` (the demo build's phase 2): every weight of a SiLU checkpoint carries over
+    """`yolox_activation: relu` (tried as the demo build's phase 2, docs/model.md "Latency"): every weight of a SiLU checkpoint carries over
     (`--init`), the backbone has no SiLU left, and the exported graph no Sigmoid but the heatmap's (a ReLU
     fuses into its convolution in ONNX Runtime and TensorRT; SiLU runs as a pass of its own)."""
     from perception.model.checkpoint import save_checkpoint

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from perception.detections import Detections
+from perception.eval.detection import box_intersection
 
 RIDER_MIN_REACH = 0.3            # of the two-wheeler's box height, from its top: where a rider's feet are at the least
 RIDER_MIN_VEHICLE_SCORE = 0.5    # a two-wheeler scored lower keeps its own box (and any person over it theirs)
@@ -45,7 +46,9 @@ def merge_riders(dets: Detections, pedestrian: int, cyclist: int) -> Detections:
         if not riders.size or not vehicles.size:
             continue
         candidate = rides(dets.box[riders], dets.box[vehicles])
-        cover = _intersection(dets.box[riders], dets.box[vehicles]) / np.maximum(_area(dets.box[vehicles]), 1e-9)
+        vehicle_box = dets.box[vehicles].astype(np.float64)
+        vehicle_area = (vehicle_box[:, 2] - vehicle_box[:, 0]) * (vehicle_box[:, 3] - vehicle_box[:, 1])
+        cover = box_intersection(dets.box[riders], vehicle_box) / np.maximum(vehicle_area, 1e-9)
         free = np.ones(riders.size, bool)
         for j in np.argsort(-dets.score[vehicles], kind="stable"):
             if dets.score[vehicles[j]] < RIDER_MIN_VEHICLE_SCORE:
@@ -63,13 +66,3 @@ def merge_riders(dets: Detections, pedestrian: int, cyclist: int) -> Detections:
     merged = Detections(dets.camera, cls, score, box, dets.range_m, dets.image_velocity)
     return merged.select(keep[np.argsort(-score[keep], kind="stable")])
 
-
-def _area(box: np.ndarray) -> np.ndarray:
-    return (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1])
-
-
-def _intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[A, B] intersection areas."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    return np.prod(np.clip(hi - lo, 0.0, None), axis=2)

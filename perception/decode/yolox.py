@@ -16,9 +16,9 @@ mapping. Then as for CenterNet (perception/decode/common.py): model classes map 
 through the card (others dropped), per-class score thresholds, at most `max_per_camera` candidates,
 each box side mapped through the camera's remap table (undo the letterbox, re-apply the lens distortion)
 and clipped to the image, empty boxes dropped, class-wise NMS per camera; with the card's `merge_riders`, a
-pedestrian riding a cyclist box merges into one cyclist box (perception/decode/riders.py). There is no depth or velocity
-head: range_m and image_velocity are NaN (ranging falls back to the ground plane, the tracker estimates
-velocity).
+pedestrian riding a cyclist box merges into one cyclist box (perception/decode/riders.py). There is no depth
+or velocity head: range_m and image_velocity are NaN (ranging falls back to the ground plane, the tracker
+estimates velocity).
 """
 
 from __future__ import annotations

@@ -155,14 +155,22 @@ def _greedy_matches(iou: np.ndarray, gt_ignore: np.ndarray) -> tuple[np.ndarray,
     return matched, on_ignored
 
 
+def box_intersection(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Intersection area of every box in `a` [N, 4] with every box in `b` [M, 4] (x0, y0, x1, y1; continuous
+    pixel coordinates) -> [N, M] float64."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    return np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
+
+
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of every box in `a` [N, 4] with every box in `b` [M, 4] (x0, y0, x1, y1; continuous pixel
     coordinates, area = width x height as COCO counts it) -> [N, M] float64; 0 where the union is empty."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
-    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
-    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
-    inter = np.clip(w, 0.0, None) * np.clip(h, 0.0, None)
+    inter = box_intersection(a, b)
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     union = area_a[:, None] + area_b[None, :] - inter
