@@ -16,6 +16,9 @@ Stages:
             --min-macs 256`, calibrated on the training drives), kept only when it loses <= 1 point of mAP
             on the held-out drive and every unseen seed (then the ONNX Runtime engine's default: the node
             runs INT8 when the card shows <= 1 point); its figures go into the manifest's "int8"
+  verify    (not part of all) re-measures the manifest's figures of the committed model on drives generated
+            here, without the training checkpoints: the model's and the drives' hashes and every figure must
+            agree with models/demo.json (within VERIFY_TOLERANCE); exit status 1 and each difference otherwise
 
 The run folder (checkpoints, CSV log) stays in the cache; only the ONNX file and the manifest are
 committed. Training takes tens of minutes on 2 CPU cores with native bfloat16 (AVX512-BF16 / AMX: TRAIN_ARGS
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import platform
 import subprocess
 import sys
@@ -40,6 +44,7 @@ MODEL = ROOT / "models" / "demo.onnx"
 MODEL_INT8 = ROOT / "models" / "demo.int8.onnx"
 INT8_ARGS = ["--precision", "int8", "--target", "cpu", "--min-macs", "256", "--method", "percentile"]
 INT8_MAX_LOSS = 0.01     # mAP@0.5: the rule for running INT8 by default
+VERIFY_TOLERANCE = 0.005  # stage verify: figures agree within half a point (relative above 1)
 MANIFEST = ROOT / "models" / "demo.json"
 NAME = "demo"
 SEED = 0
@@ -299,30 +304,23 @@ def stage_export() -> None:
                "--check-drive", str(drive_path(DRIVES["test"][0])))
 
 
-def stage_evaluate() -> None:
-    import csv
-
-    from perception.contract import load_model
-    from perception.engine.onnxruntime import OnnxRuntimeEngine
-    from perception.model.checkpoint import read_checkpoint
-    from perception.model.config import ModelConfig
-    from perception.model.dataset import load_sequences
+def measure(engine, cfg) -> dict:
+    """The manifest's figures of `engine` (printed as they come): validation, the held-out drive, the unseen
+    seeds, their pool and recall by box height, and the real held-out footage (decoder and node)."""
     from perception.decode import DecodeConfig
+    from perception.model.dataset import load_sequences
     from perception.model.evaluate import EVAL_SCORE_THRESHOLD, evaluate, recall_by_height, run_sequences, score
     from perception.node.config import DecodeSection
 
-    engine = OnnxRuntimeEngine(MODEL)
     classes = engine.contract.classes
-    cfg = ModelConfig.from_dict(read_checkpoint(finetune_dir() / "best.pt")["config"])
-    metrics = {"val": evaluate(engine, [s for spec in DRIVES["val"] for s in load_sequences(drive_path(spec), cfg)])
-               .as_dict()}
+    validation = evaluate(engine, [s for spec in DRIVES["val"] for s in load_sequences(drive_path(spec), cfg)]).as_dict()
     # every synthetic drive the model never trained on: streamed once, scored per drive and pooled
     held_out = {drive_name(spec): run_sequences(
         engine, load_sequences(drive_path(spec), cfg), DecodeConfig.for_classes(classes, EVAL_SCORE_THRESHOLD))
         for spec in DRIVES["test"] + DRIVES["unseen_seeds"]}
-    metrics["test"] = score(held_out[drive_name(DRIVES["test"][0])], classes).as_dict()
+    test = score(held_out[drive_name(DRIVES["test"][0])], classes).as_dict()
     unseen = {drive_name(spec): score(held_out[drive_name(spec)], classes).as_dict() for spec in DRIVES["unseen_seeds"]}
-    print(f"[held out] {json.dumps({'test': metrics['test'], **unseen})}", flush=True)
+    print(f"[held out] {json.dumps({'test': test, **unseen})}", flush=True)
     # [found, labelled] per class and box height at the node's score threshold: where the held-out recall is lost
     # (the same frames: peaks, top-k and NMS keep every detection above the node's threshold as decoding at it does)
     recall = {name: recall_by_height(frames, classes, DecodeSection().score_threshold)
@@ -337,6 +335,20 @@ def stage_evaluate() -> None:
     for name in REAL_CLIPS:
         real[name]["node"] = published_metrics(real_drive(name, "held_out"))
     print(f"[real held out] {json.dumps(real)}", flush=True)
+    return {"held_out_test": test, "validation": validation, "unseen_seeds": unseen, "held_out_pooled": pooled,
+            "recall_by_height_at_node_threshold": recall, "real_held_out_vs_teacher": real}
+
+
+def stage_evaluate() -> None:
+    import csv
+
+    from perception.contract import load_model
+    from perception.engine.onnxruntime import OnnxRuntimeEngine
+    from perception.model.checkpoint import read_checkpoint
+    from perception.model.config import ModelConfig
+
+    cfg = ModelConfig.from_dict(read_checkpoint(finetune_dir() / "best.pt")["config"])
+    metrics = measure(OnnxRuntimeEngine(MODEL), cfg)
     logs = {}
     for phase, folder in (("train", run_dir()), ("finetune", finetune_dir())):
         with (folder / "log.csv").open() as f:
@@ -371,9 +383,7 @@ def stage_evaluate() -> None:
                               "held_out": "the rest (teacher boxes at score >= 0.5, uncleaned)",
                               "repeat": {"train": REAL_REPEAT, "finetune": FINETUNE_REAL_REPEAT}}
                        for name, path in REAL_CLIPS.items()},
-        "metrics": {"held_out_test": metrics["test"], "validation": metrics["val"], "unseen_seeds": unseen,
-                    "held_out_pooled": pooled, "recall_by_height_at_node_threshold": recall,
-                    "real_held_out_vs_teacher": real,
+        "metrics": {**metrics,
                     "protocol": "perception/eval, moderate level (docs/evaluation.md); real footage: the same "
                                 "against the teacher's boxes, unmatched = node-threshold detections with IoU < 0.3 "
                                 "to every teacher box, per frame"},
@@ -390,8 +400,6 @@ def stage_int8() -> None:
     from perception.contract import load_model
     from perception.engine.onnxruntime import OnnxRuntimeEngine
     from perception.engine.torch import network_from_onnx
-    from perception.model.dataset import load_sequences
-    from perception.model.evaluate import evaluate
 
     calibration = [str(drive_path(spec)) for spec in DRIVES["train"] + DRIVES["finetune"]]
     perception("quantize", str(MODEL), "--out", str(MODEL_INT8), *INT8_ARGS, "--drives", *calibration)
@@ -399,14 +407,10 @@ def stage_int8() -> None:
     evaluated = manifest["metrics"]
     fp32 = {drive_name(spec): evaluated["held_out_test"]["mAP@0.5"] for spec in DRIVES["test"]}
     fp32 |= {name: m["mAP@0.5"] for name, m in evaluated["unseen_seeds"].items()}
-    cfg = network_from_onnx(MODEL)[0].cfg
-    engine = OnnxRuntimeEngine(MODEL_INT8, threads=1)
-    metrics = {}
-    for spec in DRIVES["test"] + DRIVES["unseen_seeds"]:
-        name = drive_name(spec)
-        metrics[name] = {"fp32": fp32[name],
-                         "int8": evaluate(engine, load_sequences(drive_path(spec), cfg)).as_dict()["mAP@0.5"]}
-        print(f"[int8] {name}: mAP@0.5 fp32 {metrics[name]['fp32']:.4f} int8 {metrics[name]['int8']:.4f}", flush=True)
+    int8 = held_out_map(OnnxRuntimeEngine(MODEL_INT8, threads=1), network_from_onnx(MODEL)[0].cfg)
+    metrics = {name: {"fp32": fp32[name], "int8": int8[name]} for name in int8}
+    for name, m in metrics.items():
+        print(f"[int8] {name}: mAP@0.5 fp32 {m['fp32']:.4f} int8 {m['int8']:.4f}", flush=True)
     loss = max(m["fp32"] - m["int8"] for m in metrics.values())
     kept = loss <= INT8_MAX_LOSS
     manifest["int8"] = {
@@ -423,6 +427,88 @@ def stage_int8() -> None:
         print(f"[int8] loses {100 * loss:.2f} points somewhere: not kept; the node runs fp32", flush=True)
     MANIFEST.write_text(json.dumps(manifest, indent=2, default=float) + "\n")
     print(f"wrote {MANIFEST}")
+
+
+def held_out_map(engine, cfg) -> dict[str, float]:
+    """mAP@0.5 (moderate) of the held-out drive and of each unseen seed: the INT8 rule's figures."""
+    from perception.model.dataset import load_sequences
+    from perception.model.evaluate import evaluate
+
+    return {drive_name(spec): evaluate(engine, load_sequences(drive_path(spec), cfg)).as_dict()["mAP@0.5"]
+            for spec in DRIVES["test"] + DRIVES["unseen_seeds"]}
+
+
+def stage_verify() -> int:
+    """Re-measure the manifest's figures of the committed model (and of its INT8 copy when kept) here: the model
+    files and every synthetic drive (generated on this machine) must hash as the manifest says, and every
+    figure must agree within
+    VERIFY_TOLERANCE (the teacher's labels of the real clips and the engine's sums may round differently on
+    another CPU). Prints each difference; 1 when anything disagrees."""
+    from perception.engine.onnxruntime import OnnxRuntimeEngine
+    from perception.model.config import ModelConfig
+
+    manifest = json.loads(MANIFEST.read_text())
+    problems = []
+    if hashlib.sha256(MODEL.read_bytes()).hexdigest() != manifest["sha256"]:
+        problems.append(f"{MODEL.name}: sha256 differs from {MANIFEST.name}'s (the manifest is not this model's)")
+    for split, specs in DRIVES.items():
+        recorded = {d["file"]: d["sha256"] for d in manifest["data"]["drives"].get(split, [])}
+        for spec in specs:
+            path = drive_path(spec)
+            if recorded.get(path.name) != hashlib.sha256(path.read_bytes()).hexdigest():
+                problems.append(f"drive {split} {drive_name(spec)} ({path.name}): not the manifest's bytes")
+    metrics = measure(OnnxRuntimeEngine(MODEL), ModelConfig.from_dict(manifest["config"]))
+    expected = {k: v for k, v in manifest["metrics"].items() if k != "protocol"}
+    if manifest.get("int8", {}).get("kept"):   # the node's default engine on the CPU: its figures too
+        if hashlib.sha256(MODEL_INT8.read_bytes()).hexdigest() != manifest["int8"]["sha256"]:
+            problems.append(f"{MODEL_INT8.name}: sha256 differs from {MANIFEST.name}'s")
+        expected["int8"] = {name: m["int8"] for name, m in manifest["int8"]["mAP@0.5"].items()}
+        metrics["int8"] = held_out_map(OnnxRuntimeEngine(MODEL_INT8, threads=1), ModelConfig.from_dict(manifest["config"]))
+    measured = json.loads(json.dumps(metrics, default=float))
+    differences = figure_differences(expected, measured, VERIFY_TOLERANCE)
+    problems += [f"{name}: manifest {want}, measured {got}" for name, want, got in differences]
+    compared = len(flat_figures(expected))
+    identical = compared - len(figure_differences(expected, measured, 0.0))
+    for line in problems:
+        print(f"[verify] {line}", flush=True)
+    print(f"[verify] {compared} figures compared: {identical} identical, {len(differences)} beyond "
+          f"{VERIFY_TOLERANCE} (relative, at least absolute); {len(problems) - len(differences)} file problems",
+          flush=True)
+    return 1 if problems else 0
+
+
+def flat_figures(tree: dict, prefix: str = "") -> dict[str, float | list]:
+    """Every leaf of a nested figures dict by its slash-joined path."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= flat_figures(value, name + "/")
+        else:
+            out[name] = value
+    return out
+
+
+def figure_differences(expected: dict, measured: dict, tolerance: float) -> list[tuple[str, object, object]]:
+    """(name, expected, measured) of every figure missing on either side or differing by more than
+    tolerance * max(1, |expected|) (NaN equals NaN; lists compare element by element)."""
+    want, got = flat_figures(expected), flat_figures(measured)
+    out = []
+    for name in sorted(want.keys() | got.keys()):
+        a, b = want.get(name), got.get(name)
+        if not _close(a, b, tolerance):
+            out.append((name, a, b))
+    return out
+
+
+def _close(a, b, tolerance: float) -> bool:
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y, tolerance) for x, y in zip(a, b))
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (a, b)):
+        return a == b
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return abs(a - b) <= tolerance * max(1.0, abs(a))
 
 
 def real_footage_metrics(engine, sequences) -> dict:
@@ -472,8 +558,8 @@ def published_metrics(drive: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stage", choices=("all", "data", "train", "finetune", "export", "evaluate", "int8"),
-                        default="all")
+    parser.add_argument("--stage", default="all",
+                        choices=("all", "data", "train", "finetune", "export", "evaluate", "int8", "verify"))
     parser.add_argument("--resume", action="store_true", help="continue an interrupted training run")
     args = parser.parse_args()
     if args.stage in ("all", "data"):
@@ -488,6 +574,8 @@ def main() -> int:
         stage_evaluate()
     if args.stage in ("all", "int8"):
         stage_int8()
+    if args.stage == "verify":
+        return stage_verify()
     return 0
 
 

@@ -100,15 +100,40 @@ def _iou(a, b) -> float:
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
-def test_the_unseen_stills_leave_out_a_frame_of_a_training_clip():
+def _build_demo():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("build_demo", ROOT / "models" / "build_demo.py")
     build_demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build_demo)
+    return build_demo
+
+
+def test_the_unseen_stills_leave_out_a_frame_of_a_training_clip():
+    build_demo = _build_demo()
     stills = sorted(build_demo.UNSEEN_STILLS.glob("*.jpg"))
     if not stills or not all(p.exists() for p in build_demo.REAL_CLIPS.values()):
         pytest.skip("../shared/data (the dashcam stills and clips) is absent")
     # highway_images/solidWhiteRight.jpg is frame 20 of solidWhiteRight.mp4, in the part the student trains on;
     # the other five stills are other scenes
     assert build_demo.stills_in_training(stills) == {"solidWhiteRight.jpg": "solidWhiteRight frame 20"}
+
+
+def test_verify_reports_each_figure_that_moved_and_none_of_the_manifest_against_itself():
+    build_demo = _build_demo()
+    metrics = {k: v for k, v in json.loads(MANIFEST.read_text())["metrics"].items() if k != "protocol"}
+    assert build_demo.figure_differences(metrics, json.loads(json.dumps(metrics)), 0.005) == []
+    moved = json.loads(json.dumps(metrics))
+    pooled = moved["held_out_pooled"]
+    pooled["AP@0.5/car"] -= 0.01                                  # beyond half a point
+    pooled["AP@0.5/pedestrian"] += 0.001                          # within
+    pooled["gt/car"] += 1                                         # a count: relative, 1 in 3013 is within
+    del moved["real_held_out_vs_teacher"]["vtest"]["node"]["MOTA"]
+    found, labelled = moved["recall_by_height_at_node_threshold"]["cut_in-100"]["car"]["<30"]
+    moved["recall_by_height_at_node_threshold"]["cut_in-100"]["car"]["<30"] = [found - 1, labelled]
+    assert [name for name, _, _ in build_demo.figure_differences(metrics, moved, 0.005)] == [
+        "held_out_pooled/AP@0.5/car", "real_held_out_vs_teacher/vtest/node/MOTA",
+        "recall_by_height_at_node_threshold/cut_in-100/car/<30"]
+    nan = float("nan")
+    assert build_demo.figure_differences({"a": nan, "b": [1, 2]}, {"a": nan, "b": [1, 3]}, 0.005) == [
+        ("b", [1, 2], [1, 3])]
