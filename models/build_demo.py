@@ -347,13 +347,12 @@ def stage_evaluate() -> None:
     from perception.model.checkpoint import read_checkpoint
     from perception.model.config import ModelConfig
 
-    cfg = ModelConfig.from_dict(read_checkpoint(finetune_dir() / "best.pt")["config"])
-    metrics = measure(OnnxRuntimeEngine(MODEL), cfg)
+    best = read_checkpoint(finetune_dir() / "best.pt")
+    metrics = measure(OnnxRuntimeEngine(MODEL), ModelConfig.from_dict(best["config"]))
     logs = {}
     for phase, folder in (("train", run_dir()), ("finetune", finetune_dir())):
         with (folder / "log.csv").open() as f:
             logs[phase] = list(csv.DictReader(f))
-    best = read_checkpoint(finetune_dir() / "best.pt")
     data = MODEL.read_bytes()
     drives = {split: [{**spec, "file": drive_path(spec).name,
                        "sha256": hashlib.sha256(drive_path(spec).read_bytes()).hexdigest()} for spec in specs]
