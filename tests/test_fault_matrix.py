@@ -242,9 +242,12 @@ def test_signal_at_start_up_and_mid_run_leaves_a_readable_recording(tmp_path, si
     config = tmp_path / "node.yaml"
     config.write_text(f"source: {{kind: drive, drive: {drive}, pacing: realtime}}\n"
                       f"record: {record}\npublish: {{endpoint: 'tcp://127.0.0.1:{_free_port()}'}}\n")
+    # SIGINT back to its default in the child: a test run started in the background inherits it ignored, and a
+    # SIGINT during the interpreter's start-up would then be lost (the node ran the whole drive)
     proc = subprocess.Popen([sys.executable, "-m", "perception.cli", "run", "--config", str(config)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     if when_s > 0:  # mid-run: once the node is up (its start-up line), then `when_s` of realtime frames
         started = time.monotonic()
         while b"perception: model" not in proc.stderr.readline():
