@@ -11,13 +11,15 @@ Stages:
   export    `perception export` of the best checkpoint to models/demo.onnx (parity-checked)
   evaluate  held-out metrics of models/demo.onnx through ONNX Runtime on a drive of another seed *and*
             another scenario (cut_in: never seen in training), plus unseen seeds of the trained
-            scenarios; writes models/demo.json (the manifest)
+            scenarios, the real held-out thirds and stills, and other cameras' stills; writes models/demo.json (the
+            manifest). Without the run folders (another machine) it re-evaluates the committed model, carrying the
+            training fields over from the manifest (which must describe this very file)
   int8      models/demo.int8.onnx, the mixed-precision INT8 copy (`perception quantize --target cpu
             --min-macs 256`, calibrated on the training drives), kept only when it loses <= 1 point of mAP
             on the held-out drive and every unseen seed (then the ONNX Runtime engine's default: the node
             runs INT8 when the card shows <= 1 point); its figures go into the manifest's "int8"
   verify    (not part of all) re-measures the manifest's figures of the committed model on drives generated
-            here, without the training checkpoints: the model's and the drives' hashes and every figure must
+            here, without the training checkpoints: the models' and the drives' hashes and every figure must
             agree with models/demo.json (within VERIFY_TOLERANCE); exit status 1 and each difference otherwise
 
 The run folder (checkpoints, CSV log) stays in the cache; only the ONNX file and the manifest are
@@ -92,6 +94,11 @@ REAL_CLIPS = {"solidWhiteRight": SHARED / "dashcam" / "solidWhiteRight.mp4",
 # never trained on: other scenes of the same kind of camera, each still its own one-frame camera (cold start);
 # a still that is a frame of a clip's training part is left out (stills_in_training)
 UNSEEN_STILLS = SHARED / "dashcam" / "highway_images"
+# other cameras, and not driving scenes: a car camera's chessboard on a wall (1280x720, strong barrel distortion)
+# and a 640x480 grey camera with a person holding a chessboard indoors; what the model invents on what it never saw
+OTHER_CAMERAS = {"camera_cal": (SHARED / "dashcam" / "camera_cal", "calibration*.jpg"),
+                 "opencv_left": (SHARED / "opencv-samples", "left*.jpg")}
+OTHER_CAMERA_NODE_FRAMES = 20   # each still repeated for the node (2 s of a static scene: tracks can be confirmed)
 SAME_FRAME_GREY_LEVELS = 8.0   # mean absolute difference below which a still is a (re-encoded) video frame
 TRAIN_SHARE = 2 / 3
 REAL_REPEAT = 6          # each real clip's training part is listed this often: its sampling weight
@@ -142,6 +149,9 @@ def stage_data() -> None:
             path = real_drive(name, part)
             print(f"[real {part}] {name} -> {path} ({time.perf_counter() - t0:.0f} s)", flush=True)
     print(f"[unseen stills] -> {stills_drive()}", flush=True)
+    for name in OTHER_CAMERAS:
+        for repeat in (1, OTHER_CAMERA_NODE_FRAMES):
+            print(f"[other camera] {name} x{repeat} -> {other_camera_drive(name, repeat)}", flush=True)
 
 
 def clip_seconds(path: Path) -> float:
@@ -199,30 +209,44 @@ def stills_in_training(stills: list[Path]) -> dict[str, str]:
 
 
 def stills_drive() -> Path:
-    """The unseen stills with the reference labels: each still is written losslessly (FFV1) as a one-frame
-    video, so each is its own camera streamed from a reset. Stills that are training frames are left out."""
-    import cv2
-
+    """The unseen stills with the reference labels. Stills that are training frames are left out."""
     stills = sorted(UNSEEN_STILLS.glob("*.jpg"))
     if not stills or not TEACHER.exists():
         raise SystemExit(f"{UNSEEN_STILLS} or {TEACHER} is missing: the demo model is scored on the shared stills")
     leaked = stills_in_training(stills)
     for still, frame in leaked.items():
         print(f"[unseen stills] {still} is {frame} (trained on): left out", flush=True)
-    stills = [p for p in stills if p.name not in leaked]
+    return stills_as_drive([p for p in stills if p.name not in leaked], "stills")
+
+
+def other_camera_drive(name: str, repeat: int) -> Path:
+    folder, pattern = OTHER_CAMERAS[name]
+    stills = sorted(folder.glob(pattern))
+    if not stills or not TEACHER.exists():
+        raise SystemExit(f"{folder}/{pattern} or {TEACHER} is missing: the demo model is scored on the shared stills")
+    return stills_as_drive(stills, f"{name}-x{repeat}", repeat)
+
+
+def stills_as_drive(stills: list[Path], tag: str, repeat: int = 1) -> Path:
+    """`stills` with the reference labels, as a drive (cached): each still is written losslessly (FFV1) as a video
+    of `repeat` identical frames at 10 fps, so each is its own camera streamed from a reset (repeated: a static
+    scene, long enough for the node's tracks to be confirmed)."""
+    import cv2
+
     options = reference_options()
     key = hashlib.sha256(teacher_code() + b"".join(p.read_bytes() for p in stills) + repr(options).encode()
-                         ).hexdigest()[:20]
-    out = cache() / "real" / f"stills-{key}.mcap"
+                         + (repr(repeat).encode() if repeat != 1 else b"")).hexdigest()[:20]
+    out = cache() / "real" / f"{tag}-{key}.mcap"
     if out.exists():
         return out
-    videos = out.parent / f"stills-{key}"
+    videos = out.parent / f"{tag}-{key}"
     videos.mkdir(parents=True, exist_ok=True)
     for still in stills:
         image = cv2.imread(str(still))
         writer = cv2.VideoWriter(str(videos / f"{still.stem}.avi"), cv2.VideoWriter_fourcc(*"FFV1"), 10.0,
                                  (image.shape[1], image.shape[0]))
-        writer.write(image)
+        for _ in range(repeat):
+            writer.write(image)
         writer.release()
     label_videos(sorted(videos.glob("*.avi")), options, out)
     return out
@@ -334,26 +358,50 @@ def measure(engine, cfg) -> dict:
     real["unseen_stills"] = real_footage_metrics(engine, load_sequences(stills_drive(), cfg))
     for name in REAL_CLIPS:
         real[name]["node"] = published_metrics(real_drive(name, "held_out"))
+    for name in OTHER_CAMERAS:
+        real[name] = {**real_footage_metrics(engine, load_sequences(other_camera_drive(name, 1), cfg)),
+                      "node": published_metrics(other_camera_drive(name, OTHER_CAMERA_NODE_FRAMES))}
     print(f"[real held out] {json.dumps(real)}", flush=True)
     return {"held_out_test": test, "validation": validation, "unseen_seeds": unseen, "held_out_pooled": pooled,
             "recall_by_height_at_node_threshold": recall, "real_held_out_vs_teacher": real}
 
 
-def stage_evaluate() -> None:
+TRAINING_FIELDS = ("config", "best_epoch", "epochs_run", "training_seconds")
+
+
+def training_record(data: bytes) -> dict:
+    """The manifest's training fields: from the run folders' checkpoints and logs, or, where they are not on this
+    machine, from the existing manifest when it describes this very model file (re-evaluating a committed model)."""
     import csv
 
-    from perception.contract import load_model
-    from perception.engine.onnxruntime import OnnxRuntimeEngine
     from perception.model.checkpoint import read_checkpoint
-    from perception.model.config import ModelConfig
 
-    best = read_checkpoint(finetune_dir() / "best.pt")
-    metrics = measure(OnnxRuntimeEngine(MODEL), ModelConfig.from_dict(best["config"]))
+    if not (finetune_dir() / "best.pt").exists():
+        old = json.loads(MANIFEST.read_text()) if MANIFEST.exists() else {}
+        if old.get("sha256") != hashlib.sha256(data).hexdigest():
+            raise SystemExit(f"{finetune_dir()} has no best.pt and {MANIFEST.name} describes another model: "
+                             "run the train and finetune stages first")
+        return {k: old[k] for k in TRAINING_FIELDS}
     logs = {}
     for phase, folder in (("train", run_dir()), ("finetune", finetune_dir())):
         with (folder / "log.csv").open() as f:
             logs[phase] = list(csv.DictReader(f))
+    best = read_checkpoint(finetune_dir() / "best.pt")
+    return {"config": best["config"],
+            "best_epoch": {"train": read_checkpoint(run_dir() / "best.pt")["epoch"], "finetune": best["epoch"]},
+            "epochs_run": {phase: len(log) for phase, log in logs.items()},
+            "training_seconds": round(sum(float(r["seconds"]) for log in logs.values() for r in log))}
+
+
+def stage_evaluate() -> None:
+    """Without the run folders (another machine), re-evaluates the committed model: training fields carried over."""
+    from perception.contract import load_model
+    from perception.engine.onnxruntime import OnnxRuntimeEngine
+    from perception.model.config import ModelConfig
+
     data = MODEL.read_bytes()
+    training = training_record(data)
+    metrics = measure(OnnxRuntimeEngine(MODEL), ModelConfig.from_dict(training["config"]))
     drives = {split: [{**spec, "file": drive_path(spec).name,
                        "sha256": hashlib.sha256(drive_path(spec).read_bytes()).hexdigest()} for spec in specs]
               for split, specs in DRIVES.items()}
@@ -370,10 +418,7 @@ def stage_evaluate() -> None:
         "data": {"generator": "replay.synth.cached_drive", "common": COMMON, "drives": drives,
                  "held_out": "test = scenario 'cut_in' (not in training) with its own seed"},
         "code_commit": commit,
-        "config": best["config"], "best_epoch": {"train": read_checkpoint(run_dir() / "best.pt")["epoch"],
-                                                 "finetune": best["epoch"]},
-        "epochs_run": {phase: len(log) for phase, log in logs.items()},
-        "training_seconds": round(sum(float(r["seconds"]) for log in logs.values() for r in log)),
+        **training,
         "teacher": {"file": TEACHER.name, "sha256": hashlib.sha256(TEACHER.read_bytes()).hexdigest(),
                     "what": "YOLOX-Nano (Megvii YOLOX), COCO, Apache-2.0: the student's backbone, PAFPN top-down "
                             "path and stride-8 head towers start from (and keep) its weights; it labels the real clips"},
@@ -382,6 +427,10 @@ def stage_evaluate() -> None:
                               "held_out": "the rest (teacher boxes at score >= 0.5, uncleaned)",
                               "repeat": {"train": REAL_REPEAT, "finetune": FINETUNE_REAL_REPEAT}}
                        for name, path in REAL_CLIPS.items()},
+        "other_cameras": {name: {"stills": f"{folder.relative_to(SHARED)}/{pattern}",
+                                 "decoder": "each still one frame", "node": f"each still {OTHER_CAMERA_NODE_FRAMES} "
+                                 "identical frames at 10 fps", "labels": "the teacher's boxes at score >= 0.5"}
+                          for name, (folder, pattern) in OTHER_CAMERAS.items()},
         "metrics": {**metrics,
                     "protocol": "perception/eval, moderate level (docs/evaluation.md); real footage: the same "
                                 "against the teacher's boxes, unmatched = node-threshold detections with IoU < 0.3 "
@@ -528,7 +577,8 @@ def real_footage_metrics(engine, sequences) -> dict:
 
 def published_metrics(drive: Path) -> dict:
     """What the node publishes (tracked objects, default configuration, lockstep replay) against the drive's
-    labels (replay/metrics): AP@0.5 per class, objects overlapping no label per camera frame, MOTA and ID
+    labels (replay/metrics): AP@0.5 per class, objects published and objects overlapping no label per labelled
+    camera frame, MOTA and ID
     switches, and the median relative range error under 40 m (NaN where the labels carry no 3D objects)."""
     import tempfile
 
@@ -549,7 +599,7 @@ def published_metrics(drive: Path) -> dict:
     near = true_range < RANGE_LIMIT_M
     return {**{f"AP@0.5/{k}": v for k, v in metrics.detection.ap50_by_class().items()},
             "unmatched_per_frame": metrics.unmatched_per_frame,
-            "published_per_frame": sum(len(m.message.objects) for m in run.detections) / max(1, len(run.detections)),
+            "published_per_frame": sum(len(im.det) for im in metrics.images) / max(1, len(metrics.images)),
             "MOTA": metrics.tracking.total.mota, "id_switches": metrics.tracking.total.id_switches,
             "range_rel_error_median_under_40m":
                 float(np.median(np.abs(error[near]) / true_range[near])) if near.any() else float("nan")}

@@ -137,3 +137,14 @@ def test_verify_reports_each_figure_that_moved_and_none_of_the_manifest_against_
     nan = float("nan")
     assert build_demo.figure_differences({"a": nan, "b": [1, 2]}, {"a": nan, "b": [1, 3]}, 0.005) == [
         ("b", [1, 2], [1, 3])]
+
+
+def test_evaluate_without_the_run_folders_carries_over_the_training_fields_of_this_models_manifest(tmp_path,
+                                                                                                   monkeypatch):
+    build_demo = _build_demo()
+    monkeypatch.setattr(build_demo, "finetune_dir", lambda: tmp_path / "no-run")   # another machine: no checkpoints
+    data = MODEL.read_bytes()
+    manifest = json.loads(MANIFEST.read_text())
+    assert build_demo.training_record(data) == {k: manifest[k] for k in build_demo.TRAINING_FIELDS}
+    with pytest.raises(SystemExit, match="describes another model"):
+        build_demo.training_record(data + b"\0")
