@@ -30,6 +30,7 @@ has --bf16); on an AVX2-only CPU bf16 is emulated, ~7 s per step, and the 26 epo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
@@ -99,6 +100,10 @@ UNSEEN_STILLS = SHARED / "dashcam" / "highway_images"
 OTHER_CAMERAS = {"camera_cal": (SHARED / "dashcam" / "camera_cal", "calibration*.jpg"),
                  "opencv_left": (SHARED / "opencv-samples", "left*.jpg")}
 OTHER_CAMERA_NODE_FRAMES = 20   # each still repeated for the node (2 s of a static scene: tracks can be confirmed)
+# the real held-out thirds as other cameras would show them (changed_image), scored at the decoder against the
+# labels of the unchanged frames
+CAMERA_CHANGES = ("mirrored", "darker", "warmer", "grey", "blurred, JPEG 40")
+CAMERA_CHANGE_FIGURES = ("AP@0.5/car", "AP@0.5/pedestrian", "unmatched_per_frame", "published_per_frame")
 SAME_FRAME_GREY_LEVELS = 8.0   # mean absolute difference below which a still is a (re-encoded) video frame
 TRAIN_SHARE = 2 / 3
 REAL_REPEAT = 6          # each real clip's training part is listed this often: its sampling weight
@@ -252,6 +257,62 @@ def stills_as_drive(stills: list[Path], tag: str, repeat: int = 1) -> Path:
     return out
 
 
+def changed_image(change: str, image):
+    """`image` (BGR uint8) as another camera would show the same scene (CAMERA_CHANGES)."""
+    import cv2
+    import numpy as np
+
+    if change == "mirrored":
+        return image[:, ::-1]
+    if change == "darker":      # gamma 1.8: dusk, an underexposing camera
+        return cv2.LUT(image, (255 * (np.arange(256) / 255.0) ** 1.8).astype(np.uint8))
+    if change == "warmer":      # another white balance: blue x 0.8, red x 1.2
+        return np.clip(image * np.array([0.8, 1.0, 1.2]), 0, 255).astype(np.uint8)
+    if change == "grey":
+        return cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    if change == "blurred, JPEG 40":   # a softer lens and a cheaper encoder
+        blurred = cv2.GaussianBlur(image, (5, 5), 1.2)
+        return cv2.imdecode(cv2.imencode(".jpg", blurred, [cv2.IMWRITE_JPEG_QUALITY, 40])[1], cv2.IMREAD_COLOR)
+    raise ValueError(f"unknown camera change {change!r}")
+
+
+def changed_drive(drive: Path, change: str) -> Path:
+    """`drive` (a teacher-labelled real drive) with every image changed by `change`, keeping the labels of the
+    unchanged images (mirrored with the image): the reference stays fixed while the camera changes, so the
+    teacher's own sensitivity to the change does not enter the figure. Cached; raw frames (no re-encoding)."""
+    import inspect
+
+    import numpy as np
+
+    from perception.frame import Frame
+    from perception.io.drive import DriveReader, DriveWriter
+    from perception.io.drive_images import frame_to_bgr
+
+    key = hashlib.sha256(drive.name.encode() + change.encode() + inspect.getsource(changed_image).encode()
+                         ).hexdigest()[:20]
+    out = cache() / "real" / "changed" / f"{drive.stem}-{key}.mcap"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp.mcap")
+    with DriveReader(drive) as reader, DriveWriter(tmp, reader.rig) as writer:
+        for camera in reader.cameras:
+            width = reader.rig[camera].width
+            for gt in reader.ground_truth(camera):
+                if change == "mirrored":
+                    if gt.objects:
+                        raise ValueError(f"{drive}: mirroring covers 2D labels only; {camera} has 3D objects")
+                    gt = dataclasses.replace(gt, boxes=tuple(dataclasses.replace(b, box=(width - b.box[2], b.box[1],
+                                                                                         width - b.box[0], b.box[3]))
+                                                             for b in gt.boxes))
+                writer.write_ground_truth(gt)
+        for cf in reader.frames():
+            image = np.ascontiguousarray(changed_image(change, frame_to_bgr(cf.frame)))
+            writer.write_frame(cf.camera, cf.t_ns, Frame.from_bgr(image))
+    tmp.replace(out)
+    return out
+
+
 def reference_options(**window):
     """The reference of the real-footage figures: the teacher's own boxes at score >= 0.5, uncleaned."""
     from perception.autolabel.clean import CleaningConfig
@@ -358,6 +419,11 @@ def measure(engine, cfg) -> dict:
     real["unseen_stills"] = real_footage_metrics(engine, load_sequences(stills_drive(), cfg))
     for name in REAL_CLIPS:
         real[name]["node"] = published_metrics(real_drive(name, "held_out"))
+    for name in REAL_CLIPS:
+        changed = {change: real_footage_metrics(engine, load_sequences(changed_drive(real_drive(name, "held_out"),
+                                                                                     change), cfg))
+                   for change in CAMERA_CHANGES}
+        real[name]["camera_changes"] = {change: {k: m[k] for k in CAMERA_CHANGE_FIGURES} for change, m in changed.items()}
     for name in OTHER_CAMERAS:
         real[name] = {**real_footage_metrics(engine, load_sequences(other_camera_drive(name, 1), cfg)),
                       "node": published_metrics(other_camera_drive(name, OTHER_CAMERA_NODE_FRAMES))}

@@ -148,3 +148,43 @@ def test_evaluate_without_the_run_folders_carries_over_the_training_fields_of_th
     assert build_demo.training_record(data) == {k: manifest[k] for k in build_demo.TRAINING_FIELDS}
     with pytest.raises(SystemExit, match="describes another model"):
         build_demo.training_record(data + b"\0")
+
+
+def test_a_changed_drive_keeps_the_unchanged_frames_labels_mirrored_with_the_image(tmp_path, monkeypatch):
+    from perception.frame import Frame
+    from perception.io.drive import DriveReader, DriveWriter
+    from perception.io.drive_images import frame_to_bgr
+    from perception.labels import GroundTruth, GroundTruthBox, GroundTruthObject
+    from tests.test_replay_support import T0, small_rig
+
+    build_demo = _build_demo()
+    monkeypatch.setattr(build_demo, "cache", lambda: tmp_path / "cache")
+    rig = small_rig(num_cameras=1)
+    camera = rig.cameras[0]
+    image = np.full((camera.height, camera.width, 3), 60, np.uint8)
+    image[10:30, 5:25] = (40, 120, 250)
+    box = GroundTruthBox(1, "car", (5.0, 10.0, 25.0, 30.0), 0.0, 0.0)
+
+    def labelled(path, objects=()):
+        with DriveWriter(path, rig) as writer:
+            for k in range(2):
+                writer.write_frame(camera.name, T0 + k * 100_000_000, Frame.from_bgr(image))
+                writer.write_ground_truth(GroundTruth(camera.name, T0 + k * 100_000_000, (box,), objects, None))
+        return path
+
+    drive = labelled(tmp_path / "labelled.mcap")
+    for change, want_box in (("mirrored", (camera.width - 25.0, 10.0, camera.width - 5.0, 30.0)),
+                             ("grey", box.box)):
+        with DriveReader(build_demo.changed_drive(drive, change)) as reader:
+            boxes = [gt.boxes[0].box for gt in reader.ground_truth(camera.name)]
+            got = frame_to_bgr(next(iter(reader.frames())).frame)
+        assert boxes == [want_box, want_box]
+        assert np.array_equal(got, build_demo.changed_image(change, image))
+    assert (got[10:30, 5:25, 0] == got[10:30, 5:25, 2]).all() and got[0, 0, 0] == 60   # grey: one value per pixel
+    with DriveReader(build_demo.changed_drive(drive, "mirrored")) as reader:
+        mirrored = frame_to_bgr(next(iter(reader.frames())).frame)
+    assert (mirrored[10:30, camera.width - 25:camera.width - 5] == (40, 120, 250)).all()
+    with_3d = labelled(tmp_path / "3d.mcap", (GroundTruthObject(1, "car", (10.0, 2.0, 0.0), (0.0, 0.0, 0.0),
+                                                               (4.0, 2.0, 1.5), 0.0),))
+    with pytest.raises(ValueError, match="2D labels only"):
+        build_demo.changed_drive(with_3d, "mirrored")
