@@ -102,7 +102,7 @@ OTHER_CAMERAS = {"camera_cal": (SHARED / "dashcam" / "camera_cal", "calibration*
 OTHER_CAMERA_NODE_FRAMES = 20   # each still repeated for the node (2 s of a static scene: tracks can be confirmed)
 # the real held-out thirds as other cameras would show them (changed_image), scored at the decoder against the
 # labels of the unchanged frames
-CAMERA_CHANGES = ("mirrored", "darker", "warmer", "grey", "blurred, JPEG 40")
+CAMERA_CHANGES = ("mirrored", "zoomed 1.3x", "darker", "warmer", "grey", "blurred, JPEG 40")
 CAMERA_CHANGE_FIGURES = ("AP@0.5/car", "AP@0.5/pedestrian", "unmatched_per_frame", "published_per_frame")
 SAME_FRAME_GREY_LEVELS = 8.0   # mean absolute difference below which a still is a (re-encoded) video frame
 TRAIN_SHARE = 2 / 3
@@ -264,6 +264,9 @@ def changed_image(change: str, image):
 
     if change == "mirrored":
         return image[:, ::-1]
+    if change == "zoomed 1.3x":   # a longer lens: the centre, magnified (zoom_affine; the labels follow it)
+        height, width = image.shape[:2]
+        return cv2.warpAffine(image, zoom_affine(width, height), (width, height), flags=cv2.INTER_LINEAR)
     if change == "darker":      # gamma 1.8: dusk, an underexposing camera
         return cv2.LUT(image, (255 * (np.arange(256) / 255.0) ** 1.8).astype(np.uint8))
     if change == "warmer":      # another white balance: blue x 0.8, red x 1.2
@@ -276,10 +279,44 @@ def changed_image(change: str, image):
     raise ValueError(f"unknown camera change {change!r}")
 
 
+ZOOM = 1.3
+
+
+def zoom_affine(width: int, height: int):
+    """The 2x3 pixel-centre map of "zoomed 1.3x": the edge coordinate u goes to ZOOM * (u - u0), u0 the crop's
+    corner, i.e. pixel centre i to ZOOM * (i + 0.5 - u0) - 0.5."""
+    import numpy as np
+
+    x0, y0 = width * (1 - 1 / ZOOM) / 2, height * (1 - 1 / ZOOM) / 2
+    return np.array([[ZOOM, 0.0, ZOOM * (0.5 - x0) - 0.5], [0.0, ZOOM, ZOOM * (0.5 - y0) - 0.5]])
+
+
+def changed_labels(change: str, gt, width: int, height: int):
+    """The labels of an unchanged image for its changed copy: mirrored or zoomed with the image (a box the zoom
+    cuts is clipped to the image, its truncation raised by the share cut off; one it cuts away is dropped)."""
+    if change == "mirrored":
+        return dataclasses.replace(gt, boxes=tuple(dataclasses.replace(b, box=(width - b.box[2], b.box[1],
+                                                                                width - b.box[0], b.box[3]))
+                                                   for b in gt.boxes))
+    if change != "zoomed 1.3x":
+        return gt
+    (sx, _, ox), (_, sy, oy) = zoom_affine(width, height)
+    boxes = []
+    for b in gt.boxes:
+        x0, y0, x1, y1 = (sx * b.box[0] + ox + 0.5 * (1 - sx), sy * b.box[1] + oy + 0.5 * (1 - sy),
+                          sx * b.box[2] + ox + 0.5 * (1 - sx), sy * b.box[3] + oy + 0.5 * (1 - sy))
+        cx0, cy0, cx1, cy1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
+        if cx1 <= cx0 or cy1 <= cy0:
+            continue
+        visible = (cx1 - cx0) * (cy1 - cy0) / ((x1 - x0) * (y1 - y0))
+        boxes.append(dataclasses.replace(b, box=(cx0, cy0, cx1, cy1), truncation=1 - (1 - b.truncation) * visible))
+    return dataclasses.replace(gt, boxes=tuple(boxes))
+
+
 def changed_drive(drive: Path, change: str) -> Path:
     """`drive` (a teacher-labelled real drive) with every image changed by `change`, keeping the labels of the
-    unchanged images (mirrored with the image): the reference stays fixed while the camera changes, so the
-    teacher's own sensitivity to the change does not enter the figure. Cached; raw frames (no re-encoding)."""
+    unchanged images (changed_labels: moved with the image): the reference stays fixed while the camera changes,
+    so the teacher's own sensitivity to the change does not enter the figure. Cached; raw frames (no re-encoding)."""
     import inspect
 
     import numpy as np
@@ -288,8 +325,8 @@ def changed_drive(drive: Path, change: str) -> Path:
     from perception.io.drive import DriveReader, DriveWriter
     from perception.io.drive_images import frame_to_bgr
 
-    key = hashlib.sha256(drive.name.encode() + change.encode() + inspect.getsource(changed_image).encode()
-                         ).hexdigest()[:20]
+    code = b"".join(inspect.getsource(f).encode() for f in (changed_image, zoom_affine, changed_labels))
+    key = hashlib.sha256(drive.name.encode() + change.encode() + code).hexdigest()[:20]
     out = cache() / "real" / "changed" / f"{drive.stem}-{key}.mcap"
     if out.exists():
         return out
@@ -297,15 +334,11 @@ def changed_drive(drive: Path, change: str) -> Path:
     tmp = out.with_suffix(".tmp.mcap")
     with DriveReader(drive) as reader, DriveWriter(tmp, reader.rig) as writer:
         for camera in reader.cameras:
-            width = reader.rig[camera].width
+            model = reader.rig[camera]
             for gt in reader.ground_truth(camera):
-                if change == "mirrored":
-                    if gt.objects:
-                        raise ValueError(f"{drive}: mirroring covers 2D labels only; {camera} has 3D objects")
-                    gt = dataclasses.replace(gt, boxes=tuple(dataclasses.replace(b, box=(width - b.box[2], b.box[1],
-                                                                                         width - b.box[0], b.box[3]))
-                                                             for b in gt.boxes))
-                writer.write_ground_truth(gt)
+                if gt.objects and change in ("mirrored", "zoomed 1.3x"):
+                    raise ValueError(f"{drive}: {change} covers 2D labels only; {camera} has 3D objects")
+                writer.write_ground_truth(changed_labels(change, gt, model.width, model.height))
         for cf in reader.frames():
             image = np.ascontiguousarray(changed_image(change, frame_to_bgr(cf.frame)))
             writer.write_frame(cf.camera, cf.t_ns, Frame.from_bgr(image))

@@ -150,7 +150,7 @@ def test_evaluate_without_the_run_folders_carries_over_the_training_fields_of_th
         build_demo.training_record(data + b"\0")
 
 
-def test_a_changed_drive_keeps_the_unchanged_frames_labels_mirrored_with_the_image(tmp_path, monkeypatch):
+def test_a_changed_drive_keeps_the_unchanged_frames_labels_moved_with_the_image(tmp_path, monkeypatch):
     from perception.frame import Frame
     from perception.io.drive import DriveReader, DriveWriter
     from perception.io.drive_images import frame_to_bgr
@@ -184,6 +184,24 @@ def test_a_changed_drive_keeps_the_unchanged_frames_labels_mirrored_with_the_ima
     with DriveReader(build_demo.changed_drive(drive, "mirrored")) as reader:
         mirrored = frame_to_bgr(next(iter(reader.frames())).frame)
     assert (mirrored[10:30, camera.width - 25:camera.width - 5] == (40, 120, 250)).all()
+    # zoomed: a box inside the centre crop scales by 1.3 about it, one the crop cuts is clipped (its truncation is the
+    # share cut off), one outside the crop is dropped; the image moves with the labels
+    image[100:140, 140:180] = (250, 250, 250)
+    zoomed_boxes = (GroundTruthBox(2, "car", (140.0, 100.0, 180.0, 140.0), 0.0, 0.0),
+                    GroundTruthBox(3, "pedestrian", (30.0, 100.0, 50.0, 120.0), 0.0, 0.2), box)
+    with DriveWriter(tmp_path / "zoom.mcap", rig) as writer:
+        writer.write_frame(camera.name, T0, Frame.from_bgr(image))
+        writer.write_ground_truth(GroundTruth(camera.name, T0, zoomed_boxes, (), None))
+    with DriveReader(build_demo.changed_drive(tmp_path / "zoom.mcap", "zoomed 1.3x")) as reader:
+        centre, cut = next(iter(reader.ground_truth(camera.name))).boxes
+        zoomed = frame_to_bgr(next(iter(reader.frames())).frame)
+    x0, y0 = camera.width * (1 - 1 / 1.3) / 2, camera.height * (1 - 1 / 1.3) / 2
+    assert centre.box == pytest.approx((1.3 * (140 - x0), 1.3 * (100 - y0), 1.3 * (180 - x0), 1.3 * (140 - y0)))
+    assert cut.box == pytest.approx((0.0, 1.3 * (100 - y0), 1.3 * (50 - x0), 1.3 * (120 - y0)))
+    assert cut.truncation == pytest.approx(1 - (50 - x0) / 20) and cut.occlusion == 0.2
+    bx0, by0, bx1, by1 = (round(v) for v in centre.box)
+    assert (zoomed[by0 + 2:by1 - 2, bx0 + 2:bx1 - 2] == 250).all()
+    assert (zoomed[by0 - 3, bx0:bx1] == 60).all() and (zoomed[by0:by1, bx1 + 2] == 60).all()
     with_3d = labelled(tmp_path / "3d.mcap", (GroundTruthObject(1, "car", (10.0, 2.0, 0.0), (0.0, 0.0, 0.0),
                                                                (4.0, 2.0, 1.5), 0.0),))
     with pytest.raises(ValueError, match="2D labels only"):
