@@ -505,6 +505,10 @@ def stage_evaluate() -> None:
                        "sha256": hashlib.sha256(drive_path(spec).read_bytes()).hexdigest()} for spec in specs]
               for split, specs in DRIVES.items()}
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    # tracked files changed since that commit, the build's own outputs aside: the code that measured is not the commit's
+    outputs = {p.relative_to(ROOT).as_posix() for p in (MODEL, MODEL_INT8, MANIFEST)}
+    changed = subprocess.run(["git", "diff", "--name-only", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    uncommitted = sorted(set(changed.split()) - outputs)
     manifest = {
         "model": MODEL.name, "model_id": load_model(MODEL).contract.model_id,
         "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data),
@@ -516,7 +520,7 @@ def stage_evaluate() -> None:
         "seeds": {"training": SEED, "drives": {split: [s["seed"] for s in specs] for split, specs in DRIVES.items()}},
         "data": {"generator": "replay.synth.cached_drive", "common": COMMON, "drives": drives,
                  "held_out": "test = scenario 'cut_in' (not in training) with its own seed"},
-        "code_commit": commit,
+        "code_commit": commit, "code_uncommitted": uncommitted,
         **training,
         "teacher": {"file": TEACHER.name, "sha256": hashlib.sha256(TEACHER.read_bytes()).hexdigest(),
                     "what": "YOLOX-Nano (Megvii YOLOX), COCO, Apache-2.0: the student's backbone, PAFPN top-down "
