@@ -142,6 +142,16 @@ def drive_name(spec: dict) -> str:
     return f"{spec['scenario']}-{spec['seed']}"
 
 
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def drive_records() -> dict[str, list[dict]]:
+    """Every synthetic drive's spec with its file name and sha256, by split: the manifest's "data"/"drives"."""
+    return {split: [{**spec, "file": drive_path(spec).name, "sha256": file_sha256(drive_path(spec))} for spec in specs]
+            for split, specs in DRIVES.items()}
+
+
 def stage_data() -> None:
     for split, specs in DRIVES.items():
         for spec in specs:
@@ -239,8 +249,8 @@ def stills_as_drive(stills: list[Path], tag: str, repeat: int = 1) -> Path:
     import cv2
 
     options = reference_options()
-    key = hashlib.sha256(teacher_code() + b"".join(p.read_bytes() for p in stills) + repr(options).encode()
-                         + (repr(repeat).encode() if repeat != 1 else b"")).hexdigest()[:20]
+    key = hashlib.sha256(teacher_code() + b"".join(p.read_bytes() for p in stills) + repr((options, repeat)).encode()
+                         ).hexdigest()[:20]
     out = cache() / "real" / f"{tag}-{key}.mcap"
     if out.exists():
         return out
@@ -501,9 +511,7 @@ def stage_evaluate() -> None:
     data = MODEL.read_bytes()
     training = training_record(data)
     metrics = measure(OnnxRuntimeEngine(MODEL), ModelConfig.from_dict(training["config"]))
-    drives = {split: [{**spec, "file": drive_path(spec).name,
-                       "sha256": hashlib.sha256(drive_path(spec).read_bytes()).hexdigest()} for spec in specs]
-              for split, specs in DRIVES.items()}
+    drives = drive_records()
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     # tracked files changed since that commit, the build's own outputs aside: the code that measured is not the commit's
     outputs = {p.relative_to(ROOT).as_posix() for p in (MODEL, MODEL_INT8, MANIFEST)}
@@ -522,7 +530,7 @@ def stage_evaluate() -> None:
                  "held_out": "test = scenario 'cut_in' (not in training) with its own seed"},
         "code_commit": commit, "code_uncommitted": uncommitted,
         **training,
-        "teacher": {"file": TEACHER.name, "sha256": hashlib.sha256(TEACHER.read_bytes()).hexdigest(),
+        "teacher": {"file": TEACHER.name, "sha256": file_sha256(TEACHER),
                     "what": "YOLOX-Nano (Megvii YOLOX), COCO, Apache-2.0: the student's backbone, PAFPN top-down "
                             "path and stride-8 head towers start from (and keep) its weights; it labels the real clips"},
         "licence": "Apache-2.0 (the pretrained part derives from Megvii's YOLOX-Nano COCO weights)",
@@ -565,7 +573,7 @@ def stage_int8() -> None:
     kept = loss <= INT8_MAX_LOSS
     manifest["int8"] = {
         "model": MODEL_INT8.name, "model_id": load_model(MODEL_INT8).contract.model_id,
-        "sha256": hashlib.sha256(MODEL_INT8.read_bytes()).hexdigest(), "bytes": MODEL_INT8.stat().st_size,
+        "sha256": file_sha256(MODEL_INT8), "bytes": MODEL_INT8.stat().st_size,
         "command": "perception quantize demo.onnx --out demo.int8.onnx " + " ".join(INT8_ARGS)
                    + " --drives <train + finetune drives>",
         "mAP@0.5": metrics, "max_loss": loss, "real_held_out_node": figures["real_held_out_node"],
@@ -595,31 +603,30 @@ def int8_figures(cfg) -> dict:
 
 def stage_verify() -> int:
     """Re-measure the manifest's figures of the committed model (and of its INT8 copy when kept) here: the model
-    files and every synthetic drive (generated on this machine) must hash as the manifest says, and every
-    figure must agree within
-    VERIFY_TOLERANCE (the teacher's labels of the real clips and the engine's sums may round differently on
-    another CPU). Prints each difference; 1 when anything disagrees."""
+    files and every synthetic drive (generated on this machine) must hash as the manifest says, and every figure
+    must agree within VERIFY_TOLERANCE (the teacher's labels of the real clips and the engine's sums may round
+    differently on another CPU). Prints each difference; 1 when anything disagrees."""
     from perception.engine.onnxruntime import OnnxRuntimeEngine
     from perception.model.config import ModelConfig
 
     manifest = json.loads(MANIFEST.read_text())
     problems = []
-    if hashlib.sha256(MODEL.read_bytes()).hexdigest() != manifest["sha256"]:
+    if file_sha256(MODEL) != manifest["sha256"]:
         problems.append(f"{MODEL.name}: sha256 differs from {MANIFEST.name}'s (the manifest is not this model's)")
-    for split, specs in DRIVES.items():
-        recorded = {d["file"]: d["sha256"] for d in manifest["data"]["drives"].get(split, [])}
-        for spec in specs:
-            path = drive_path(spec)
-            if recorded.get(path.name) != hashlib.sha256(path.read_bytes()).hexdigest():
-                problems.append(f"drive {split} {drive_name(spec)} ({path.name}): not the manifest's bytes")
-    metrics = measure(OnnxRuntimeEngine(MODEL), ModelConfig.from_dict(manifest["config"]))
+    recorded = manifest["data"]["drives"]
+    for split, records in drive_records().items():
+        for record in records:
+            if record not in recorded.get(split, []):
+                problems.append(f"drive {split} {drive_name(record)} ({record['file']}): not the manifest's bytes")
+    cfg = ModelConfig.from_dict(manifest["config"])
+    metrics = measure(OnnxRuntimeEngine(MODEL), cfg)
     expected = {k: v for k, v in manifest["metrics"].items() if k != "protocol"}
     if manifest.get("int8", {}).get("kept"):   # the node's default engine on the CPU: its figures too
-        if hashlib.sha256(MODEL_INT8.read_bytes()).hexdigest() != manifest["int8"]["sha256"]:
+        if file_sha256(MODEL_INT8) != manifest["int8"]["sha256"]:
             problems.append(f"{MODEL_INT8.name}: sha256 differs from {MANIFEST.name}'s")
         expected["int8"] = {"mAP@0.5": {name: m["int8"] for name, m in manifest["int8"]["mAP@0.5"].items()},
                             "real_held_out_node": manifest["int8"]["real_held_out_node"]}
-        metrics["int8"] = int8_figures(ModelConfig.from_dict(manifest["config"]))
+        metrics["int8"] = int8_figures(cfg)
     measured = json.loads(json.dumps(metrics, default=float))
     differences = figure_differences(expected, measured, VERIFY_TOLERANCE)
     problems += [f"{name}: manifest {want}, measured {got}" for name, want, got in differences]
